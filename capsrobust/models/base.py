@@ -1,0 +1,74 @@
+"""What every capsrobust model returns and exposes, so that training, attacks and detection treat them alike."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    """The result of a forward pass.
+
+    ``logits`` are class scores that attack libraries may treat as logits (softmax / cross-entropy over them is
+    meaningful, argmax is the prediction). Capsule models also return their capsule ``lengths``, the digit
+    capsule ``poses`` and, when they have a decoder, the ``reconstruction`` of the input from the capsule of
+    the masked class.
+    """
+
+    logits: torch.Tensor  # (B, C)
+    lengths: torch.Tensor | None = None  # (B, C), in [0, 1)
+    poses: torch.Tensor | None = None  # (B, C, D)
+    reconstruction: torch.Tensor | None = None  # (B, 1, 28, 28), in [0, 1]
+
+    @property
+    def predictions(self) -> torch.Tensor:
+        return self.logits.argmax(dim=1)
+
+
+@dataclass
+class LossTerms:
+    """The training loss and the named parts it is a sum of (for logging)."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Normalize(nn.Module):
+    """Pixel-space input to the model's internal scale; lives inside the model so attacks stay in [0, 1]."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean = mean
+        self.std = std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.mean == 0.0 and self.std == 1.0:
+            return images
+        return (images - self.mean) / self.std
+
+
+class CapsRobustModel(nn.Module, ABC):
+    """Base of every model: a forward that returns ``ModelOutput`` and a training loss over it."""
+
+    #: Whether ``forward`` can reconstruct the input conditioned on a class (needed by the detector).
+    can_reconstruct: bool = False
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        """Classify ``images`` (B, 1, 28, 28) in [0, 1].
+
+        ``labels`` only matters to models with a decoder: the reconstruction is masked by these classes
+        (training) instead of the predicted ones (inference).
+        """
+
+    @abstractmethod
+    def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        """The training objective for ``output`` computed from ``images`` with true ``labels``."""
+
+    def decoder_parameter_names(self) -> set[str]:
+        """Names of parameters that belong to a reconstruction decoder (none by default)."""
+        return set()

@@ -1,0 +1,193 @@
+"""CapsNet of Sabour, Frosst & Hinton (2017), *Dynamic Routing Between Capsules*, with fully batched routing.
+
+Shapes for the paper's recipe (B = batch):
+    images (B, 1, 28, 28)
+    conv1 → (B, 256, 20, 20)                      256 9×9 kernels, ReLU
+    primary conv → (B, 256, 6, 6)                 32 channels × 8-D capsules, 9×9, stride 2
+    primary capsules → (B, 1152, 8)               32 · 6 · 6 = 1,152 capsules, squashed
+    prediction vectors û = W u → (B, 1152, 10, 16)   W has shape (1152, 10, 16, 8)
+    routing by agreement → digit capsules (B, 10, 16)
+    lengths (B, 10)                                 the class scores
+    decoder(masked poses (B, 160)) → (B, 1, 28, 28)  512–1024–784, sigmoid
+
+What this model exposes as ``logits``: the log of the capsule lengths. Lengths live in [0, 1), so a softmax over
+raw lengths can never put more than e times the mass on one class as on another; cross-entropy on them is then
+nearly flat, and gradient attacks that treat the output as logits (ART, Foolbox) get weak gradients and make the
+network look more robust than it is. ``softmax(log ℓ) = ℓ / Σℓ`` instead turns lengths into a proper
+distribution, keeps the argmax, and gives cross-entropy its usual gradients. The raw lengths stay available as
+``ModelOutput.lengths`` for the margin loss and for attacks that want another objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize
+from capsrobust.models.registry import register_architecture
+
+# Keeps |s| and its gradient finite at the zero vector, where attacks and early training do land.
+NORM_EPS = 1e-8
+MIN_LENGTH_FOR_LOG = 1e-12
+
+
+def squash(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Shrink vectors to length |s|² / (1 + |s|²) keeping their direction (the paper's eq. 1).
+
+    Written as s · sqrt(|s|² + ε) / (1 + |s|²), which equals the paper's form for |s| ≫ √ε and, unlike
+    s / |s|, has a finite gradient at s = 0.
+    """
+    squared_norm = (vectors * vectors).sum(dim=dim, keepdim=True)
+    return vectors * (torch.sqrt(squared_norm + NORM_EPS) / (1.0 + squared_norm))
+
+
+def capsule_length(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Euclidean length with a finite gradient at the zero vector."""
+    return torch.sqrt((vectors * vectors).sum(dim=dim) + NORM_EPS)
+
+
+def route_by_agreement(predictions: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic routing (the paper's Procedure 1) over a whole batch at once.
+
+    ``predictions`` are the votes û of shape (B, N_in, C, D). Returns the output capsules (B, C, D) and the
+    coupling coefficients of the last iteration (B, N_in, C), which sum to 1 over the C classes. Only the
+    iterations are a Python loop; everything inside is a batched tensor operation, the same on CPU and CUDA.
+    """
+    if iterations < 1:
+        raise ValueError(f"routing needs at least one iteration, got {iterations}")
+    batch, n_in, n_out, _ = predictions.shape
+    routing_logits = predictions.new_zeros(batch, n_in, n_out)  # b_ij, (B, N_in, C)
+    for iteration in range(iterations):
+        coupling = routing_logits.softmax(dim=2)  # c_ij, (B, N_in, C)
+        weighted_sum = torch.einsum("bnc,bncd->bcd", coupling, predictions)  # s_j, (B, C, D)
+        outputs = squash(weighted_sum)  # v_j, (B, C, D)
+        if iteration < iterations - 1:
+            agreement = torch.einsum("bncd,bcd->bnc", predictions, outputs)  # û·v, (B, N_in, C)
+            routing_logits = routing_logits + agreement
+    return outputs, coupling
+
+
+def margin_loss(
+    lengths: torch.Tensor, labels: torch.Tensor, m_plus: float, m_minus: float, down_weight: float
+) -> torch.Tensor:
+    """The paper's eq. 4, summed over classes and averaged over the batch.
+
+    L_k = T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)².
+    """
+    present = F.one_hot(labels, num_classes=lengths.shape[1]).to(lengths.dtype)  # (B, C)
+    per_class = present * F.relu(m_plus - lengths) ** 2 + down_weight * (1.0 - present) * F.relu(
+        lengths - m_minus
+    ) ** 2
+    return per_class.sum(dim=1).mean()
+
+
+@dataclass(frozen=True)
+class CapsNetConfig:
+    """Hyper-parameters of a CapsNet; the defaults are the paper's."""
+
+    conv1_channels: int = 256
+    conv1_kernel: int = 9
+    primary_channels: int = 32
+    primary_dim: int = 8
+    primary_kernel: int = 9
+    primary_stride: int = 2
+    num_classes: int = 10
+    digit_dim: int = 16
+    routing_iterations: int = 3
+    margin_plus: float = 0.9
+    margin_minus: float = 0.1
+    margin_down_weight: float = 0.5
+    decoder_hidden: tuple[int, ...] = (512, 1024)
+    reconstruction_weight: float = 0.0005
+    input_mean: float = 0.0
+    input_std: float = 1.0
+    image_size: int = 28
+
+    @property
+    def primary_grid(self) -> int:
+        after_conv1 = self.image_size - self.conv1_kernel + 1
+        return (after_conv1 - self.primary_kernel) // self.primary_stride + 1
+
+    @property
+    def num_primary_capsules(self) -> int:
+        return self.primary_channels * self.primary_grid**2
+
+
+@register_architecture("capsnet", CapsNetConfig)
+class CapsNet(CapsRobustModel):
+    """Conv1 → PrimaryCaps → DigitCaps (routing by agreement) → lengths, with a reconstruction decoder."""
+
+    can_reconstruct = True
+
+    def __init__(self, config: CapsNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if c.primary_grid < 1:
+            raise ValueError(f"kernels too large for {c.image_size}×{c.image_size} images")
+        self.normalize = Normalize(c.input_mean, c.input_std)
+        self.conv1 = nn.Conv2d(1, c.conv1_channels, c.conv1_kernel)
+        self.primary = nn.Conv2d(
+            c.conv1_channels, c.primary_channels * c.primary_dim, c.primary_kernel, stride=c.primary_stride
+        )
+        n_in = c.num_primary_capsules
+        # W_ij of the paper, one (16 × 8) matrix per pair of primary capsule i and class j.
+        self.weights = nn.Parameter(0.01 * torch.randn(n_in, c.num_classes, c.digit_dim, c.primary_dim))
+        layers: list[nn.Module] = []
+        width = c.num_classes * c.digit_dim
+        for hidden in c.decoder_hidden:
+            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        layers += [nn.Linear(width, c.image_size * c.image_size), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*layers)
+
+    def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) → squashed primary capsules (B, 1152, 8)."""
+        c = self.config
+        features = F.relu(self.conv1(self.normalize(images)))  # (B, 256, 20, 20)
+        grid = self.primary(features)  # (B, 32·8, 6, 6)
+        batch, _, height, width = grid.shape
+        capsules = grid.view(batch, c.primary_channels, c.primary_dim, height, width)  # (B, 32, 8, 6, 6)
+        capsules = capsules.permute(0, 1, 3, 4, 2).reshape(batch, -1, c.primary_dim)  # (B, 1152, 8)
+        return squash(capsules)
+
+    def votes(self, primary: torch.Tensor) -> torch.Tensor:
+        """Prediction vectors û_j|i = W_ij u_i: (B, 1152, 8) → (B, 1152, 10, 16)."""
+        n_in, n_out, out_dim, in_dim = self.weights.shape
+        flat_weights = self.weights.view(n_in, n_out * out_dim, in_dim)  # (1152, 160, 8)
+        votes = torch.matmul(flat_weights, primary.permute(1, 2, 0))  # (1152, 160, B)
+        return votes.permute(2, 0, 1).reshape(-1, n_in, n_out, out_dim)  # (B, 1152, 10, 16)
+
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
+        mask = F.one_hot(classes, num_classes=poses.shape[1]).to(poses.dtype)  # (B, 10)
+        masked = (poses * mask.unsqueeze(-1)).flatten(1)  # (B, 160)
+        size = self.config.image_size
+        return self.decoder(masked).view(-1, 1, size, size)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        poses, _ = route_by_agreement(
+            self.votes(self.primary_capsules(images)), self.config.routing_iterations
+        )  # (B, 10, 16)
+        lengths = capsule_length(poses)  # (B, 10)
+        classes = labels if labels is not None else lengths.argmax(dim=1)
+        return ModelOutput(
+            logits=torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG)),
+            lengths=lengths,
+            poses=poses,
+            reconstruction=self.reconstruct(poses, classes),
+        )
+
+    def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        c = self.config
+        assert output.lengths is not None and output.reconstruction is not None
+        margin = margin_loss(output.lengths, labels, c.margin_plus, c.margin_minus, c.margin_down_weight)
+        squared_error = ((output.reconstruction - images) ** 2).flatten(1).sum(dim=1).mean()
+        reconstruction = c.reconstruction_weight * squared_error
+        return LossTerms(margin + reconstruction, {"margin": margin, "reconstruction": reconstruction})
+
+    def decoder_parameter_names(self) -> set[str]:
+        return {f"decoder.{name}" for name, _ in self.decoder.named_parameters()}

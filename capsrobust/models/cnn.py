@@ -1,0 +1,70 @@
+"""Convolutional baselines: the paper's 35M-parameter CNN and the small CNN of the adversarial literature.
+
+One configurable class covers both: a stack of 'same'-padded convolutions (optionally each followed by 2×2
+max-pooling), then fully connected layers with ReLU and dropout, then the class logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize
+from capsrobust.models.registry import register_architecture
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Hyper-parameters of a plain CNN classifier."""
+
+    conv_channels: tuple[int, ...] = (32, 64)
+    kernel_size: int = 5
+    pool_after_conv: bool = True
+    hidden_units: tuple[int, ...] = (1024,)
+    dropout: float = 0.0
+    num_classes: int = 10
+    input_mean: float = 0.1307
+    input_std: float = 0.3081
+    image_size: int = 28
+
+
+@register_architecture("cnn", CNNConfig)
+class CNN(CapsRobustModel):
+    """Convolutions → fully connected → logits, trained with cross-entropy."""
+
+    def __init__(self, config: CNNConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        if c.kernel_size % 2 != 1:
+            raise ValueError(f"'same' padding needs an odd kernel size, got {c.kernel_size}")
+        self.normalize = Normalize(c.input_mean, c.input_std)
+        convs: list[nn.Module] = []
+        channels, size = 1, c.image_size
+        for out_channels in c.conv_channels:
+            convs += [nn.Conv2d(channels, out_channels, c.kernel_size, padding=c.kernel_size // 2), nn.ReLU()]
+            if c.pool_after_conv:
+                convs.append(nn.MaxPool2d(2))
+                size //= 2
+            channels = out_channels
+        self.features = nn.Sequential(*convs)
+        dense: list[nn.Module] = []
+        width = channels * size * size
+        for hidden in c.hidden_units:
+            dense += [nn.Linear(width, hidden), nn.ReLU()]
+            if c.dropout > 0:
+                dense.append(nn.Dropout(c.dropout))
+            width = hidden
+        dense.append(nn.Linear(width, c.num_classes))
+        self.classifier = nn.Sequential(*dense)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        features = self.features(self.normalize(images))  # (B, C_last, H, W)
+        return ModelOutput(logits=self.classifier(features.flatten(1)))  # (B, 10)
+
+    def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        cross_entropy = F.cross_entropy(output.logits, labels)
+        return LossTerms(cross_entropy, {"cross_entropy": cross_entropy})

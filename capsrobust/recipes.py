@@ -1,0 +1,182 @@
+"""Model recipes: ``models/*.toml`` → frozen dataclasses, validated once at load.
+
+A recipe names an architecture, its hyper-parameters (``[model]``) and its training defaults (``[train]``)::
+
+    name = "capsnet-paper"
+    architecture = "capsnet"
+    [model]
+    routing_iterations = 3
+    [train]
+    epochs = 15
+
+Unknown keys, wrong types and missing files are refused with one line naming the file and the key. A recipe
+round-trips through ``to_dict`` / ``recipe_from_dict`` so checkpoints carry the exact recipe they were trained with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capsrobust.errors import RecipeError
+from capsrobust.models import CapsRobustModel, get_architecture
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RECIPE_DIR = Path("models")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training defaults of a recipe; the CLI may override epochs and batch size."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.96  # multiplies the learning rate after every epoch (exponential decay)
+    max_shift: int = 2  # random translations of up to this many pixels, the paper's only augmentation
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "learning_rate"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+        if self.max_shift < 0:
+            raise ValueError(f"max_shift must be ≥ 0, got {self.max_shift}")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An architecture, its hyper-parameters and its training defaults, under one name."""
+
+    name: str
+    architecture: str
+    model: Any  # the architecture's config dataclass
+    train: TrainConfig
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "description": self.description,
+            "model": _jsonable(dataclasses.asdict(self.model)),
+            "train": dataclasses.asdict(self.train),
+        }
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path to a TOML file, or a bare recipe name looked up as ``models/NAME.toml``."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    by_name = RECIPE_DIR / f"{recipe}.toml"
+    if by_name.is_file():
+        return by_name
+    known = sorted(p.stem for p in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
+    hint = f"; known recipes: {', '.join(known)}" if known else ""
+    raise RecipeError(f"recipe {recipe!s} not found: pass a TOML file or a name from models/{hint}")
+
+
+def load_recipe(recipe: str | Path) -> Recipe:
+    """Read and validate a recipe file (or bare name)."""
+    path = resolve_recipe_path(recipe)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise RecipeError(f"{path}: not valid TOML ({error}); fix the file") from error
+    return recipe_from_dict(table, source=str(path), default_name=path.stem)
+
+
+def recipe_from_dict(table: Mapping[str, Any], source: str = "<recipe>", default_name: str = "") -> Recipe:
+    """Validate a parsed recipe table; ``source`` names it in errors."""
+    allowed = {"name", "architecture", "description", "model", "train"}
+    _refuse_unknown(table, allowed, source, "")
+    if "architecture" not in table:
+        raise RecipeError(f"{source}: missing key 'architecture'")
+    try:
+        architecture = get_architecture(str(table["architecture"]))
+    except RecipeError as error:
+        raise RecipeError(f"{source}: key 'architecture': {error}") from None
+    return Recipe(
+        name=str(table.get("name", default_name)),
+        architecture=architecture.name,
+        model=dataclass_from_table(architecture.config_type, table.get("model", {}), source, "model"),
+        train=dataclass_from_table(TrainConfig, table.get("train", {}), source, "train"),
+        description=str(table.get("description", "")),
+    )
+
+
+def dataclass_from_table(cls: type, table: Any, source: str, section: str) -> Any:
+    """Build ``cls`` from a TOML table, checking every key's presence and type; errors name file and key."""
+    if not isinstance(table, Mapping):
+        raise RecipeError(f"{source}: [{section}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _refuse_unknown(table, set(fields), source, section)
+    hints = typing.get_type_hints(cls)
+    values = {key: _coerce(value, hints[key], source, f"{section}.{key}") for key, value in table.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"{source}: [{section}] {error}") from None
+
+
+def _refuse_unknown(table: Mapping[str, Any], allowed: set[str], source: str, section: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        where = f"[{section}] " if section else ""
+        raise RecipeError(
+            f"{source}: {where}unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
+    """Check a TOML value against a field's type hint (int, float, bool, str, tuple[int, ...])."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        raise RecipeError(f"{source}: key {key!r} has a type recipes cannot hold")  # pragma: no cover
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise RecipeError(f"{source}: key {key!r} must be a list, got {value!r}")
+        return tuple(_coerce(item, item_type, source, key) for item in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{source}: key {key!r} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{source}: key {key!r} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecipeError(f"{source}: key {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{source}: key {key!r} must be a string, got {value!r}")
+        return value
+    raise RecipeError(f"{source}: key {key!r} has unsupported type {hint}")  # pragma: no cover
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def build_model(recipe: Recipe) -> CapsRobustModel:
+    """A freshly initialised model for ``recipe`` (seed torch first for reproducible weights)."""
+    return get_architecture(recipe.architecture).build(recipe.model)
