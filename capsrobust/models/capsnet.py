@@ -155,12 +155,17 @@ class CapsNet(CapsRobustModel):
         return squash(capsules)
 
     def votes(self, primary: torch.Tensor) -> torch.Tensor:
-        """Prediction vectors û_j|i = W_ij u_i: (B, 1152, 8) → (B, 1152, 10, 16)."""
+        """Prediction vectors û_j|i = W_ij u_i: (B, 1152, 8) → (B, 1152, 10, 16).
+
+        The result is a view whose memory is laid out as (B, 10, 1152, 16), so that both contractions of the
+        routing loop (over the 1,152 inputs and over the 16 pose dimensions) run as batched matrix products on
+        contiguous memory, with no copies inside the loop.
+        """
         n_in, n_out, out_dim, in_dim = self.weights.shape
         flat_weights = self.weights.view(n_in, n_out * out_dim, in_dim)  # (1152, 160, 8)
-        votes = torch.matmul(flat_weights, primary.permute(1, 2, 0))  # (1152, 160, B)
-        return votes.permute(2, 0, 1).reshape(-1, n_in, n_out, out_dim)  # (B, 1152, 10, 16)
-
+        votes = torch.matmul(primary.transpose(0, 1), flat_weights.transpose(1, 2))  # (1152, B, 160)
+        votes = votes.view(n_in, -1, n_out, out_dim).permute(1, 2, 0, 3).contiguous()  # (B, 10, 1152, 16)
+        return votes.transpose(1, 2)  # (B, 1152, 10, 16), a view
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
         mask = F.one_hot(classes, num_classes=poses.shape[1]).to(poses.dtype)  # (B, 10)

@@ -1,0 +1,134 @@
+"""The ``capsrobust`` command: argument handling and printing over the Python API, nothing more."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capsrobust.errors import CapsRobustError
+
+DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
+
+
+class CapsRobustGroup(click.Group):
+    """Turns the library's own errors into one line on stderr and exit code 2, and Ctrl-C into exit code 130."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CapsRobustError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+def data_options(function: Any) -> Any:
+    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(function)
+    function = click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")(
+        function
+    )
+    return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
+
+
+@click.group(cls=CapsRobustGroup)
+@click.option("-v", "--verbose", is_flag=True, help="log debug messages")
+@click.version_option(package_name="capsrobust")
+def main(verbose: bool) -> None:
+    """Are capsule networks more robust than CNNs? Train, evaluate and attack them."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+
+
+@main.command()
+@click.argument("recipe")
+@data_options
+@click.option("--epochs", type=click.IntRange(min=1), help="default: the recipe's")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory [runs/RECIPE-DATA]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--batch-size", type=click.IntRange(min=1), help="default: the recipe's (100)")
+@click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+def train(
+    recipe: str, data_name: str, data_dir: str | None, download: bool, epochs: int | None, out_dir: str | None,
+    seed: int, device: str, batch_size: int | None, resume: bool, no_progress: bool,
+) -> None:
+    """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
+    from capsrobust.data import load_dataset
+    from capsrobust.recipes import load_recipe
+    from capsrobust.train import TrainSettings
+    from capsrobust.train import train as run_training
+
+    loaded = load_recipe(recipe)
+    dataset = load_dataset(data_name, data_dir, download)
+    out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
+    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress)
+    metrics = run_training(loaded, dataset, out, settings)
+    if metrics.empty:
+        click.echo(f"{out}: already trained for the requested epochs; nothing to do")
+        return
+    best = metrics.loc[metrics["val_accuracy"].idxmax()]
+    click.echo(
+        f"{loaded.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f} "
+        f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
+        f"{metrics['images_per_second'].mean():.0f} images/s; run in {out}"
+    )
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@data_options
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of tables")
+def evaluate(
+    checkpoint: str, data_name: str, data_dir: str | None, download: bool, split: str, device: str, as_json: bool
+) -> None:
+    """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
+    from capsrobust.checkpoints import load_checkpoint
+    from capsrobust.data import load_dataset
+    from capsrobust.evaluate import evaluate as run_evaluation
+    from capsrobust.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, torch_device)
+    dataset = load_dataset(data_name, data_dir, download)
+    result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device)
+    if as_json:
+        record = {"checkpoint": str(loaded.path), "model": loaded.recipe.name, "data": dataset.name.value,
+                  "split": split, **result.to_dict()}
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(f"{loaded.recipe.name} ({loaded.path}) on {dataset.name.value}/{split}: "
+               f"accuracy {result.accuracy:.4f} over {result.n} images")
+    click.echo("\nper-class accuracy:")
+    click.echo(result.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo("\nconfusion matrix (rows: true class, columns: predicted):")
+    click.echo(result.confusion_frame().to_string())
+
+
+@main.command()
+@click.argument("recipe")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON object")
+def describe(recipe: str, as_json: bool) -> None:
+    """Layers, parameter counts and FLOPs of RECIPE (built, not trained)."""
+    from capsrobust.describe import describe_model
+    from capsrobust.recipes import load_recipe
+
+    description = describe_model(load_recipe(recipe))
+    if as_json:
+        click.echo(json.dumps(description, indent=2))
+        return
+    click.echo(f"{description['name']} ({description['architecture']}): {description['description']}")
+    for layer in description["layers"]:
+        click.echo(f"  {layer['name']:<12} {layer['type']:<32} {layer['parameters']:>12,}")
+    click.echo(f"  {'total':<12} {'':<32} {description['parameters']:>12,}")
+    if "parameters_without_decoder" in description:
+        click.echo(f"  {'w/o decoder':<12} {'':<32} {description['parameters_without_decoder']:>12,}")
+    click.echo(f"  forward cost: {description['forward_flops_per_image'] / 1e9:.3f} GFLOP per image")

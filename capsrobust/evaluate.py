@@ -1,0 +1,85 @@
+"""Clean accuracy, per-class accuracy and the confusion matrix of a model on one split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from capsrobust.data import Split
+from capsrobust.models import CapsRobustModel
+
+
+@torch.no_grad()
+def predict(
+    model: CapsRobustModel, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500
+) -> torch.Tensor:
+    """Predicted classes (N,) on the CPU, computed in eval mode batch by batch."""
+    was_training = model.training
+    model.eval()
+    try:
+        predictions = [
+            model(images[start : start + batch_size].to(device)).predictions.cpu()
+            for start in range(0, images.shape[0], batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How a model did on one split; ``confusion[i, j]`` counts examples of class i predicted as j."""
+
+    accuracy: float
+    n: int
+    confusion: np.ndarray  # (C, C) int64
+    classes: tuple[str, ...]
+
+    @property
+    def per_class(self) -> pd.DataFrame:
+        totals = self.confusion.sum(axis=1)
+        correct = np.diag(self.confusion)
+        return pd.DataFrame(
+            {
+                "class": list(self.classes),
+                "n": totals,
+                "correct": correct,
+                "accuracy": np.divide(correct, totals, out=np.full(len(totals), np.nan), where=totals > 0),
+            }
+        )
+
+    def confusion_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.confusion, index=list(self.classes), columns=list(self.classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        per_class = self.per_class
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "per_class_accuracy": {
+                row["class"]: (None if np.isnan(row["accuracy"]) else float(row["accuracy"]))
+                for _, row in per_class.iterrows()
+            },
+            "confusion_matrix": self.confusion.tolist(),
+            "classes": list(self.classes),
+        }
+
+
+def evaluate(
+    model: CapsRobustModel,
+    split: Split,
+    classes: tuple[str, ...],
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+) -> Evaluation:
+    predictions = predict(model, split.images, device, batch_size).numpy()
+    labels = split.labels.numpy()
+    n_classes = len(classes)
+    confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(n_classes, n_classes)
+    n = int(labels.shape[0])
+    accuracy = float((predictions == labels).mean()) if n else float("nan")
+    return Evaluation(accuracy=accuracy, n=n, confusion=confusion.astype(np.int64), classes=classes)

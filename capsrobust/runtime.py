@@ -1,0 +1,90 @@
+"""Devices, seeds and the provenance record every output carries (versions, device, command line)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import capsrobust
+from capsrobust.errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA where there is none is an error, never a fallback."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device {name!r}; choose one of: {', '.join(DEVICE_CHOICES)}")
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global generators torch, numpy and Python's ``random`` draw from (dropout, initialisation)."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded beside every result."""
+    found = {
+        "capsrobust": capsrobust.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }
+    for module in ("torchvision", "art", "foolbox", "pandas"):
+        imported = sys.modules.get(module)
+        if imported is not None:
+            found[module] = getattr(imported, "__version__", "unknown")
+    return found
+
+
+def command_line() -> str:
+    """The command that is running, quoted so that it can be pasted back into a shell."""
+    program = Path(sys.argv[0]).name if sys.argv else "python"
+    return shlex.join([program, *sys.argv[1:]])
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Have ``write`` fill a temporary file beside ``path``, then rename it into place.
+
+    Readers see either the old file or the complete new one, never a half-written file, even when the process
+    is killed in between.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -1,0 +1,257 @@
+"""The one training loop, shared by every architecture.
+
+Adam with exponential learning-rate decay per epoch, random shifts of up to ``max_shift`` pixels (the paper's only
+augmentation), validation after every epoch, per-epoch metrics in ``metrics.csv``, ``last`` and ``best``
+checkpoints. Every epoch draws its shuffling, augmentation and dropout from generators seeded by (seed, epoch),
+so a run resumed after epoch k continues exactly as the uninterrupted run would have, and two runs with the same
+seed on the CPU give the same weights.
+
+A run directory holds::
+
+    run.json                      what was asked for: recipe, data set, settings, versions, command line
+    metrics.csv                   one row per finished epoch
+    best.safetensors / best.json  the epoch with the highest validation accuracy
+    last.safetensors / last.json  the latest finished epoch (plus last.optim.safetensors for --resume)
+    interrupted.*                 written when training is stopped with Ctrl-C
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from capsrobust.checkpoints import (
+    check_state_matches,
+    read_metadata,
+    save_checkpoint,
+    save_tensors,
+)
+from capsrobust.data import Dataset, Split
+from capsrobust.errors import CheckpointError, RunError
+from capsrobust.models import CapsRobustModel
+from capsrobust.recipes import Recipe, build_model
+from capsrobust.runtime import (
+    atomic_write,
+    atomic_write_text,
+    command_line,
+    device_description,
+    resolve_device,
+    seed_everything,
+    versions,
+)
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, INTERRUPTED = "last", "best", "interrupted"
+OPTIMIZER_FILE = "last.optim.safetensors"
+METRICS_FILE = "metrics.csv"
+EVAL_BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a single run asks for beyond its recipe; ``None`` takes the recipe's default."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros."""
+    if max_shift == 0:
+        return images
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (B, 1, H + 2s, W + 2s)
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, batch), generator=generator).to(images.device)
+    rows = offsets[0, :, None] + torch.arange(height, device=images.device)  # (B, H)
+    cols = offsets[1, :, None] + torch.arange(width, device=images.device)  # (B, W)
+    index = torch.arange(batch, device=images.device)[:, None, None]
+    return padded[index, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+@torch.no_grad()
+def validate(model: CapsRobustModel, split: Split, device: torch.device) -> tuple[float, float]:
+    """Mean loss and accuracy on ``split`` in eval mode."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(split), EVAL_BATCH_SIZE):
+        images = split.images[start : start + EVAL_BATCH_SIZE].to(device)
+        labels = split.labels[start : start + EVAL_BATCH_SIZE].to(device)
+        output = model(images, labels)
+        total_loss += float(model.loss(output, images, labels).total) * labels.shape[0]
+        correct += int((output.predictions == labels).sum())
+    return total_loss / len(split), correct / len(split)
+
+
+def train(
+    recipe: Recipe, dataset: Dataset, out_dir: str | Path, settings: TrainSettings = TrainSettings()
+) -> pd.DataFrame:
+    """Train ``recipe`` on ``dataset``'s train split into ``out_dir``; returns the metrics, one row per epoch.
+
+    Raises ``RunError`` when ``out_dir`` already holds a run and ``settings.resume`` is false, or when the run
+    to resume was made with another recipe or data set. On Ctrl-C the current weights are saved as
+    ``interrupted`` and ``KeyboardInterrupt`` propagates.
+    """
+    out = Path(out_dir)
+    device = resolve_device(settings.device)
+    epochs = settings.epochs or recipe.train.epochs
+    batch_size = settings.batch_size or recipe.train.batch_size
+    if epochs <= 0 or batch_size <= 0:
+        raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
+    run_record = {
+        "recipe": recipe.to_dict(),
+        "dataset": dataset.name.value,
+        "seed": settings.seed,
+        "batch_size": batch_size,
+        "device": str(device),
+    }
+
+    seed_everything(settings.seed)
+    model = build_model(recipe).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.learning_rate)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if (out / f"{LAST}.json").is_file():
+        if not settings.resume:
+            raise RunError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+        start_epoch, history = _restore(out, model, optimizer, run_record, device)
+        log.info("resuming %s after epoch %d", out, start_epoch)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        out / "run.json",
+        json.dumps(
+            {**run_record, "epochs": epochs, "versions": versions(), "command": command_line(),
+             "device_name": device_description(device)},
+            indent=2,
+        ) + "\n",
+    )
+    best_accuracy = max((row["val_accuracy"] for row in history), default=-1.0)
+    train_split = dataset.train
+    images_all, labels_all = train_split.images.to(device), train_split.labels.to(device)
+
+    for epoch in range(start_epoch, epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = recipe.train.learning_rate * recipe.train.lr_decay**epoch
+        generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
+        torch.manual_seed(epoch_seed(settings.seed, epoch))  # dropout
+        order = torch.randperm(len(train_split), generator=generator).to(device)
+        model.train()
+        started = time.perf_counter()
+        seen, correct, loss_sum = 0, 0, 0.0
+        batches = range(0, len(train_split), batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                   disable=not settings.progress)
+        try:
+            for start in bar:
+                index = order[start : start + batch_size]
+                images = random_shift(images_all[index], recipe.train.max_shift, generator)
+                labels = labels_all[index]
+                output = model(images, labels)
+                loss = model.loss(output, images, labels).total
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += labels.shape[0]
+                correct += int((output.predictions == labels).sum())
+                loss_sum += float(loss.detach()) * labels.shape[0]
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+        except KeyboardInterrupt:
+            bar.close()
+            save_checkpoint(out / INTERRUPTED, model, recipe, {
+                **run_record, "epoch": epoch, "batches_done": seen // batch_size, "interrupted": True,
+                "versions": versions(),
+            })
+            log.warning("interrupted during epoch %d; weights saved to %s", epoch + 1, out / INTERRUPTED)
+            raise
+        bar.close()
+        seconds = time.perf_counter() - started
+        val_loss, val_accuracy = validate(model, dataset.val, device)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "learning_rate": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "images_per_second": seen / seconds,
+        }
+        history.append(row)
+        metadata = {**run_record, "epoch": epoch + 1, "metrics": row, "versions": versions()}
+        save_checkpoint(out / LAST, model, recipe, metadata)
+        _save_optimizer(out, optimizer)
+        if val_accuracy > best_accuracy:
+            best_accuracy = val_accuracy
+            save_checkpoint(out / BEST, model, recipe, metadata)
+        metrics = pd.DataFrame(history)
+        atomic_write(out / METRICS_FILE, lambda path, frame=metrics: frame.to_csv(path, index=False))
+        log.info(
+            "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s",
+            epoch + 1, epochs, row["train_loss"], row["train_accuracy"], val_accuracy, row["images_per_second"],
+        )
+    return pd.DataFrame(history)
+
+
+def _save_optimizer(out: Path, optimizer: torch.optim.Optimizer) -> None:
+    """Adam's moments as safetensors, its hyper-parameters as JSON (no pickles, as for the weights)."""
+    state = optimizer.state_dict()
+    tensors = {
+        f"{index}.{key}": value if torch.is_tensor(value) else torch.tensor(value)
+        for index, entries in state["state"].items()
+        for key, value in entries.items()
+    }
+    save_tensors(out / OPTIMIZER_FILE, tensors)
+    atomic_write_text(out / "last.optim.json", json.dumps(state["param_groups"]) + "\n")
+
+
+def _restore(
+    out: Path, model: CapsRobustModel, optimizer: torch.optim.Optimizer, run_record: dict[str, Any],
+    device: torch.device,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load ``last`` weights, optimizer state and metrics history of the run in ``out``."""
+    metadata = read_metadata(out / LAST)
+    for key in ("recipe", "dataset", "seed", "batch_size"):
+        if metadata.get(key) != run_record[key]:
+            raise RunError(
+                f"{out} was trained with another {key} ({metadata.get(key)!r}); resume it with the same "
+                f"settings or choose another --out"
+            )
+    try:
+        state = load_file(str(out / f"{LAST}.safetensors"))
+        check_state_matches(model, state, out / f"{LAST}.safetensors")
+        model.load_state_dict(state)
+        moments = load_file(str(out / OPTIMIZER_FILE))
+        groups = json.loads((out / "last.optim.json").read_text(encoding="utf-8"))
+    except (OSError, SafetensorError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot resume {out}: its last checkpoint is damaged ({error})") from None
+    optimizer_state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in moments.items():
+        index, key = name.split(".", 1)
+        optimizer_state.setdefault(int(index), {})[key] = tensor.to(device) if key != "step" else tensor
+    optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+    history = pd.read_csv(out / METRICS_FILE).to_dict("records") if (out / METRICS_FILE).is_file() else []
+    history = [row for row in history if row["epoch"] <= metadata["epoch"]]
+    return int(metadata["epoch"]), history
+
+
+def settings_dict(settings: TrainSettings) -> dict[str, Any]:
+    return asdict(settings)
