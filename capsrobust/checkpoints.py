@@ -94,7 +94,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} is missing; {fix}")
     if _sha256(weights_path) != metadata.get("weights_sha256"):
-        raise CheckpointError(f"{weights_path} is truncated or altered (SHA-256 differs from its JSON); {fix}")
+        raise CheckpointError(
+            f"{weights_path} is truncated or altered (SHA-256 differs from its JSON); {fix}"
+        )
     try:
         recipe = recipe_from_dict(metadata["recipe"], source=f"{stem.name}{METADATA_SUFFIX}")
     except (KeyError, RecipeError) as error:

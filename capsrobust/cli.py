@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from capsrobust.errors import CapsRobustError
+from capsrobust.errors import CapsRobustError, RunError
 
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
 
@@ -30,11 +30,15 @@ class CapsRobustGroup(click.Group):
 
 
 def data_options(function: Any) -> Any:
-    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(function)
+    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(
+        function
+    )
     function = click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")(
         function
     )
-    return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
+    return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(
+        function
+    )
 
 
 @click.group(cls=CapsRobustGroup)
@@ -56,8 +60,17 @@ def main(verbose: bool) -> None:
 @click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 def train(
-    recipe: str, data_name: str, data_dir: str | None, download: bool, epochs: int | None, out_dir: str | None,
-    seed: int, device: str, batch_size: int | None, resume: bool, no_progress: bool,
+    recipe: str,
+    data_name: str,
+    data_dir: str | None,
+    download: bool,
+    epochs: int | None,
+    out_dir: str | None,
+    seed: int,
+    device: str,
+    batch_size: int | None,
+    resume: bool,
+    no_progress: bool,
 ) -> None:
     """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
     from capsrobust.data import load_dataset
@@ -71,8 +84,7 @@ def train(
     settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress)
     metrics = run_training(loaded, dataset, out, settings)
     if metrics.empty:
-        click.echo(f"{out}: already trained for the requested epochs; nothing to do")
-        return
+        raise RunError(f"{out}: no epoch was trained; ask for at least one with --epochs")
     best = metrics.loc[metrics["val_accuracy"].idxmax()]
     click.echo(
         f"{loaded.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f} "
@@ -88,7 +100,13 @@ def train(
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of tables")
 def evaluate(
-    checkpoint: str, data_name: str, data_dir: str | None, download: bool, split: str, device: str, as_json: bool
+    checkpoint: str,
+    data_name: str,
+    data_dir: str | None,
+    download: bool,
+    split: str,
+    device: str,
+    as_json: bool,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
     from capsrobust.checkpoints import load_checkpoint
@@ -101,12 +119,19 @@ def evaluate(
     dataset = load_dataset(data_name, data_dir, download)
     result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device)
     if as_json:
-        record = {"checkpoint": str(loaded.path), "model": loaded.recipe.name, "data": dataset.name.value,
-                  "split": split, **result.to_dict()}
+        record = {
+            "checkpoint": str(loaded.path),
+            "model": loaded.recipe.name,
+            "data": dataset.name.value,
+            "split": split,
+            **result.to_dict(),
+        }
         click.echo(json.dumps(record, indent=2))
         return
-    click.echo(f"{loaded.recipe.name} ({loaded.path}) on {dataset.name.value}/{split}: "
-               f"accuracy {result.accuracy:.4f} over {result.n} images")
+    click.echo(
+        f"{loaded.recipe.name} ({loaded.path}) on {dataset.name.value}/{split}: "
+        f"accuracy {result.accuracy:.4f} over {result.n} images"
+    )
     click.echo("\nper-class accuracy:")
     click.echo(result.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo("\nconfusion matrix (rows: true class, columns: predicted):")

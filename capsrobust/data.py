@@ -55,7 +55,16 @@ class DatasetName(str, Enum):
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 # torchvision's download layout, so a folder filled by `--download` is found without further flags.
 TORCHVISION_SUBDIRS = {DatasetName.MNIST: "MNIST/raw", DatasetName.FASHION_MNIST: "FashionMNIST/raw"}
@@ -98,7 +107,9 @@ class Dataset:
         return getattr(self, which)
 
 
-def load_dataset(name: str | DatasetName, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
+def load_dataset(
+    name: str | DatasetName, data_dir: str | Path | None = None, download: bool = False
+) -> Dataset:
     """Load a named data set; ``data_dir`` is needed for ``mnist`` and ``fashion-mnist`` only."""
     dataset = DatasetName.parse(name)
     if dataset is DatasetName.MNIST_5K:
@@ -234,5 +245,7 @@ def _download_with_torchvision(dataset: DatasetName, folder: Path) -> None:
         for train in (True, False):
             source(root=str(folder), train=train, download=True)
     except Exception as error:
-        raise DataError(f"downloading {dataset.value} into {folder} failed ({error}); "
-                        f"copy the IDX files there by hand instead") from error
+        raise DataError(
+            f"downloading {dataset.value} into {folder} failed ({error}); "
+            f"copy the IDX files there by hand instead"
+        ) from error

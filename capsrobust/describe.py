@@ -35,7 +35,9 @@ def describe_model(recipe: Recipe, model: CapsRobustModel | None = None) -> dict
     for name, module in model.named_children():
         layers.append({"name": name, "type": type(module).__name__, "parameters": count_parameters(module)})
     for name, parameter in model.named_parameters(recurse=False):
-        layers.append({"name": name, "type": f"Parameter{tuple(parameter.shape)}", "parameters": parameter.numel()})
+        layers.append(
+            {"name": name, "type": f"Parameter{tuple(parameter.shape)}", "parameters": parameter.numel()}
+        )
     total = count_parameters(model)
     decoder_names = model.decoder_parameter_names()
     decoder = sum(p.numel() for name, p in model.named_parameters() if name in decoder_names)

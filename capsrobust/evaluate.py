@@ -79,7 +79,9 @@ def evaluate(
     predictions = predict(model, split.images, device, batch_size).numpy()
     labels = split.labels.numpy()
     n_classes = len(classes)
-    confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(n_classes, n_classes)
+    confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(
+        n_classes, n_classes
+    )
     n = int(labels.shape[0])
     accuracy = float((predictions == labels).mean()) if n else float("nan")
     return Evaluation(accuracy=accuracy, n=n, confusion=confusion.astype(np.int64), classes=classes)

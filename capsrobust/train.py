@@ -132,17 +132,28 @@ def train(
     start_epoch = 0
     if (out / f"{LAST}.json").is_file():
         if not settings.resume:
-            raise RunError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+            raise RunError(
+                f"{out} already holds a training run; pass --resume to continue it or choose another --out"
+            )
         start_epoch, history = _restore(out, model, optimizer, run_record, device)
-        log.info("resuming %s after epoch %d", out, start_epoch)
+        if start_epoch >= epochs:
+            log.info("%s already has %d finished epochs; nothing to train", out, start_epoch)
+        else:
+            log.info("resuming %s after epoch %d", out, start_epoch)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         out / "run.json",
         json.dumps(
-            {**run_record, "epochs": epochs, "versions": versions(), "command": command_line(),
-             "device_name": device_description(device)},
+            {
+                **run_record,
+                "epochs": epochs,
+                "versions": versions(),
+                "command": command_line(),
+                "device_name": device_description(device),
+            },
             indent=2,
-        ) + "\n",
+        )
+        + "\n",
     )
     best_accuracy = max((row["val_accuracy"] for row in history), default=-1.0)
     train_split = dataset.train
@@ -158,8 +169,13 @@ def train(
         started = time.perf_counter()
         seen, correct, loss_sum = 0, 0, 0.0
         batches = range(0, len(train_split), batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   disable=not settings.progress)
+        bar = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            unit="batch",
+            leave=False,
+            disable=not settings.progress,
+        )
         try:
             for start in bar:
                 index = order[start : start + batch_size]
@@ -176,10 +192,18 @@ def train(
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         except KeyboardInterrupt:
             bar.close()
-            save_checkpoint(out / INTERRUPTED, model, recipe, {
-                **run_record, "epoch": epoch, "batches_done": seen // batch_size, "interrupted": True,
-                "versions": versions(),
-            })
+            save_checkpoint(
+                out / INTERRUPTED,
+                model,
+                recipe,
+                {
+                    **run_record,
+                    "epoch": epoch,
+                    "batches_done": seen // batch_size,
+                    "interrupted": True,
+                    "versions": versions(),
+                },
+            )
             log.warning("interrupted during epoch %d; weights saved to %s", epoch + 1, out / INTERRUPTED)
             raise
         bar.close()
@@ -206,7 +230,12 @@ def train(
         atomic_write(out / METRICS_FILE, lambda path, frame=metrics: frame.to_csv(path, index=False))
         log.info(
             "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s",
-            epoch + 1, epochs, row["train_loss"], row["train_accuracy"], val_accuracy, row["images_per_second"],
+            epoch + 1,
+            epochs,
+            row["train_loss"],
+            row["train_accuracy"],
+            val_accuracy,
+            row["images_per_second"],
         )
     return pd.DataFrame(history)
 
@@ -224,7 +253,10 @@ def _save_optimizer(out: Path, optimizer: torch.optim.Optimizer) -> None:
 
 
 def _restore(
-    out: Path, model: CapsRobustModel, optimizer: torch.optim.Optimizer, run_record: dict[str, Any],
+    out: Path,
+    model: CapsRobustModel,
+    optimizer: torch.optim.Optimizer,
+    run_record: dict[str, Any],
     device: torch.device,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load ``last`` weights, optimizer state and metrics history of the run in ``out``."""

@@ -78,9 +78,10 @@ def margin_loss(
     L_k = T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)².
     """
     present = F.one_hot(labels, num_classes=lengths.shape[1]).to(lengths.dtype)  # (B, C)
-    per_class = present * F.relu(m_plus - lengths) ** 2 + down_weight * (1.0 - present) * F.relu(
-        lengths - m_minus
-    ) ** 2
+    per_class = (
+        present * F.relu(m_plus - lengths) ** 2
+        + down_weight * (1.0 - present) * F.relu(lengths - m_minus) ** 2
+    )
     return per_class.sum(dim=1).mean()
 
 
@@ -166,6 +167,7 @@ class CapsNet(CapsRobustModel):
         votes = torch.matmul(primary.transpose(0, 1), flat_weights.transpose(1, 2))  # (1152, B, 160)
         votes = votes.view(n_in, -1, n_out, out_dim).permute(1, 2, 0, 3).contiguous()  # (B, 10, 1152, 16)
         return votes.transpose(1, 2)  # (B, 1152, 10, 16), a view
+
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
         mask = F.one_hot(classes, num_classes=poses.shape[1]).to(poses.dtype)  # (B, 10)

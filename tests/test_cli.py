@@ -1,0 +1,68 @@
+"""The command line through click's runner: outputs people and scripts rely on, and clean failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from capsrobust.cli import main
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "low", "high", "low_no_decoder", "high_no_decoder"),
+    [
+        ("models/capsnet-paper.toml", 8.1e6, 8.3e6, 6.7e6, 6.9e6),
+        ("models/cnn-baseline.toml", 35.0e6, 35.8e6, None, None),
+        ("models/cnn-small.toml", 3.2e6, 3.4e6, None, None),
+    ],
+)
+def test_describe_json_reports_the_published_sizes(recipe, low, high, low_no_decoder, high_no_decoder):
+    result = invoke("describe", recipe, "--json")
+    assert result.exit_code == 0
+    description = json.loads(result.output)
+    assert low <= description["parameters"] <= high
+    if low_no_decoder is not None:
+        assert low_no_decoder <= description["parameters_without_decoder"] <= high_no_decoder
+
+
+def test_train_then_evaluate_json(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--no-progress", "--device", "cpu"
+    )
+    assert result.exit_code == 0, result.output
+    assert "best validation accuracy" in result.output
+    result = invoke("evaluate", str(out), "--data", "mnist-5k", "--json")
+    assert result.exit_code == 0
+    record = json.loads(result.output)
+    assert record["n"] == 1000 and 0.5 < record["accuracy"] <= 1.0
+    assert len(record["confusion_matrix"]) == 10 and sum(map(sum, record["confusion_matrix"])) == 1000
+    result = invoke("evaluate", str(out))
+    assert "per-class accuracy" in result.output and "confusion matrix" in result.output
+    again = invoke("train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--no-progress")
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = invoke("train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--resume", "--no-progress")
+    assert resumed.exit_code == 0 and "best validation accuracy 0." in resumed.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "no-such-recipe"), "recipe no-such-recipe not found"),
+        (("train", "cnn-tiny", "--data", "cifar10"), "unknown data set 'cifar10'"),
+        (("train", "cnn-tiny", "--data", "mnist", "--data-dir", "/nonexistent"), "lacks its IDX files"),
+        (("evaluate", "/nonexistent/run"), "no checkpoint at"),
+        (("train", "cnn-tiny", "--device", "tpu"), "unknown device 'tpu'"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_code_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1

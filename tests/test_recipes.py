@@ -1,0 +1,60 @@
+"""Recipes: every shipped recipe loads; mistakes are refused naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capsrobust.errors import RecipeError
+from capsrobust.recipes import load_recipe, recipe_from_dict
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "models").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_loads_and_round_trips(path: Path):
+    loaded = load_recipe(path)
+    assert loaded.name == path.stem
+    assert recipe_from_dict(loaded.to_dict()) == loaded
+
+
+def test_bare_names_resolve_to_the_models_folder():
+    assert load_recipe("cnn-small").model.conv_channels == (32, 64)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'architecture = "capsnet"\n[model]\nrouting_iteration = 3\n',
+            r"bad.toml: \[model\] unknown key 'routing_iteration'",
+        ),
+        (
+            'architecture = "capsnet"\n[model]\nrouting_iterations = "3"\n',
+            r"key 'model.routing_iterations' must be an integer",
+        ),
+        (
+            'architecture = "capsnet"\n[model]\ndecoder_hidden = 512\n',
+            r"key 'model.decoder_hidden' must be a list",
+        ),
+        ('architecture = "cnn"\n[train]\nepochs = 0\n', r"bad.toml: \[train\] epochs must be positive"),
+        ('architecture = "transformer"\n', r"key 'architecture': unknown architecture 'transformer'"),
+        ("[model]\nconv1_channels = 8\n", r"missing key 'architecture'"),
+        ('architecture = "cnn"\ncolour = "red"\n', r"unknown key 'colour'"),
+        ('architecture = "cnn"\n[model\n', r"not valid TOML"),
+    ],
+)
+def test_bad_recipes_are_refused_with_file_and_key(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_missing_recipe_lists_the_known_ones():
+    with pytest.raises(RecipeError, match=r"known recipes: .*capsnet-paper"):
+        load_recipe("capsnet-papr")

@@ -1,0 +1,103 @@
+"""The training loop: tiny models learn, runs are deterministic, resume continues exactly, runs are protected."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from capsrobust.checkpoints import load_checkpoint
+from capsrobust.data import Dataset
+from capsrobust.errors import RunError
+from capsrobust.evaluate import evaluate
+from capsrobust.train import TrainSettings, random_shift, train
+from tests.conftest import recipe
+
+
+@pytest.mark.parametrize("name", ["capsnet-tiny", "cnn-tiny"])
+def test_tiny_models_learn_mnist5k_well_past_chance(trained_runs, mnist5k, name):
+    loaded = load_checkpoint(trained_runs[name])
+    result = evaluate(loaded.model, mnist5k.test, mnist5k.classes)
+    assert result.n == 1000
+    assert result.accuracy > 0.85  # chance is 0.10
+    metrics = pd.read_csv(trained_runs[name] / "metrics.csv")
+    assert list(metrics["epoch"]) == [1, 2, 3]
+    assert metrics["train_loss"].iloc[-1] < metrics["train_loss"].iloc[0]
+
+
+def test_run_directory_records_what_made_it(trained_runs):
+    run = json.loads((trained_runs["capsnet-tiny"] / "run.json").read_text())
+    assert run["recipe"]["name"] == "capsnet-tiny" and run["dataset"] == "mnist-5k" and run["seed"] == 0
+    assert {"torch", "capsrobust", "python"} <= set(run["versions"])
+    best = json.loads((trained_runs["capsnet-tiny"] / "best.json").read_text())
+    metrics = pd.read_csv(trained_runs["capsnet-tiny"] / "metrics.csv")
+    assert best["metrics"]["val_accuracy"] == metrics["val_accuracy"].max()
+
+
+@pytest.fixture(scope="module")
+def small(mnist5k) -> Dataset:
+    """600 training images keep the determinism and resume tests to a second or two."""
+    return dataclasses.replace(mnist5k, train=mnist5k.train.head(600), val=mnist5k.val.head(200))
+
+
+def _weights(run) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "last.safetensors"))
+
+
+def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path, small):
+    shifting = dataclasses.replace(
+        recipe("cnn-tiny"), train=dataclasses.replace(recipe("cnn-tiny").train, max_shift=2)
+    )
+    settings = TrainSettings(epochs=1, seed=3, device="cpu", progress=False)
+    train(shifting, small, tmp_path / "a", settings)
+    train(shifting, small, tmp_path / "b", settings)
+    train(shifting, small, tmp_path / "c", dataclasses.replace(settings, seed=4))
+    a, b, c = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, small):
+    capsnet = recipe("capsnet-tiny")
+    train(capsnet, small, tmp_path / "straight", TrainSettings(epochs=2, device="cpu", progress=False))
+    train(capsnet, small, tmp_path / "resumed", TrainSettings(epochs=1, device="cpu", progress=False))
+    metrics = train(
+        capsnet,
+        small,
+        tmp_path / "resumed",
+        TrainSettings(epochs=2, device="cpu", resume=True, progress=False),
+    )
+    assert list(metrics["epoch"]) == [1, 2]
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.allclose(straight[key], resumed[key], atol=1e-6) for key in straight)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path, small):
+    settings = TrainSettings(epochs=1, device="cpu", progress=False)
+    train(recipe("cnn-tiny"), small, tmp_path, settings)
+    with pytest.raises(RunError, match="--resume"):
+        train(recipe("cnn-tiny"), small, tmp_path, settings)
+    with pytest.raises(RunError, match="another recipe"):
+        train(recipe("capsnet-tiny"), small, tmp_path, dataclasses.replace(settings, resume=True))
+
+
+def test_random_shift_translates_with_zero_fill_within_the_limit():
+    images = torch.zeros(64, 1, 28, 28)
+    images[:, 0, 10:18, 10:18] = torch.rand(64, 8, 8) + 0.1
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    offsets = set()
+    for original, moved in zip(images, shifted, strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(torch.roll(original, shifts=(dy, dx), dims=(1, 2)), moved)
+        ]
+        assert len(matches) == 1
+        offsets.add(matches[0])
+    assert len(offsets) > 10  # many of the 25 offsets are drawn
+    assert torch.equal(random_shift(images, 0, torch.Generator()), images)
