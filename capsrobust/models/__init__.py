@@ -1,6 +1,6 @@
 """Models by architecture name. Importing this package registers every architecture."""
 
-from capsrobust.models import capsnet, cnn  # noqa: F401  (registration side effect)
+from capsrobust.models import capsnet, cnn, cnn_recon  # noqa: F401  (registration side effect)
 from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput
 from capsrobust.models.registry import architecture_names, get_architecture
 

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,6 +52,28 @@ class Normalize(nn.Module):
         return (images - self.mean) / self.std
 
 
+def build_decoder(in_features: int, hidden: tuple[int, ...], image_size: int) -> nn.Sequential:
+    """The reconstruction decoder of Sabour et al.: fully connected ReLU layers, then sigmoid pixels."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for units in hidden:
+        layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
+        width = units
+    layers += [nn.Linear(width, image_size * image_size), nn.Sigmoid()]
+    return nn.Sequential(*layers)
+
+
+def mask_by_class(groups: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Keep only the vector of ``classes`` in (B, C, D) groups, zero the others, flatten to (B, C·D)."""
+    mask = F.one_hot(classes, num_classes=groups.shape[1]).to(groups.dtype)  # (B, C)
+    return (groups * mask.unsqueeze(-1)).flatten(1)  # (B, C·D)
+
+
+def sum_squared_error(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """Per-image sum of squared pixel errors, averaged over the batch (the paper's reconstruction loss)."""
+    return ((reconstruction - images) ** 2).flatten(1).sum(dim=1).mean()
+
+
 class CapsRobustModel(nn.Module, ABC):
     """Base of every model: a forward that returns ``ModelOutput`` and a training loss over it."""
 
@@ -68,6 +91,10 @@ class CapsRobustModel(nn.Module, ABC):
     @abstractmethod
     def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         """The training objective for ``output`` computed from ``images`` with true ``labels``."""
+
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode the pose vector of ``classes`` from (B, C, D) poses into (B, 1, 28, 28) images."""
+        raise NotImplementedError(f"{type(self).__name__} has no class-conditional decoder")
 
     def decoder_parameter_names(self) -> set[str]:
         """Names of parameters that belong to a reconstruction decoder (none by default)."""

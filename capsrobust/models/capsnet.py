@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize
+from capsrobust.models.base import (
+    CapsRobustModel,
+    LossTerms,
+    ModelOutput,
+    Normalize,
+    build_decoder,
+    mask_by_class,
+    sum_squared_error,
+)
 from capsrobust.models.registry import register_architecture
 
 # Keeps |s| and its gradient finite at the zero vector, where attacks and early training do land.
@@ -78,10 +86,7 @@ def margin_loss(
     L_k = T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)².
     """
     present = F.one_hot(labels, num_classes=lengths.shape[1]).to(lengths.dtype)  # (B, C)
-    per_class = (
-        present * F.relu(m_plus - lengths) ** 2
-        + down_weight * (1.0 - present) * F.relu(lengths - m_minus) ** 2
-    )
+    per_class = present * F.relu(m_plus - lengths) ** 2 + down_weight * (1.0 - present) * F.relu(lengths - m_minus) ** 2
     return per_class.sum(dim=1).mean()
 
 
@@ -137,13 +142,7 @@ class CapsNet(CapsRobustModel):
         n_in = c.num_primary_capsules
         # W_ij of the paper, one (16 × 8) matrix per pair of primary capsule i and class j.
         self.weights = nn.Parameter(0.01 * torch.randn(n_in, c.num_classes, c.digit_dim, c.primary_dim))
-        layers: list[nn.Module] = []
-        width = c.num_classes * c.digit_dim
-        for hidden in c.decoder_hidden:
-            layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
-            width = hidden
-        layers += [nn.Linear(width, c.image_size * c.image_size), nn.Sigmoid()]
-        self.decoder = nn.Sequential(*layers)
+        self.decoder = build_decoder(c.num_classes * c.digit_dim, c.decoder_hidden, c.image_size)
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) → squashed primary capsules (B, 1152, 8)."""
@@ -170,10 +169,8 @@ class CapsNet(CapsRobustModel):
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
-        mask = F.one_hot(classes, num_classes=poses.shape[1]).to(poses.dtype)  # (B, 10)
-        masked = (poses * mask.unsqueeze(-1)).flatten(1)  # (B, 160)
         size = self.config.image_size
-        return self.decoder(masked).view(-1, 1, size, size)
+        return self.decoder(mask_by_class(poses, classes)).view(-1, 1, size, size)  # (B, 1, 28, 28)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         poses, _ = route_by_agreement(
@@ -192,8 +189,7 @@ class CapsNet(CapsRobustModel):
         c = self.config
         assert output.lengths is not None and output.reconstruction is not None
         margin = margin_loss(output.lengths, labels, c.margin_plus, c.margin_minus, c.margin_down_weight)
-        squared_error = ((output.reconstruction - images) ** 2).flatten(1).sum(dim=1).mean()
-        reconstruction = c.reconstruction_weight * squared_error
+        reconstruction = c.reconstruction_weight * sum_squared_error(output.reconstruction, images)
         return LossTerms(margin + reconstruction, {"margin": margin, "reconstruction": reconstruction})
 
     def decoder_parameter_names(self) -> set[str]:

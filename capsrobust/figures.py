@@ -1,0 +1,126 @@
+"""Figures from models and result tables: reconstructions, capsule tweaks (and, with the sweeps, galleries, curves).
+
+Every figure is a PNG written atomically and byte-for-byte the same for the same inputs and seed: examples are
+chosen by a seeded generator and PNG metadata that would carry a timestamp or version is left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from capsrobust.data import Split  # noqa: E402
+from capsrobust.detect import require_reconstruction  # noqa: E402
+from capsrobust.models import CapsRobustModel  # noqa: E402
+from capsrobust.runtime import atomic_write  # noqa: E402
+
+PNG_METADATA = {"Software": None}
+DPI = 110
+
+
+def save_figure(figure: plt.Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG atomically and close it."""
+    target = Path(path)
+    atomic_write(target, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, metadata=PNG_METADATA))
+    plt.close(figure)
+    return target
+
+
+def choose_examples(n_available: int, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct indices drawn with ``seed``, sorted (the same on every machine)."""
+    if n > n_available:
+        n = n_available
+    return np.sort(np.random.default_rng(seed).choice(n_available, size=n, replace=False))
+
+
+@torch.no_grad()
+def reconstruction_figure(
+    model: CapsRobustModel, split: Split, indices: np.ndarray, classes: tuple[str, ...], device: str = "cpu"
+) -> plt.Figure:
+    """Inputs (top) over their reconstructions from the predicted class (middle) and the class scores (bottom)."""
+    require_reconstruction(model)
+    model.eval()
+    images = split.images[torch.as_tensor(indices)].to(device)
+    output = model(images)
+    scores = output.lengths if output.lengths is not None else output.logits.softmax(dim=1)
+    score_name = "capsule lengths" if output.lengths is not None else "softmax"
+    n = len(indices)
+    figure, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.4), squeeze=False, gridspec_kw={"height_ratios": [1, 1, 0.8]})
+    for column, index in enumerate(indices):
+        label, predicted = int(split.labels[index]), int(output.predictions[column])
+        axes[0, column].imshow(images[column, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        colour = "black" if label == predicted else "red"
+        axes[0, column].set_title(f"#{index}\n{classes[label]}→{classes[predicted]}", fontsize=8, color=colour)
+        axes[1, column].imshow(output.reconstruction[column, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        bars = axes[2, column].bar(range(len(classes)), scores[column].cpu().numpy(), color="0.6")
+        bars[predicted].set_color("tab:blue")
+        axes[2, column].set_ylim(0, 1)
+        axes[2, column].set_xticks(range(len(classes)))
+        axes[2, column].set_xticklabels([str(i) for i in range(len(classes))], fontsize=5)
+        axes[2, column].tick_params(axis="y", labelsize=5)
+        for row in (0, 1):
+            axes[row, column].axis("off")
+    axes[0, 0].text(-0.3, 0.5, "input", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
+    axes[1, 0].text(-0.3, 0.5, "reconstruction", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
+    axes[2, 0].set_ylabel(score_name, fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def tweak_deltas(radius: float = 0.25, step: float = 0.05) -> np.ndarray:
+    """Offsets from −radius to +radius inclusive in ``step``s: 11 values for the defaults."""
+    count = int(round(2 * radius / step)) + 1
+    return np.linspace(-radius, radius, count)
+
+
+@torch.no_grad()
+def capsule_tweaks(
+    model: CapsRobustModel, image: torch.Tensor, deltas: np.ndarray, device: str = "cpu"
+) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Move each dimension of the winning capsule by each delta and decode (the original ``cap_tweak`` mode).
+
+    Returns the predicted class, the tweaked poses (D, K, C, D) and their reconstructions (D, K, 28, 28), where
+    D is the pose dimension (16) and K the number of deltas (11): row r changes dimension r only.
+    """
+    require_reconstruction(model)
+    model.eval()
+    output = model(image.unsqueeze(0).to(device))
+    assert output.poses is not None
+    predicted = int(output.predictions[0])
+    base = output.poses[0]  # (C, D)
+    n_dims, n_deltas = base.shape[1], len(deltas)
+    offsets = torch.as_tensor(deltas, dtype=base.dtype, device=base.device)
+    poses = base.expand(n_dims, n_deltas, *base.shape).clone()  # (D, K, C, D)
+    rows = torch.arange(n_dims, device=base.device)
+    poses[rows, :, predicted, rows] += offsets  # row r, column k: dimension r moved by deltas[k]
+    classes = torch.full((n_dims * n_deltas,), predicted, device=base.device)
+    decoded = model.reconstruct(poses.view(n_dims * n_deltas, *base.shape), classes)  # (D·K, 1, 28, 28)
+    return predicted, poses.cpu(), decoded.view(n_dims, n_deltas, *decoded.shape[-2:]).cpu()
+
+
+def tweak_figure(
+    predicted: int, reconstructions: torch.Tensor, deltas: np.ndarray, classes: tuple[str, ...]
+) -> plt.Figure:
+    """A (dimensions × deltas) grid of decoded tweaks; one row per capsule dimension."""
+    n_dims, n_deltas = reconstructions.shape[:2]
+    figure, axes = plt.subplots(n_dims, n_deltas, figsize=(0.75 * n_deltas + 0.6, 0.75 * n_dims + 0.6), squeeze=False)
+    for row in range(n_dims):
+        for column in range(n_deltas):
+            axis = axes[row, column]
+            axis.imshow(reconstructions[row, column].numpy(), cmap="gray", vmin=0, vmax=1)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(f"{deltas[column]:+.2f}", fontsize=7)
+            if column == 0:
+                axis.set_ylabel(f"dim {row}", fontsize=7)
+    figure.suptitle(f"winning capsule: class {classes[predicted]}; each row moves one of its {n_dims} dimensions")
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,64 @@
+"""Figures: the tweak grid's geometry, and PNGs that are written, not blank, and identical for the same seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from capsrobust.checkpoints import load_checkpoint
+from capsrobust.detect import DetectorError
+from capsrobust.figures import (
+    capsule_tweaks,
+    choose_examples,
+    reconstruction_figure,
+    save_figure,
+    tweak_deltas,
+    tweak_figure,
+)
+from capsrobust.recipes import build_model
+from tests.conftest import recipe
+
+
+def test_default_deltas_are_the_original_eleven_steps():
+    assert np.allclose(tweak_deltas(), np.arange(-0.25, 0.2501, 0.05))
+    assert len(tweak_deltas(0.5, 0.1)) == 11
+
+
+def test_each_tweak_row_moves_only_its_own_dimension_of_the_winning_capsule(mnist5k):
+    torch.manual_seed(0)
+    model = build_model(recipe("capsnet-paper")).eval()
+    deltas = tweak_deltas()
+    predicted, poses, images = capsule_tweaks(model, mnist5k.test.images[3], deltas)
+    assert poses.shape == (16, 11, 10, 16) and images.shape == (16, 11, 28, 28)
+    original = model(mnist5k.test.images[3:4]).poses[0].detach()
+    for row in range(16):
+        change = poses[row] - original  # (11, 10, 16)
+        assert torch.allclose(change[:, predicted, row], torch.as_tensor(deltas, dtype=torch.float32), atol=1e-6)
+        change[:, predicted, row] = 0
+        assert change.abs().max() < 1e-6
+    assert torch.allclose(images[:, 5], images[0, 5])  # the zero offset decodes the untouched capsule everywhere
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+
+
+def test_figures_are_written_non_blank_and_identical_for_the_same_seed(trained_runs, mnist5k, tmp_path):
+    model = load_checkpoint(trained_runs["capsnet-tiny"]).model
+    paths = []
+    for name in ("a.png", "b.png"):
+        indices = choose_examples(len(mnist5k.test), 6, seed=7)
+        paths.append(save_figure(reconstruction_figure(model, mnist5k.test, indices, mnist5k.classes), tmp_path / name))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert _pixels(paths[0]).std() > 10
+    predicted, _, images = capsule_tweaks(model, mnist5k.test.images[0], tweak_deltas())
+    tweak_path = save_figure(tweak_figure(predicted, images, tweak_deltas(), mnist5k.classes), tmp_path / "t.png")
+    assert _pixels(tweak_path).std() > 10
+    assert not np.array_equal(choose_examples(1000, 6, seed=7), choose_examples(1000, 6, seed=8))
+
+
+def test_models_without_a_decoder_are_refused(mnist5k):
+    with pytest.raises(DetectorError, match="no class-conditional decoder"):
+        capsule_tweaks(build_model(recipe("cnn-tiny")), mnist5k.test.images[0], tweak_deltas())
