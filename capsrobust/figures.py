@@ -1,35 +1,31 @@
 """Figures from models and result tables: reconstructions, capsule tweaks (and, with the sweeps, galleries, curves).
 
-Every figure is a PNG written atomically and byte-for-byte the same for the same inputs and seed: examples are
-chosen by a seeded generator and PNG metadata that would carry a timestamp or version is left out.
+Figures are built with matplotlib's object API (``Figure``), not pyplot: no global figure state, no display
+backend to select. Every figure is a PNG written atomically and byte-for-byte the same for the same inputs and
+seed: examples are chosen by a seeded generator and PNG metadata that would carry a version is left out.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from capsrobust.data import Split  # noqa: E402
-from capsrobust.detect import require_reconstruction  # noqa: E402
-from capsrobust.models import CapsRobustModel  # noqa: E402
-from capsrobust.runtime import atomic_write  # noqa: E402
+from capsrobust.data import Split
+from capsrobust.detect import require_reconstruction
+from capsrobust.models import CapsRobustModel
+from capsrobust.runtime import atomic_write
 
 PNG_METADATA = {"Software": None}
 DPI = 110
 
 
-def save_figure(figure: plt.Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG atomically and close it."""
     target = Path(path)
     atomic_write(target, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, metadata=PNG_METADATA))
-    plt.close(figure)
     return target
 
 
@@ -43,7 +39,7 @@ def choose_examples(n_available: int, n: int, seed: int) -> np.ndarray:
 @torch.no_grad()
 def reconstruction_figure(
     model: CapsRobustModel, split: Split, indices: np.ndarray, classes: tuple[str, ...], device: str = "cpu"
-) -> plt.Figure:
+) -> Figure:
     """Inputs (top) over their reconstructions from the predicted class (middle) and the class scores (bottom)."""
     require_reconstruction(model)
     model.eval()
@@ -52,7 +48,8 @@ def reconstruction_figure(
     scores = output.lengths if output.lengths is not None else output.logits.softmax(dim=1)
     score_name = "capsule lengths" if output.lengths is not None else "softmax"
     n = len(indices)
-    figure, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.4), squeeze=False, gridspec_kw={"height_ratios": [1, 1, 0.8]})
+    figure = Figure(figsize=(1.3 * n, 4.4))
+    axes = figure.subplots(3, n, squeeze=False, gridspec_kw={"height_ratios": [1, 1, 0.8]})
     for column, index in enumerate(indices):
         label, predicted = int(split.labels[index]), int(output.predictions[column])
         axes[0, column].imshow(images[column, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
@@ -76,7 +73,7 @@ def reconstruction_figure(
 
 def tweak_deltas(radius: float = 0.25, step: float = 0.05) -> np.ndarray:
     """Offsets from −radius to +radius inclusive in ``step``s: 11 values for the defaults."""
-    count = int(round(2 * radius / step)) + 1
+    count = round(2 * radius / step) + 1
     return np.linspace(-radius, radius, count)
 
 
@@ -107,10 +104,11 @@ def capsule_tweaks(
 
 def tweak_figure(
     predicted: int, reconstructions: torch.Tensor, deltas: np.ndarray, classes: tuple[str, ...]
-) -> plt.Figure:
+) -> Figure:
     """A (dimensions × deltas) grid of decoded tweaks; one row per capsule dimension."""
     n_dims, n_deltas = reconstructions.shape[:2]
-    figure, axes = plt.subplots(n_dims, n_deltas, figsize=(0.75 * n_deltas + 0.6, 0.75 * n_dims + 0.6), squeeze=False)
+    figure = Figure(figsize=(0.75 * n_deltas + 0.6, 0.75 * n_dims + 0.6))
+    axes = figure.subplots(n_dims, n_deltas, squeeze=False)
     for row in range(n_dims):
         for column in range(n_deltas):
             axis = axes[row, column]
