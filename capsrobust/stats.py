@@ -1,0 +1,94 @@
+"""Paired statistics for comparing two models on the same examples.
+
+Two models attacked on the same test images give paired per-example outcomes (robust or not). The difference of
+their robust accuracies gets a bootstrap 95% interval that resamples *examples* (keeping the pairing), and
+McNemar's exact test asks whether the examples on which exactly one of the two models is robust split evenly.
+Both are standard for paired classifier comparisons (Dietterich 1998, *Approximate Statistical Tests for Comparing
+Supervised Classification Learning Algorithms*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import binom, norm
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Candidate minus baseline accuracy on the same examples, with its uncertainty."""
+
+    n: int
+    baseline_accuracy: float
+    candidate_accuracy: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    only_baseline: int  # examples the baseline gets right and the candidate wrong
+    only_candidate: int  # examples the candidate gets right and the baseline wrong
+    mcnemar_p: float
+
+
+def bootstrap_interval(
+    baseline: np.ndarray, candidate: np.ndarray, n_resamples: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(candidate) − mean(baseline), resampling paired examples."""
+    per_example = np.asarray(candidate, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    n = per_example.size
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_resamples)
+    for start in range(0, n_resamples, 1000):  # chunks keep memory at 1000 × n
+        count = min(1000, n_resamples - start)
+        means[start : start + count] = per_example[rng.integers(0, n, size=(count, n))].mean(axis=1)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def mcnemar_exact(only_baseline: int, only_candidate: int) -> float:
+    """Two-sided exact McNemar p-value: the discordant pairs against Binomial(b + c, ½)."""
+    discordant = only_baseline + only_candidate
+    if discordant == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(only_baseline, only_candidate), discordant, 0.5)))
+
+
+def compare_paired(
+    baseline_correct: np.ndarray, candidate_correct: np.ndarray, n_resamples: int = 10_000, seed: int = 0
+) -> PairedComparison:
+    """Compare two boolean per-example outcome vectors over the same examples."""
+    baseline = np.asarray(baseline_correct, dtype=bool)
+    candidate = np.asarray(candidate_correct, dtype=bool)
+    if baseline.shape != candidate.shape:
+        raise ValueError(f"paired outcomes differ in length: {baseline.size} vs {candidate.size}")
+    low, high = bootstrap_interval(baseline, candidate, n_resamples, seed=seed)
+    only_baseline = int((baseline & ~candidate).sum())
+    only_candidate = int((candidate & ~baseline).sum())
+    n = int(baseline.size)
+    return PairedComparison(
+        n=n,
+        baseline_accuracy=float(baseline.mean()) if n else float("nan"),
+        candidate_accuracy=float(candidate.mean()) if n else float("nan"),
+        difference=float(candidate.mean() - baseline.mean()) if n else float("nan"),
+        ci_low=low,
+        ci_high=high,
+        only_baseline=only_baseline,
+        only_candidate=only_candidate,
+        mcnemar_p=mcnemar_exact(only_baseline, only_candidate),
+    )
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion: sensible at 0 and 1, where robust accuracies often sit."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + level / 2.0))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding leaves 1e-17 otherwise
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return float(low), float(high)
