@@ -101,3 +101,23 @@ def test_random_shift_translates_with_zero_fill_within_the_limit():
         offsets.add(matches[0])
     assert len(offsets) > 10  # many of the 25 offsets are drawn
     assert torch.equal(random_shift(images, 0, torch.Generator()), images)
+
+
+def test_ctrl_c_saves_the_current_weights_before_stopping(tmp_path, small, monkeypatch):
+    from capsrobust.models.cnn import CNN
+
+    calls = {"n": 0}
+    forward = CNN.forward
+
+    def interrupted_forward(self, images, labels=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return forward(self, images, labels)
+
+    monkeypatch.setattr(CNN, "forward", interrupted_forward)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe("cnn-tiny"), small, tmp_path, TrainSettings(epochs=1, device="cpu", progress=False))
+    saved = load_checkpoint(tmp_path / "interrupted.json")
+    assert saved.metadata["interrupted"] is True and saved.metadata["batches_done"] == 2
+    assert not (tmp_path / "last.json").exists()  # no epoch finished, so nothing claims to have
