@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from capsrobust.errors import CapsRobustError, RunError
+from capsrobust.errors import CapsRobustError, DataError, RunError
 
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
 
@@ -30,15 +30,9 @@ class CapsRobustGroup(click.Group):
 
 
 def data_options(function: Any) -> Any:
-    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(
-        function
-    )
-    function = click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")(
-        function
-    )
-    return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(
-        function
-    )
+    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(function)
+    function = click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")(function)
+    return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
 
 
 @click.group(cls=CapsRobustGroup)
@@ -157,3 +151,76 @@ def describe(recipe: str, as_json: bool) -> None:
     if "parameters_without_decoder" in description:
         click.echo(f"  {'w/o decoder':<12} {'':<32} {description['parameters_without_decoder']:>12,}")
     click.echo(f"  forward cost: {description['forward_flops_per_image'] / 1e9:.3f} GFLOP per image")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@data_options
+@click.option("--n", "count", type=click.IntRange(1, 50), default=10, show_default=True, help="images to show")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--seed", type=int, default=0, show_default=True, help="chooses which images")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="PNG file to write")
+@click.option("--device", default="auto", show_default=True)
+def reconstruct(
+    checkpoint: str,
+    data_name: str,
+    data_dir: str | None,
+    download: bool,
+    count: int,
+    split: str,
+    seed: int,
+    out_file: str,
+    device: str,
+) -> None:
+    """Inputs over their reconstructions from the winning capsule, with the 10 capsule lengths."""
+    from capsrobust.checkpoints import load_checkpoint
+    from capsrobust.data import load_dataset
+    from capsrobust.figures import choose_examples, reconstruction_figure, save_figure
+    from capsrobust.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, torch_device)
+    dataset = load_dataset(data_name, data_dir, download)
+    chosen = dataset.split(split)
+    indices = choose_examples(len(chosen), count, seed)
+    figure = reconstruction_figure(loaded.model, chosen, indices, dataset.classes, str(torch_device))
+    click.echo(f"wrote {save_figure(figure, out_file)}: {split} images {', '.join(map(str, indices))}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path())
+@data_options
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="test image to tweak")
+@click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=0.25, show_default=True)
+@click.option("--step", type=click.FloatRange(min=0, min_open=True), default=0.05, show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="PNG file to write")
+@click.option("--device", default="auto", show_default=True)
+def tweak(
+    checkpoint: str,
+    data_name: str,
+    data_dir: str | None,
+    download: bool,
+    index: int,
+    radius: float,
+    step: float,
+    out_file: str,
+    device: str,
+) -> None:
+    """Move each dimension of the winning capsule over [-radius, radius] and decode: one grid row per dimension."""
+    from capsrobust.checkpoints import load_checkpoint
+    from capsrobust.data import load_dataset
+    from capsrobust.figures import capsule_tweaks, save_figure, tweak_deltas, tweak_figure
+    from capsrobust.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, torch_device)
+    test = load_dataset(data_name, data_dir, download)
+    if index >= len(test.test):
+        raise DataError(f"--index {index} is past the {len(test.test)} test images of {test.name.value}")
+    deltas = tweak_deltas(radius, step)
+    predicted, _, images = capsule_tweaks(loaded.model, test.test.images[index], deltas, str(torch_device))
+    path = save_figure(tweak_figure(predicted, images, deltas, test.classes), out_file)
+    click.echo(
+        f"wrote {path}: test image {index} (label {test.classes[int(test.test.labels[index])]}, "
+        f"predicted {test.classes[predicted]}), {images.shape[0]} dimensions × {len(deltas)} offsets"
+    )

@@ -39,7 +39,7 @@ class Distance(str, Enum):
 def require_reconstruction(model: CapsRobustModel, name: str = "this model") -> None:
     if not model.can_reconstruct:
         raise DetectorError(
-            f"{name} has no class-conditional decoder, so it cannot be scored by reconstruction error; "
+            f"{name} has no class-conditional decoder (needed for reconstructions, tweaks and the detector); "
             f"use a capsnet or cnn-recon recipe"
         )
 

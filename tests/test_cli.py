@@ -66,3 +66,13 @@ def test_bad_input_gives_one_line_and_exit_code_2(args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_reconstruct_and_tweak_write_pngs(trained_runs, tmp_path):
+    result = invoke("reconstruct", str(trained_runs["capsnet-tiny"]), "--n", "4", "--out", str(tmp_path / "r.png"))
+    assert result.exit_code == 0 and (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    result = invoke("tweak", str(trained_runs["capsnet-tiny"]), "--index", "3", "--out", str(tmp_path / "t.png"))
+    assert result.exit_code == 0 and "8 dimensions × 11 offsets" in result.output
+    refused = invoke("tweak", str(trained_runs["cnn-tiny"]), "--out", str(tmp_path / "c.png"))
+    assert refused.exit_code == 2 and "no class-conditional decoder" in refused.output
+    assert not (tmp_path / "c.png").exists()
