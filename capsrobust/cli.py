@@ -224,3 +224,66 @@ def tweak(
         f"wrote {path}: test image {index} (label {test.classes[int(test.test.labels[index])]}, "
         f"predicted {test.classes[predicted]}), {images.shape[0]} dimensions × {len(deltas)} offsets"
     )
+
+
+OBJECTIVE_HELP = (
+    "what gradient attacks differentiate: ce-lengths, ce-log-lengths, margin, margin-log-lengths "
+    "[default: each model's own, see docs/attack-objectives.md]"
+)
+RESULT_SUMMARY = [
+    "model", "label", "backend", "eps", "objective_used", "clean_accuracy", "robust_accuracy",
+    "attack_success_rate", "l2_median", "linf_median", "steps_or_queries", "seconds",
+]
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option("--suite", "suite_name", required=True, help="attack suite: a TOML file or a name from attacks/")
+@data_options
+@click.option("--n", type=click.IntRange(min=1), help="first N test images [default: the suite's n]")
+@click.option("--backend", default="art", show_default=True, type=click.Choice(["art", "foolbox", "both"]))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [sweeps/SUITE-DATA]")
+@click.option("--resume", is_flag=True, help="continue the sweep in --out, skipping its finished cells")
+@click.option("--save-adversarials", is_flag=True, help="store every cell's adversarials as .npz")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--objective", help=OBJECTIVE_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def sweep(
+    runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
+    backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
+    objective: str | None, batch_size: int, no_progress: bool,
+) -> None:
+    """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
+    from capsrobust.adapters import AttackObjective
+    from capsrobust.attacks.suites import load_suite
+    from capsrobust.data import load_dataset
+    from capsrobust.sweep import load_sweep, run_sweep
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
+    suite = load_suite(suite_name)
+    chosen_objective = AttackObjective.parse(objective) if objective is not None else None
+    dataset = load_dataset(data_name, data_dir, download)
+    out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{dataset.name.value}"
+    run_sweep(
+        list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
+        save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
+        batch_size=batch_size, data_dir=data_dir, progress=not no_progress,
+    )
+    tables = load_sweep(out)
+    click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}):")
+    click.echo(tables.results[RESULT_SUMMARY].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    flags = int((tables.checks["status"] == "flag").sum())
+    click.echo(f"\nchecks ({flags} flagged):")
+    with pd_display_width():
+        click.echo(tables.checks.to_string(index=False))
+    click.echo(f"\ntables in {out}: results.csv, examples.csv, checks.csv")
+
+
+def pd_display_width() -> Any:
+    """Let pandas print long check details on one line."""
+    import pandas as pd
+
+    return pd.option_context("display.max_colwidth", None, "display.width", None)

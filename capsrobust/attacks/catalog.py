@@ -1,0 +1,126 @@
+"""The attacks capsrobust knows, one registry entry each.
+
+Every entry names its threat model, the libraries that implement it and its parameters with defaults; its run
+function builds the ``AttackTarget`` (what is differentiated: the objective's scores and loss, see
+``capsrobust.adapters``) and hands it to the chosen backend. Step sizes are relative to eps (``rel_step · eps``),
+so one setting serves every budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import ModuleType
+
+from capsrobust.adapters import attack_target
+from capsrobust.attacks import art_backend, foolbox_backend
+from capsrobust.attacks.registry import (
+    AttackCall,
+    AttackKind,
+    AttackResult,
+    Backend,
+    Norm,
+    Param,
+    ParamValue,
+    register_attack,
+)
+from capsrobust.attacks.vote import vote_target
+
+BOTH = (Backend.ART, Backend.FOOLBOX)
+BACKENDS: dict[Backend, ModuleType] = {Backend.ART: art_backend, Backend.FOOLBOX: foolbox_backend}
+
+PGD_PARAMS = (
+    Param("steps", int, 40, "gradient steps per start", minimum=1),
+    Param("rel_step", float, 0.1, "step size as a fraction of eps", minimum=0.0),
+    Param("random_start", bool, True, "start from a uniform random point in the eps ball"),
+    Param("restarts", int, 1, "independent random starts; an example counts as broken if any start breaks it",
+          minimum=1),
+)
+
+
+def _check_pgd(params: Mapping[str, ParamValue]) -> None:
+    if params["restarts"] > 1 and not params["random_start"]:
+        raise ValueError("parameter 'restarts' > 1 needs random_start = true (every start would be the same)")
+
+
+@register_attack("fgsm", norm=Norm.LINF, backends=BOTH)
+def fgsm(call: AttackCall) -> AttackResult:
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of eps · sign(∇loss)."""
+    return BACKENDS[call.backend].fgsm(attack_target(call.model, call.objective), call)
+
+
+@register_attack("pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd)
+def pgd_linf(call: AttackCall) -> AttackResult:
+    """Projected gradient descent in the L∞ ball (Madry et al. 2018)."""
+    return BACKENDS[call.backend].pgd(attack_target(call.model, call.objective), call, Norm.LINF)
+
+
+@register_attack("pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd)
+def pgd_l2(call: AttackCall) -> AttackResult:
+    """Projected gradient descent in the L2 ball (Madry et al. 2018)."""
+    return BACKENDS[call.backend].pgd(attack_target(call.model, call.objective), call, Norm.L2)
+
+
+@register_attack(
+    "cw-l2",
+    norm=Norm.L2,
+    backends=BOTH,
+    kind=AttackKind.MINIMIZATION,
+    params=(
+        Param("binary_search_steps", int, 5, "binary-search steps over the trade-off constant c", minimum=1),
+        Param("max_iter", int, 100, "optimiser iterations per binary-search step", minimum=1),
+        Param("confidence", float, 0.0, "margin κ the adversarial class must win by", minimum=0.0),
+        Param("learning_rate", float, 0.1, "optimiser step size (0.1 suits ~100 iterations)", minimum=0.0),
+        Param("initial_const", float, 1.0, "first value of c", minimum=0.0),
+    ),
+)
+def cw_l2(call: AttackCall) -> AttackResult:
+    """Carlini–Wagner L2 (2017): the smallest L2 perturbation it can find; eps is a threshold on it.
+
+    The libraries search c differently on failure (ART doubles it, Foolbox multiplies it by 10), so the
+    default starts at c = 1, where both find adversarials within a few binary-search steps. ART's version is
+    also far slower per iteration (a line search on every step); prefer Foolbox on a CPU.
+    """
+    return BACKENDS[call.backend].cw_l2(attack_target(call.model, call.objective), call)
+
+
+@register_attack(
+    "autoattack",
+    norm=Norm.LINF,
+    backends=(Backend.ART,),
+    needs_positive_eps=True,
+    params=(
+        Param("apgd_steps", int, 100, "iterations of each APGD run", minimum=1),
+        Param("restarts", int, 5, "random restarts of APGD and Square", minimum=1),
+        Param("square_queries", int, 5000, "queries of each Square run", minimum=1),
+        Param("rel_step", float, 2.0, "APGD's initial step as a fraction of eps (2 as in Croce & Hein)",
+              minimum=0.0),
+    ),
+)
+def autoattack(call: AttackCall) -> AttackResult:
+    """AutoAttack (Croce & Hein 2020) as ART implements it: APGD-CE, APGD-DLR, DeepFool, Square."""
+    return art_backend.autoattack(attack_target(call.model, call.objective), call)
+
+
+@register_attack(
+    "square",
+    norm=Norm.LINF,
+    backends=(Backend.ART,),
+    gradient_free=True,
+    needs_positive_eps=True,
+    params=(
+        Param("queries", int, 1000, "iterations (one model query each) per restart", minimum=1),
+        Param("p_init", float, 0.8, "initial fraction of pixels in a square", minimum=0.0),
+        Param("restarts", int, 1, "independent restarts", minimum=1),
+    ),
+)
+def square(call: AttackCall) -> AttackResult:
+    """Square Attack (Andriushchenko et al. 2020), score-based and gradient-free: a gradient-masking check."""
+    return art_backend.square(attack_target(call.model, call.objective), call)
+
+
+@register_attack(
+    "vote-pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, needs_capsules=True
+)
+def vote_pgd_linf(call: AttackCall) -> AttackResult:
+    """Vote attack (Gu & Tresp 2021): PGD L∞ on the scores of the averaged votes, skipping routing."""
+    return BACKENDS[call.backend].pgd(vote_target(call.model, call.objective), call, Norm.LINF)

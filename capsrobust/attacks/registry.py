@@ -1,0 +1,257 @@
+"""Attacks by name: one ``AttackSpec`` per attack, registered once, looked up by suites, sweeps and tests.
+
+An attack is a name, a threat model (its norm, and whether ``eps`` bounds the perturbation or is a threshold on
+the perturbation a minimisation attack found), the libraries that implement it, its typed parameters with
+defaults, and one run function ``AttackCall → AttackResult``. Adding an attack is one ``@register_attack``
+entry (see ``catalog.py``) plus one test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import torch
+
+from capsrobust.adapters import AttackObjective, frozen_parameters, has_capsule_lengths
+from capsrobust.errors import CapsRobustError
+from capsrobust.models import CapsRobustModel
+from capsrobust.runtime import seed_everything
+
+
+class AttackError(CapsRobustError):
+    """An attack is unknown, misconfigured, or cannot run on the given model or backend."""
+
+
+class Norm(str, Enum):
+    LINF = "linf"
+    L2 = "l2"
+
+
+class Backend(str, Enum):
+    """The attack libraries capsrobust drives."""
+
+    ART = "art"
+    FOOLBOX = "foolbox"
+
+    @classmethod
+    def parse(cls, name: str | Backend) -> Backend:
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join(member.value for member in cls)
+            raise AttackError(f"unknown backend {name!r}; choose one of: {known}") from None
+
+
+class AttackKind(str, Enum):
+    """``bounded``: ``eps`` is the budget the attack must stay within (FGSM, PGD, AutoAttack, Square).
+
+    ``minimization``: the attack looks for the smallest perturbation it can (Carlini–Wagner) and ``eps`` is a
+    threshold applied afterwards: an adversarial counts as a success at ``eps`` only if its norm is ≤ ``eps``.
+    """
+
+    BOUNDED = "bounded"
+    MINIMIZATION = "minimization"
+
+
+ParamValue = int | float | bool
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed attack parameter with its default; ``minimum`` is inclusive."""
+
+    name: str
+    type: type
+    default: ParamValue
+    help: str = ""
+    minimum: float | None = None
+
+    def coerce(self, value: Any) -> ParamValue:
+        """Check ``value`` against the type (ints are accepted for floats); raises ``ValueError`` naming the key."""
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"parameter {self.name!r} must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"parameter {self.name!r} must be a number, got {value!r}")
+        if self.type is int:
+            if not isinstance(value, int):
+                raise ValueError(f"parameter {self.name!r} must be an integer, got {value!r}")
+        elif not math.isfinite(value):
+            raise ValueError(f"parameter {self.name!r} must be finite, got {value!r}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"parameter {self.name!r} must be ≥ {self.minimum:g}, got {value!r}")
+        return self.type(value)
+
+
+@dataclass(frozen=True)
+class AttackCall:
+    """Everything one attack run needs; ``images`` (N, 1, 28, 28) in [0, 1] and ``labels`` (N,) live on the CPU."""
+
+    model: CapsRobustModel
+    images: torch.Tensor
+    labels: torch.Tensor
+    eps: float
+    params: Mapping[str, ParamValue]
+    objective: AttackObjective | None
+    backend: Backend
+    device: torch.device
+    seed: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """The adversarials exactly as the library returned them (CPU, float32), never clipped into the eps ball.
+
+    ``steps_or_queries`` is the attack's budget per example (gradient steps or model queries); ``objective_used``
+    says what was differentiated or queried, e.g. ``margin(lengths)`` or ``ce(logits)``.
+    """
+
+    adversarials: torch.Tensor  # (N, 1, 28, 28)
+    steps_or_queries: int
+    objective_used: str
+
+
+RunFunction = Callable[[AttackCall], AttackResult]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack: its threat model, its backends, its parameters and how to run it."""
+
+    name: str
+    norm: Norm
+    backends: tuple[Backend, ...]
+    run: RunFunction
+    params: tuple[Param, ...] = ()
+    kind: AttackKind = AttackKind.BOUNDED
+    description: str = ""
+    gradient_free: bool = False
+    needs_capsules: bool = False  # only for models with capsule votes (the vote attack)
+    needs_positive_eps: bool = False  # the library refuses eps = 0
+    check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
+
+    def resolve_params(self, given: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
+        """Defaults overridden by ``given``; unknown keys and bad values raise ``ValueError`` naming the key."""
+        given = dict(given or {})
+        by_name = {param.name: param for param in self.params}
+        unknown = sorted(set(given) - set(by_name))
+        if unknown:
+            allowed = ", ".join(sorted(by_name)) or "none"
+            raise ValueError(f"unknown parameter {unknown[0]!r} for {self.name} (allowed: {allowed})")
+        resolved = {name: param.coerce(given[name]) if name in given else param.default
+                    for name, param in by_name.items()}
+        if self.check is not None:
+            self.check(resolved)
+        return resolved
+
+    def check_eps(self, eps: Any) -> float:
+        """A valid budget for this attack; raises ``ValueError`` otherwise."""
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not math.isfinite(eps):
+            raise ValueError(f"eps must be a finite number, got {eps!r}")
+        if eps < 0:
+            raise ValueError(f"eps must be ≥ 0, got {eps!r}")
+        if self.norm is Norm.LINF and eps > 1:
+            raise ValueError(f"L∞ eps {eps!r} exceeds 1, the whole [0, 1] pixel range")
+        if self.needs_positive_eps and eps == 0:
+            raise ValueError(f"{self.name} needs eps > 0 (the library refuses a zero budget)")
+        return float(eps)
+
+
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def register_attack(
+    name: str,
+    *,
+    norm: Norm,
+    backends: tuple[Backend, ...],
+    params: tuple[Param, ...] = (),
+    kind: AttackKind = AttackKind.BOUNDED,
+    description: str = "",
+    gradient_free: bool = False,
+    needs_capsules: bool = False,
+    needs_positive_eps: bool = False,
+    check: Callable[[Mapping[str, ParamValue]], None] | None = None,
+) -> Callable[[RunFunction], RunFunction]:
+    """Register the decorated run function as attack ``name``."""
+
+    def decorate(run: RunFunction) -> RunFunction:
+        if name in _REGISTRY:
+            raise ValueError(f"attack {name!r} is registered twice")
+        _REGISTRY[name] = AttackSpec(
+            name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
+            description=description or (run.__doc__ or "").strip().splitlines()[0], gradient_free=gradient_free,
+            needs_capsules=needs_capsules, needs_positive_eps=needs_positive_eps, check=check,
+        )
+        return run
+
+    return decorate
+
+
+def unregister_attack(name: str) -> None:
+    """Remove an attack (tests register throw-away attacks and remove them again)."""
+    _REGISTRY.pop(name, None)
+
+
+def attack_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_attack(name: str) -> AttackSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise AttackError(f"unknown attack {name!r}; choose one of: {', '.join(attack_names())}") from None
+
+
+def run_attack(
+    name: str,
+    model: CapsRobustModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    params: Mapping[str, Any] | None = None,
+    objective: str | AttackObjective | None = None,
+    backend: str | Backend = Backend.ART,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    batch_size: int = 100,
+) -> AttackResult:
+    """Run attack ``name`` on ``images`` with true ``labels`` and return the adversarials as the library made them.
+
+    Every random generator is seeded with ``seed`` first, the model is put in eval mode and its weights are
+    frozen for the duration (their ``requires_grad`` flags are restored afterwards).
+    """
+    spec = get_attack(name)
+    chosen_backend = Backend.parse(backend)
+    if chosen_backend not in spec.backends:
+        supported = ", ".join(b.value for b in spec.backends)
+        raise AttackError(f"{name} is not available in {chosen_backend.value} (it runs in: {supported})")
+    if spec.needs_capsules and not has_capsule_lengths(model):
+        raise AttackError(f"{name} attacks capsule votes; {type(model).__name__} has none")
+    try:
+        resolved = spec.resolve_params(params)
+        budget = spec.check_eps(eps)
+    except ValueError as error:
+        raise AttackError(f"{name}: {error}") from None
+    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
+        raise AttackError(f"{name}: expected images (N, 1, 28, 28) and N labels, got {tuple(images.shape)}")
+    call = AttackCall(
+        model=model, images=images.detach().cpu().float(), labels=labels.detach().cpu().long(), eps=budget,
+        params=resolved, objective=None if objective is None else AttackObjective.parse(objective),
+        backend=chosen_backend, device=torch.device(device), seed=seed, batch_size=batch_size,
+    )
+    seed_everything(seed)
+    model.eval()
+    with frozen_parameters(model):
+        result = spec.run(call)
+    if result.adversarials.shape != call.images.shape:
+        raise AttackError(f"{name} returned shape {tuple(result.adversarials.shape)} for {tuple(images.shape)}")
+    return result

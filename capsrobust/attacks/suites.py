@@ -1,0 +1,222 @@
+"""Attack suites: ``attacks/*.toml`` → frozen dataclasses, validated once at load.
+
+A suite is a list of attacks, each with its budgets (eps), the libraries to run it in and its parameters::
+
+    [suite]
+    name = "quick"
+    description = "FGSM and PGD L∞ in minutes on a CPU"
+    n = 200                      # test images when the caller does not say (CLI --n)
+    double_steps_check = true    # add a PGD cell with twice the steps (a self-check, see capsrobust.checks)
+
+    [[attack]]
+    name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
+    label = "pgd-linf"           # optional, unique in the suite; tells apart two entries of one attack
+    eps = [0.1, 0.3]             # L∞ budgets on [0, 1] pixels (for cw-l2: L2 thresholds)
+    backends = ["art", "foolbox"]  # optional; default: every library that has the attack
+    [attack.params]              # optional; the attack's parameters, defaults from the registry
+    steps = 10
+
+Unknown attacks, keys, parameters and backends, and bad budgets (not a number, negative, above 1 for L∞) are
+refused with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
+from capsrobust.errors import CapsRobustError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUITE_DIR = Path("attacks")
+# The suites shipped with the repository, found also when the working directory is elsewhere.
+REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
+SUITE_KEYS = {"name", "description", "n", "double_steps_check"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "params"}
+
+
+class SuiteError(CapsRobustError):
+    """An attack suite (``attacks/*.toml``) is missing, malformed, or names unknown attacks, keys or backends."""
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One attack of a suite with its budgets, backends and fully resolved parameters."""
+
+    label: str
+    attack: str
+    eps: tuple[float, ...]
+    backends: tuple[Backend, ...]
+    params: tuple[tuple[str, ParamValue], ...]  # every parameter of the attack, sorted by name
+
+    @property
+    def spec(self) -> AttackSpec:
+        return get_attack(self.attack)
+
+    @property
+    def params_dict(self) -> dict[str, ParamValue]:
+        return dict(self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.attack, "label": self.label, "eps": list(self.eps),
+                "backends": [b.value for b in self.backends], "params": self.params_dict}
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated attack suite; ``source`` names the file it came from."""
+
+    name: str
+    attacks: tuple[AttackEntry, ...]
+    n: int = 1000
+    description: str = ""
+    double_steps_check: bool = True
+    source: str = "<suite>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suite": {"name": self.name, "description": self.description, "n": self.n,
+                      "double_steps_check": self.double_steps_check},
+            "attack": [entry.to_dict() for entry in self.attacks],
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of the resolved suite: what a resumed sweep must match (the file's comments may change)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def resolve_suite_path(suite: str | Path) -> Path:
+    """A path to a TOML file, or a bare suite name looked up as ``attacks/NAME.toml``."""
+    path = Path(suite)
+    if path.is_file():
+        return path
+    for folder in (SUITE_DIR, REPOSITORY_SUITE_DIR):
+        if (folder / f"{suite}.toml").is_file():
+            return folder / f"{suite}.toml"
+    known = sorted({p.stem for folder in (SUITE_DIR, REPOSITORY_SUITE_DIR) if folder.is_dir()
+                    for p in folder.glob("*.toml")})
+    hint = f"; known suites: {', '.join(known)}" if known else ""
+    raise SuiteError(f"suite {suite!s} not found: pass a TOML file or a name from attacks/{hint}")
+
+
+def load_suite(suite: str | Path) -> Suite:
+    """Read and validate a suite file (or bare name)."""
+    path = resolve_suite_path(suite)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise SuiteError(f"{path}: not valid TOML ({error}); fix the file") from None
+    return suite_from_dict(table, source=str(path), default_name=path.stem)
+
+
+def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_name: str = "suite") -> Suite:
+    """Validate a parsed suite table; ``source`` names it in errors."""
+    _refuse_unknown(table, {"suite", "attack"}, source, "top level")
+    header = table.get("suite", {})
+    if not isinstance(header, Mapping):
+        raise SuiteError(f"{source}: [suite] must be a table")
+    _refuse_unknown(header, SUITE_KEYS, source, "[suite]")
+    name = _typed(header.get("name", default_name), str, source, "suite.name", "a string")
+    description = _typed(header.get("description", ""), str, source, "suite.description", "a string")
+    n = _typed(header.get("n", 1000), int, source, "suite.n", "an integer")
+    if n < 1:
+        raise SuiteError(f"{source}: key 'suite.n' must be ≥ 1, got {n}")
+    double = _typed(header.get("double_steps_check", True), bool, source, "suite.double_steps_check",
+                    "true or false")
+    entries = table.get("attack")
+    if not isinstance(entries, list) or not entries:
+        raise SuiteError(f"{source}: no attacks; add at least one [[attack]] table with name and eps")
+    attacks = tuple(_entry(entry, index, source) for index, entry in enumerate(entries, start=1))
+    labels = [entry.label for entry in attacks]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise SuiteError(
+            f"{source}: two [[attack]] entries share the label {duplicates[0]!r}; give one a distinct 'label'"
+        )
+    return Suite(name=name, attacks=attacks, n=n, description=description, double_steps_check=double,
+                 source=source)
+
+
+def _entry(entry: Any, index: int, source: str) -> AttackEntry:
+    where = f"[[attack]] #{index}"
+    if not isinstance(entry, Mapping):
+        raise SuiteError(f"{source}: {where} must be a table")
+    if "name" not in entry:
+        raise SuiteError(f"{source}: {where}: missing key 'name' (the attack, e.g. \"pgd-linf\")")
+    name = _typed(entry["name"], str, source, f"{where} name", "a string")
+    where = f"[[attack]] #{index} ({name})"
+    _refuse_unknown(entry, ATTACK_KEYS, source, where)
+    try:
+        spec = get_attack(name)
+    except AttackError as error:
+        raise SuiteError(f"{source}: {where}: key 'name': {error}") from None
+    label = _typed(entry.get("label", name), str, source, f"{where} label", "a string")
+    if "eps" not in entry:
+        raise SuiteError(f"{source}: {where}: missing key 'eps' (a list of budgets, e.g. [0.1, 0.3])")
+    raw_eps = entry["eps"]
+    if not isinstance(raw_eps, list) or not raw_eps:
+        raise SuiteError(f"{source}: {where}: key 'eps' must be a non-empty list of numbers, got {raw_eps!r}")
+    eps: list[float] = []
+    for value in raw_eps:
+        try:
+            eps.append(spec.check_eps(value))
+        except ValueError as error:
+            raise SuiteError(f"{source}: {where}: key 'eps': {error}") from None
+    if len(set(eps)) != len(eps):
+        raise SuiteError(f"{source}: {where}: key 'eps' lists a budget twice: {raw_eps!r}")
+    backends = _backends(entry.get("backends"), spec, source, where)
+    params = entry.get("params", {})
+    if not isinstance(params, Mapping):
+        raise SuiteError(f"{source}: {where}: key 'params' must be a table")
+    try:
+        resolved = spec.resolve_params(params)
+    except ValueError as error:
+        raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
+    return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
+                       params=tuple(sorted(resolved.items())))
+
+
+def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:
+    if raw is None:
+        return spec.backends
+    if not isinstance(raw, list) or not raw:
+        raise SuiteError(f"{source}: {where}: key 'backends' must be a non-empty list, got {raw!r}")
+    chosen: list[Backend] = []
+    for value in raw:
+        try:
+            backend = Backend(value)
+        except ValueError:
+            known = ", ".join(b.value for b in Backend)
+            raise SuiteError(f"{source}: {where}: key 'backends': unknown backend {value!r}; choose from {known}") \
+                from None
+        if backend not in spec.backends:
+            supported = ", ".join(b.value for b in spec.backends)
+            raise SuiteError(
+                f"{source}: {where}: key 'backends': {spec.name} has no {backend.value} implementation "
+                f"(it runs in: {supported})"
+            )
+        if backend not in chosen:
+            chosen.append(backend)
+    return tuple(chosen)
+
+
+def _typed(value: Any, kind: type, source: str, key: str, what: str) -> Any:
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise SuiteError(f"{source}: key {key!r} must be {what}, got {value!r}")
+    return value
+
+
+def _refuse_unknown(table: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise SuiteError(f"{source}: {where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")

@@ -1,0 +1,275 @@
+"""The self-checks every sweep runs on its own results: the classic signs of a broken evaluation.
+
+Carlini et al. (2019), *On Evaluating Adversarial Robustness* (arXiv:1902.06705), list the ways a robustness
+number goes wrong — perturbations outside the threat model, gradient masking, attacks that have not converged,
+randomness in the forward pass — and the sanity checks that expose them. A sweep computes those it can from its
+own tables and writes them as a checks table beside the results: one row per (check, model) with status
+``pass``, ``flag`` (look before trusting the numbers) or ``skip`` (the sweep has no cells to test it with),
+and a one-line detail.
+
+=================== =================================================================================
+check               what it tests
+=================== =================================================================================
+in-bounds           every adversarial lies in [0, 1] (tolerance 1e-6); violations are counted
+in-ball             every adversarial of a bounded attack lies in its eps ball (tolerance 1e-6), counted
+eps-zero            at eps = 0 robust accuracy equals clean accuracy (the attack pipeline is faithful)
+monotone-eps        robust accuracy does not rise with eps (by more than one point)
+large-eps           the largest L∞ eps (≥ 0.3) drives robust accuracy near 0, else gradient masking
+pgd-vs-fgsm         PGD L∞ is at least as strong as FGSM at the same eps (within one point)
+double-steps        twice the PGD steps is not markedly stronger (≤ 2 points): PGD has converged
+gradient-free       Square Attack (no gradients) is not stronger than PGD: else gradients are masked
+backends-agree      ART and Foolbox give the same robust accuracy within 2 points on the same cell
+gradients           the objective's input gradients are finite and nonzero on every checked example
+deterministic       two forward passes of the same batch give the same scores
+coverage            attacks the sweep could not run for a model (no backend, not a capsule model)
+=================== =================================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import pandas as pd
+import torch
+
+from capsrobust.adapters import AttackTarget, loss_module
+
+TOLERANCE = 1e-6
+MONOTONE_TOLERANCE = 0.01  # robust accuracy may rise by one point with eps before it is flagged
+FGSM_TOLERANCE = 0.01
+DOUBLE_STEPS_TOLERANCE = 0.02
+GRADIENT_FREE_TOLERANCE = 0.01
+BACKEND_TOLERANCE = 0.02
+LARGE_LINF_EPS = 0.3  # on MNIST an undefended model is fully broken at this budget
+NEAR_ZERO = 0.1
+GRADIENT_EXAMPLES = 32
+
+
+class Status(str, Enum):
+    PASS = "pass"
+    FLAG = "flag"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the checks table."""
+
+    check: str
+    model: str
+    status: Status
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {**asdict(self), "status": self.status.value}
+
+
+CHECK_COLUMNS = ["check", "model", "status", "detail"]
+
+
+def checks_frame(checks: Iterable[Check]) -> pd.DataFrame:
+    """The checks table, flags first, then by check and model."""
+    frame = pd.DataFrame([check.to_dict() for check in checks], columns=CHECK_COLUMNS)
+    order = {Status.FLAG.value: 0, Status.PASS.value: 1, Status.SKIP.value: 2}
+    frame["_order"] = frame["status"].map(order)
+    return frame.sort_values(["_order", "check", "model"], kind="stable").drop(columns="_order").reset_index(
+        drop=True
+    )
+
+
+def _cell(row: pd.Series) -> str:
+    return f"{row['label']}/{row['backend']}@{row['eps']:g}"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def check_results(results: pd.DataFrame) -> list[Check]:
+    """Every check that reads only the results table, for every model in it."""
+    checks: list[Check] = []
+    for model, rows in results.groupby("model", sort=False):
+        for function in (check_in_bounds, check_in_ball, check_eps_zero, check_monotone, check_large_eps,
+                         check_pgd_vs_fgsm, check_double_steps, check_gradient_free, check_backends_agree):
+            checks.append(function(str(model), rows))
+    return checks
+
+
+def check_in_bounds(model: str, rows: pd.DataFrame) -> Check:
+    bad = rows[rows["n_out_of_bounds"] > 0]
+    if bad.empty:
+        return Check("in-bounds", model, Status.PASS, f"all adversarials of {len(rows)} cells lie in [0, 1]")
+    cells = ", ".join(f"{_cell(r)}: {int(r['n_out_of_bounds'])}" for _, r in bad.iterrows())
+    total = int(bad["n_out_of_bounds"].sum())
+    return Check("in-bounds", model, Status.FLAG, f"{total} adversarials outside [0, 1] ({cells})")
+
+
+def check_in_ball(model: str, rows: pd.DataFrame) -> Check:
+    bounded = rows[rows["kind"] == "bounded"]
+    if bounded.empty:
+        return Check("in-ball", model, Status.SKIP, "no bounded attacks in this sweep")
+    bad = bounded[bounded["n_out_of_ball"] > 0]
+    if bad.empty:
+        return Check("in-ball", model, Status.PASS, f"all adversarials of {len(bounded)} cells lie in their eps ball")
+    cells = ", ".join(f"{_cell(r)}: {int(r['n_out_of_ball'])}" for _, r in bad.iterrows())
+    total = int(bad["n_out_of_ball"].sum())
+    return Check("in-ball", model, Status.FLAG, f"{total} adversarials outside their eps ball ({cells})")
+
+
+def check_eps_zero(model: str, rows: pd.DataFrame) -> Check:
+    zero = rows[(rows["eps"] == 0) & (rows["kind"] == "bounded")]
+    if zero.empty:
+        return Check("eps-zero", model, Status.SKIP, "no bounded attack at eps = 0; add eps 0 to a suite entry")
+    bad = zero[zero["robust_accuracy"] != zero["clean_accuracy"]]
+    if bad.empty:
+        return Check("eps-zero", model, Status.PASS, f"robust = clean accuracy at eps 0 in {len(zero)} cells")
+    cells = ", ".join(f"{_cell(r)}: {_pct(r['robust_accuracy'])} vs clean {_pct(r['clean_accuracy'])}"
+                      for _, r in bad.iterrows())
+    return Check("eps-zero", model, Status.FLAG, f"attack pipeline changes clean results ({cells})")
+
+
+def check_monotone(model: str, rows: pd.DataFrame) -> Check:
+    rises, series = [], 0
+    for (label, backend), group in rows.groupby(["label", "backend"], sort=False):
+        group = group.sort_values("eps")
+        if len(group) < 2:
+            continue
+        series += 1
+        accuracy = group["robust_accuracy"].to_numpy()
+        eps = group["eps"].to_numpy()
+        for i in range(1, len(group)):
+            if accuracy[i] > accuracy[:i].min() + MONOTONE_TOLERANCE:
+                rises.append(f"{label}/{backend} rises to {_pct(accuracy[i])} at eps {eps[i]:g}")
+    if series == 0:
+        return Check("monotone-eps", model, Status.SKIP, "no attack at two or more eps")
+    if rises:
+        return Check("monotone-eps", model, Status.FLAG, "robust accuracy rises with eps: " + "; ".join(rises))
+    return Check("monotone-eps", model, Status.PASS, f"robust accuracy non-increasing in eps in {series} series")
+
+
+def check_large_eps(model: str, rows: pd.DataFrame) -> Check:
+    linf = rows[(rows["norm"] == "linf") & (rows["kind"] == "bounded")]
+    if linf.empty or linf["eps"].max() < LARGE_LINF_EPS:
+        largest = "none" if linf.empty else f"{linf['eps'].max():g}"
+        return Check("large-eps", model, Status.SKIP,
+                     f"largest L∞ eps is {largest}; add eps ≥ {LARGE_LINF_EPS:g} to test for gradient masking")
+    largest = linf["eps"].max()
+    at = linf[linf["eps"] == largest]
+    best = at.loc[at["robust_accuracy"].idxmin()]
+    detail = f"strongest attack at eps {largest:g} ({_cell(best)}) leaves {_pct(best['robust_accuracy'])}"
+    if best["robust_accuracy"] <= NEAR_ZERO:
+        return Check("large-eps", model, Status.PASS, detail)
+    return Check("large-eps", model, Status.FLAG,
+                 f"{detail} > {_pct(NEAR_ZERO)}: gradient masking or too weak an attack")
+
+
+def _paired(rows: pd.DataFrame, left: str, right: str, on: list[str]) -> pd.DataFrame:
+    a = rows[(rows["label"] == left) & (rows["role"] == "attack")]
+    b = rows[(rows["label"] == right) & (rows["role"] == "attack")]
+    return a.merge(b, on=on, suffixes=("_a", "_b"))
+
+
+def check_pgd_vs_fgsm(model: str, rows: pd.DataFrame) -> Check:
+    fgsm = rows[(rows["attack"] == "fgsm") & (rows["role"] == "attack")]
+    pgd = rows[(rows["attack"] == "pgd-linf") & (rows["role"] == "attack")]
+    pairs = fgsm.merge(pgd, on=["backend", "eps"], suffixes=("_fgsm", "_pgd"))
+    if pairs.empty:
+        return Check("pgd-vs-fgsm", model, Status.SKIP, "no FGSM and PGD L∞ cells at the same eps and backend")
+    bad = pairs[pairs["robust_accuracy_pgd"] > pairs["robust_accuracy_fgsm"] + FGSM_TOLERANCE]
+    if bad.empty:
+        return Check("pgd-vs-fgsm", model, Status.PASS, f"PGD at least as strong as FGSM in {len(pairs)} pairs")
+    cells = ", ".join(f"{r['backend']}@{r['eps']:g}: PGD {_pct(r['robust_accuracy_pgd'])} vs FGSM "
+                      f"{_pct(r['robust_accuracy_fgsm'])}" for _, r in bad.iterrows())
+    return Check("pgd-vs-fgsm", model, Status.FLAG, f"FGSM beats PGD ({cells}): PGD is misconfigured")
+
+
+def check_double_steps(model: str, rows: pd.DataFrame) -> Check:
+    doubled = rows[rows["role"] == "check"]
+    if doubled.empty:
+        return Check("double-steps", model, Status.SKIP, "no 2×-steps PGD cell (suite double_steps_check = false)")
+    base = rows[rows["role"] == "attack"]
+    pairs = doubled.merge(base, left_on=["check_of", "backend", "eps"], right_on=["label", "backend", "eps"],
+                          suffixes=("_2x", "_1x"))
+    if pairs.empty:
+        return Check("double-steps", model, Status.SKIP, "the 2×-steps cell has no base cell to compare with")
+    drops = pairs["robust_accuracy_1x"] - pairs["robust_accuracy_2x"]
+    detail = "; ".join(
+        f"{r['label_1x']}/{r['backend']}@{r['eps']:g}: {int(r['steps_or_queries_1x'])} steps "
+        f"{_pct(r['robust_accuracy_1x'])}, {int(r['steps_or_queries_2x'])} steps {_pct(r['robust_accuracy_2x'])}"
+        for _, r in pairs.iterrows()
+    )
+    if (drops > DOUBLE_STEPS_TOLERANCE).any():
+        return Check("double-steps", model, Status.FLAG, f"PGD has not converged, raise its steps ({detail})")
+    return Check("double-steps", model, Status.PASS, detail)
+
+
+def check_gradient_free(model: str, rows: pd.DataFrame) -> Check:
+    attacks = rows[rows["role"] == "attack"]
+    free = attacks[attacks["gradient_free"].astype(bool)]
+    pgd = attacks[attacks["attack"] == "pgd-linf"]
+    if free.empty or pgd.empty:
+        return Check("gradient-free", model, Status.SKIP, "needs a gradient-free attack and PGD L∞ in the sweep")
+    strongest_pgd = pgd.groupby("eps")["robust_accuracy"].min()
+    pairs = [(r, strongest_pgd[r["eps"]]) for _, r in free.iterrows() if r["eps"] in strongest_pgd.index]
+    if not pairs:
+        return Check("gradient-free", model, Status.SKIP, "no gradient-free and PGD L∞ cells at the same eps")
+    bad = [f"{_cell(r)} {_pct(r['robust_accuracy'])} < PGD {_pct(p)}" for r, p in pairs
+           if r["robust_accuracy"] < p - GRADIENT_FREE_TOLERANCE]
+    if bad:
+        return Check("gradient-free", model, Status.FLAG,
+                     "a gradient-free attack beats PGD, gradients are masked: " + "; ".join(bad))
+    return Check("gradient-free", model, Status.PASS, f"PGD at least as strong as gradient-free in {len(pairs)} cells")
+
+
+def check_backends_agree(model: str, rows: pd.DataFrame) -> Check:
+    bounded = rows[(rows["kind"] == "bounded")]
+    art = bounded[bounded["backend"] == "art"]
+    foolbox = bounded[bounded["backend"] == "foolbox"]
+    pairs = art.merge(foolbox, on=["label", "role", "eps"], suffixes=("_art", "_fb"))
+    if pairs.empty:
+        return Check("backends-agree", model, Status.SKIP, "no cell run in both ART and Foolbox (--backend both)")
+    gaps = (pairs["robust_accuracy_art"] - pairs["robust_accuracy_fb"]).abs()
+    worst = pairs.loc[gaps.idxmax()]
+    detail = (f"largest gap {_pct(gaps.max())} ({worst['label']}@{worst['eps']:g}: ART "
+              f"{_pct(worst['robust_accuracy_art'])}, Foolbox {_pct(worst['robust_accuracy_fb'])}) over "
+              f"{len(pairs)} pairs")
+    if gaps.max() > BACKEND_TOLERANCE:
+        return Check("backends-agree", model, Status.FLAG, f"ART and Foolbox disagree: {detail}")
+    return Check("backends-agree", model, Status.PASS, detail)
+
+
+def check_model(
+    model: str, target: AttackTarget, images: torch.Tensor, labels: torch.Tensor, device: torch.device | str = "cpu"
+) -> list[Check]:
+    """AutoAttack-style checks on the model itself: finite nonzero input gradients, deterministic forward."""
+    images = images[:GRADIENT_EXAMPLES].to(device)
+    labels = labels[:GRADIENT_EXAMPLES].to(device)
+    view = target.view.to(device).eval()
+    inputs = images.clone().requires_grad_(True)
+    loss = loss_module(target.loss)(view(inputs), labels)
+    (gradient,) = torch.autograd.grad(loss, inputs)
+    norms = gradient.flatten(1).norm(dim=1)  # (B,)
+    finite = torch.isfinite(gradient.flatten(1)).all(dim=1)
+    zero = int((norms == 0).sum())
+    infinite = int((~finite).sum())
+    described = target.describe()
+    if zero or infinite:
+        gradients = Check("gradients", model, Status.FLAG,
+                          f"{zero} zero and {infinite} non-finite input gradients of {described} "
+                          f"among {len(labels)} examples: gradient attacks cannot work there")
+    else:
+        gradients = Check("gradients", model, Status.PASS,
+                          f"input gradients of {described} finite and nonzero on {len(labels)} examples "
+                          f"(median L2 {norms.median().item():.3g})")
+    with torch.no_grad():
+        first, second = view(images), view(images)
+    gap = (first - second).abs().max().item()
+    if gap <= TOLERANCE:
+        deterministic = Check("deterministic", model, Status.PASS, f"two forward passes agree (max gap {gap:.1e})")
+    else:
+        deterministic = Check("deterministic", model, Status.FLAG,
+                              f"two forward passes differ by {gap:.3g}: randomness defeats gradient attacks; "
+                              f"use EOT or fix the model")
+    return [gradients, deterministic]

@@ -1,0 +1,155 @@
+"""Self-checks: each flags the broken evaluation it is meant to catch, and passes a sound one."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from capsrobust.adapters import AttackTarget, attack_target
+from capsrobust.attacks import AttackResult, Backend, Norm, register_attack
+from capsrobust.attacks.registry import unregister_attack
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.checks import (
+    Status,
+    check_backends_agree,
+    check_double_steps,
+    check_eps_zero,
+    check_gradient_free,
+    check_large_eps,
+    check_model,
+    check_monotone,
+    check_pgd_vs_fgsm,
+    checks_frame,
+)
+from capsrobust.recipes import build_model
+from capsrobust.sweep import load_sweep, run_sweep
+from tests.conftest import recipe
+
+
+def row(**values) -> dict:
+    base = {"model": "m", "role": "attack", "check_of": "", "label": "pgd-linf", "attack": "pgd-linf",
+            "backend": "art", "norm": "linf", "kind": "bounded", "gradient_free": False, "eps": 0.1,
+            "clean_accuracy": 0.99, "robust_accuracy": 0.5, "steps_or_queries": 10, "n_out_of_bounds": 0,
+            "n_out_of_ball": 0}
+    return {**base, **values}
+
+
+def frame(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame(list(rows))
+
+
+def test_eps_zero():
+    assert check_eps_zero("m", frame(row(eps=0.0, robust_accuracy=0.99))).status is Status.PASS
+    assert check_eps_zero("m", frame(row(eps=0.0, robust_accuracy=0.98))).status is Status.FLAG
+    assert check_eps_zero("m", frame(row())).status is Status.SKIP
+
+
+def test_monotone_in_eps():
+    falling = frame(row(eps=0.1, robust_accuracy=0.6), row(eps=0.2, robust_accuracy=0.3))
+    rising = frame(row(eps=0.1, robust_accuracy=0.3), row(eps=0.2, robust_accuracy=0.6))
+    assert check_monotone("m", falling).status is Status.PASS
+    flagged = check_monotone("m", rising)
+    assert flagged.status is Status.FLAG and "rises to 60.0% at eps 0.2" in flagged.detail
+
+
+def test_large_eps_must_break_an_undefended_model():
+    assert check_large_eps("m", frame(row(eps=0.3, robust_accuracy=0.02))).status is Status.PASS
+    masked = check_large_eps("m", frame(row(eps=0.3, robust_accuracy=0.6)))
+    assert masked.status is Status.FLAG and "gradient masking" in masked.detail
+    assert check_large_eps("m", frame(row(eps=0.1))).status is Status.SKIP
+
+
+def test_pgd_must_beat_fgsm():
+    fgsm = row(label="fgsm", attack="fgsm", robust_accuracy=0.4)
+    assert check_pgd_vs_fgsm("m", frame(fgsm, row(robust_accuracy=0.3))).status is Status.PASS
+    assert check_pgd_vs_fgsm("m", frame(fgsm, row(robust_accuracy=0.5))).status is Status.FLAG
+
+
+def test_double_steps_flags_an_unconverged_pgd():
+    base = row(robust_accuracy=0.5)
+    converged = row(role="check", label="pgd-linf-2x-steps", check_of="pgd-linf", robust_accuracy=0.49,
+                    steps_or_queries=20)
+    unconverged = {**converged, "robust_accuracy": 0.3}
+    assert check_double_steps("m", frame(base, converged)).status is Status.PASS
+    flagged = check_double_steps("m", frame(base, unconverged))
+    assert flagged.status is Status.FLAG and "not converged" in flagged.detail
+    assert check_double_steps("m", frame(base)).status is Status.SKIP
+
+
+def test_gradient_free_must_not_beat_pgd():
+    square = row(label="square", attack="square", gradient_free=True, robust_accuracy=0.6)
+    assert check_gradient_free("m", frame(row(robust_accuracy=0.5), square)).status is Status.PASS
+    flagged = check_gradient_free("m", frame(row(robust_accuracy=0.8), square))
+    assert flagged.status is Status.FLAG and "masked" in flagged.detail
+
+
+def test_backends_must_agree_within_two_points():
+    art, foolbox = row(robust_accuracy=0.50), row(backend="foolbox", robust_accuracy=0.515)
+    assert check_backends_agree("m", frame(art, foolbox)).status is Status.PASS
+    far = {**foolbox, "robust_accuracy": 0.6}
+    assert check_backends_agree("m", frame(art, far)).status is Status.FLAG
+    assert check_backends_agree("m", frame(art)).status is Status.SKIP
+
+
+class _Noisy(torch.nn.Module):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)[:, :10] + torch.randn(images.shape[0], 10)
+
+
+class _Flat(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.randn(10))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return 0 * images.flatten(1)[:, :10] + self.bias
+
+
+def test_model_checks_flag_zero_gradients_and_randomness():
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    gradients, deterministic = check_model("flat", AttackTarget(_Flat(), "logits", "ce"), images, labels)
+    assert gradients.status is Status.FLAG and "4 zero" in gradients.detail
+    assert deterministic.status is Status.PASS
+    _, noisy = check_model("noisy", AttackTarget(_Noisy(), "logits", "ce"), images, labels)
+    assert noisy.status is Status.FLAG
+    torch.manual_seed(0)
+    capsnet = build_model(recipe("capsnet-tiny"))
+    sound = check_model("capsnet", attack_target(capsnet), images, labels)
+    assert [check.status for check in sound] == [Status.PASS, Status.PASS]
+
+
+def test_checks_frame_puts_flags_first():
+    from capsrobust.checks import Check
+
+    table = checks_frame([Check("a", "m", Status.PASS, ""), Check("b", "m", Status.FLAG, ""),
+                          Check("c", "m", Status.SKIP, "")])
+    assert list(table["status"]) == ["flag", "pass", "skip"]
+
+
+@pytest.fixture
+def broken_attack():
+    """An 'attack' that steps twice past its budget and out of [0, 1] on every other image."""
+
+    @register_attack("broken-test", norm=Norm.LINF, backends=(Backend.ART,))
+    def broken(call):
+        """Violates its threat model on purpose."""
+        signs = torch.where(torch.arange(call.images[0].numel()) % 2 == 0, 1.0, -1.0).view_as(call.images[0])
+        adversarials = (call.images + 2 * call.eps * signs).clamp(0, 1)  # in [0, 1], outside the ball
+        adversarials[::2] += 1.0  # and every other image far outside [0, 1]
+        return AttackResult(adversarials, 1, "none")
+
+    yield "broken-test"
+    unregister_attack("broken-test")
+
+
+def test_a_sweep_counts_the_violations_of_a_broken_attack(broken_attack, trained_runs, mnist5k, tmp_path):
+    suite = suite_from_dict({"attack": [{"name": broken_attack, "eps": [0.1]}]}, source="broken.toml")
+    results = run_sweep([trained_runs["cnn-tiny"]], suite, mnist5k, out_dir=tmp_path, n=10, device="cpu",
+                        progress=False)
+    assert results.loc[0, "n_out_of_ball"] == 10 and results.loc[0, "n_out_of_bounds"] == 5
+    checks = load_sweep(tmp_path).checks.set_index("check")
+    assert checks.loc["in-ball", "status"] == "flag" and "10 adversarials outside" in checks.loc["in-ball", "detail"]
+    assert checks.loc["in-bounds", "status"] == "flag" and "5 adversarials outside" in checks.loc["in-bounds", "detail"]
+    examples = load_sweep(tmp_path).examples
+    assert examples["linf"].max() > 1.0  # recorded as returned, never clipped

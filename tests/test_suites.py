@@ -1,0 +1,85 @@
+"""Attack suites: the shipped ones load, and every kind of mistake is one line naming the file and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from capsrobust.attacks import Backend
+from capsrobust.attacks.suites import SuiteError, load_suite, suite_from_dict
+
+
+@pytest.mark.parametrize("name", ["quick", "standard", "full"])
+def test_shipped_suites_load(name):
+    suite = load_suite(name)
+    assert suite.name == name
+    labels = {entry.label for entry in suite.attacks}
+    assert {"fgsm", "pgd-linf"} <= labels
+
+
+def test_standard_suite_covers_the_issue():
+    suite = load_suite("standard")
+    entries = {entry.label: entry for entry in suite.attacks}
+    assert entries["pgd-linf"].eps == (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
+    assert entries["pgd-linf"].params_dict["steps"] >= 40
+    assert {"pgd-l2", "cw-l2", "square", "vote-pgd-linf"} <= set(entries)
+    full = {entry.attack for entry in load_suite("full").attacks}
+    assert "autoattack" in full
+    assert any(entry.params_dict.get("restarts", 1) > 1 for entry in load_suite("full").attacks)
+
+
+def test_defaults_are_filled_in_and_backends_default_to_every_library():
+    suite = suite_from_dict({"attack": [{"name": "pgd-linf", "eps": [0.1], "params": {"steps": 7}}]})
+    (entry,) = suite.attacks
+    assert entry.params_dict == {"steps": 7, "rel_step": 0.1, "random_start": True, "restarts": 1}
+    assert entry.backends == (Backend.ART, Backend.FOOLBOX)
+    assert suite.n == 1000 and suite.double_steps_check
+
+
+def test_l2_budgets_may_exceed_one():
+    suite = suite_from_dict({"attack": [{"name": "pgd-l2", "eps": [0.5, 2, 3.0]}]})
+    assert suite.attacks[0].eps == (0.5, 2.0, 3.0)
+
+
+BAD = [
+    ("unknown attack", '[[attack]]\nname = "deepfool"\neps = [0.1]', "key 'name': unknown attack 'deepfool'"),
+    ("unknown entry key", '[[attack]]\nname = "fgsm"\neps = [0.1]\nsteps = 3', "unknown key 'steps'"),
+    ("unknown top key", 'attacks = 1\n[[attack]]\nname = "fgsm"\neps = [0.1]', "unknown key 'attacks'"),
+    ("unknown suite key", '[suite]\nsize = 3\n[[attack]]\nname = "fgsm"\neps = [0.1]', "unknown key 'size'"),
+    ("unknown parameter", '[[attack]]\nname = "fgsm"\neps = [0.1]\nparams = {steps = 3}', "unknown parameter 'steps'"),
+    ("parameter type", '[[attack]]\nname = "pgd-linf"\neps = [0.1]\nparams = {steps = 2.5}',
+     "parameter 'steps' must be an integer"),
+    ("negative eps", '[[attack]]\nname = "fgsm"\neps = [-0.1]', "key 'eps': eps must be ≥ 0"),
+    ("non-numeric eps", '[[attack]]\nname = "fgsm"\neps = ["0.1"]', "key 'eps': eps must be a finite number"),
+    ("boolean eps", '[[attack]]\nname = "fgsm"\neps = [true]', "key 'eps': eps must be a finite number"),
+    ("eps above 1 for linf", '[[attack]]\nname = "pgd-linf"\neps = [8]', "key 'eps': L∞ eps 8 exceeds 1"),
+    ("eps not a list", '[[attack]]\nname = "fgsm"\neps = 0.1', "key 'eps' must be a non-empty list"),
+    ("missing eps", '[[attack]]\nname = "fgsm"', "missing key 'eps'"),
+    ("duplicate eps", '[[attack]]\nname = "fgsm"\neps = [0.1, 0.1]', "lists a budget twice"),
+    ("unknown backend", '[[attack]]\nname = "fgsm"\neps = [0.1]\nbackends = ["cleverhans"]',
+     "key 'backends': unknown backend 'cleverhans'"),
+    ("backend without the attack", '[[attack]]\nname = "square"\neps = [0.1]\nbackends = ["foolbox"]',
+     "key 'backends': square has no foolbox implementation"),
+    ("zero eps for autoattack", '[[attack]]\nname = "autoattack"\neps = [0.0, 0.1]', "needs eps > 0"),
+    ("duplicate labels", '[[attack]]\nname = "fgsm"\neps = [0.1]\n[[attack]]\nname = "fgsm"\neps = [0.2]',
+     "share the label 'fgsm'"),
+    ("no attacks", '[suite]\nname = "empty"', "no attacks"),
+    ("bad n", '[suite]\nn = 0\n[[attack]]\nname = "fgsm"\neps = [0.1]', "key 'suite.n' must be ≥ 1"),
+    ("not TOML", "[[attack]\nname = ", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "message"), BAD, ids=[case for case, _, _ in BAD])
+def test_bad_suites_are_refused_in_one_line_naming_file_and_key(tmp_path, case, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SuiteError) as raised:
+        load_suite(path)
+    text = str(raised.value)
+    assert text.startswith(f"{path}: ")
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unknown_suite_name_lists_the_known_ones():
+    with pytest.raises(SuiteError, match=r"known suites: .*quick"):
+        load_suite("nonexistent")

@@ -1,0 +1,206 @@
+"""Sweeps end to end: tidy tables, per-example outcomes, npz, refusals, resume after SIGKILL, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.cli import main
+from capsrobust.sweep import EXAMPLE_COLUMNS, RESULT_COLUMNS, SweepError, load_sweep, run_sweep
+from tests.conftest import REPO
+
+SMALL_SUITE = {
+    "suite": {"name": "small", "n": 12},
+    "attack": [
+        {"name": "fgsm", "eps": [0.0, 0.1, 0.3]},
+        {"name": "pgd-linf", "eps": [0.1, 0.3], "params": {"steps": 3, "rel_step": 0.5}},
+        {"name": "vote-pgd-linf", "eps": [0.1], "params": {"steps": 2}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def swept(trained_runs, mnist5k, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    suite = suite_from_dict(SMALL_SUITE, source="small.toml")
+    runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
+    results = run_sweep(runs, suite, mnist5k, out_dir=out, backend="both", device="cpu", save_adversarials=True,
+                        progress=False)
+    return out, results
+
+
+def test_one_tidy_row_per_cell_with_every_setting(swept, trained_runs):
+    _, results = swept
+    assert list(results.columns) == RESULT_COLUMNS
+    assert results["cell_id"].is_unique
+    capsnet, cnn = trained_runs["capsnet-tiny"].name, trained_runs["cnn-tiny"].name
+    # fgsm 3 + pgd 2 + 2x-steps check 1 (+ vote 1 for the capsnet), in two backends
+    assert (results["model"] == capsnet).sum() == 2 * 7
+    assert (results["model"] == cnn).sum() == 2 * 6
+    assert set(results["role"]) == {"attack", "check"}
+    assert set(results.loc[results["model"] == capsnet, "objective_used"]) >= {"margin(lengths)"}
+    assert set(results.loc[results["model"] == cnn, "objective_used"]) == {"ce(logits)"}
+    assert (results["n"] == 12).all() and results["versions"].str.contains('"foolbox"').all()
+    assert results["seed"].nunique() == len(results)  # a seed per cell
+    pgd = results[(results["label"] == "pgd-linf") & (results["eps"] == 0.1)]
+    assert json.loads(pgd["params"].iloc[0])["steps"] == 3
+    assert (results["robust_accuracy"] <= results["clean_accuracy"]).all()
+
+
+def test_per_example_outcomes_and_npz(swept):
+    out, results = swept
+    tables = load_sweep(out)
+    pd.testing.assert_frame_equal(tables.results, pd.read_csv(out / "results.csv"))
+    examples = tables.examples
+    assert list(examples.columns) == EXAMPLE_COLUMNS
+    assert len(examples) == 12 * len(results)
+    first = results.iloc[1]
+    cell = examples[examples["cell_id"] == first["cell_id"]]
+    assert cell["robust"].mean() == pytest.approx(first["robust_accuracy"])
+    assert cell["success"].sum() == first["n_success"]
+    saved = np.load(out / "adversarials" / f"{first['cell_id']}.npz")
+    assert saved["adversarials"].shape == (12, 1, 28, 28)
+    assert list(saved["indices"]) == list(range(12))
+    assert list(saved["labels"]) == list(cell["label"])
+    assert list(saved["adv_pred"]) == list(cell["adv_pred"])
+
+
+def test_checks_table_sits_beside_the_results(swept, trained_runs):
+    out, _ = swept
+    checks = load_sweep(out).checks
+    cnn = trained_runs["cnn-tiny"].name
+    names = set(checks["check"])
+    assert {"in-bounds", "in-ball", "eps-zero", "monotone-eps", "large-eps", "pgd-vs-fgsm", "double-steps",
+            "gradient-free", "backends-agree", "gradients", "deterministic", "coverage"} <= names
+    coverage = checks[(checks["check"] == "coverage") & (checks["model"] == cnn)].iloc[0]
+    assert coverage["status"] == "skip" and "vote-pgd-linf" in coverage["detail"]
+    for check in ("in-bounds", "in-ball", "eps-zero", "gradients", "deterministic"):
+        assert set(checks.loc[checks["check"] == check, "status"]) == {"pass"}, check
+
+
+def test_refuses_to_overwrite_or_to_resume_with_other_settings(swept, trained_runs, mnist5k):
+    out, _ = swept
+    suite = suite_from_dict(SMALL_SUITE, source="small.toml")
+    runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
+    with pytest.raises(SweepError, match="already holds a sweep; pass --resume"):
+        run_sweep(runs, suite, mnist5k, out_dir=out, backend="both", device="cpu", progress=False)
+    with pytest.raises(SweepError, match="started with another seed"):
+        run_sweep(runs, suite, mnist5k, out_dir=out, backend="both", device="cpu", seed=1, resume=True,
+                  save_adversarials=True, progress=False)
+
+
+def test_minimisation_attack_counts_only_adversarials_within_the_threshold(trained_runs, mnist5k, tmp_path):
+    suite = suite_from_dict({"attack": [{
+        "name": "cw-l2", "eps": [0.01, 10.0], "backends": ["foolbox"],
+        "params": {"binary_search_steps": 2, "max_iter": 20},
+    }]})
+    results = run_sweep([trained_runs["cnn-tiny"]], suite, mnist5k, out_dir=tmp_path, n=10, backend="foolbox",
+                        device="cpu", progress=False)
+    tight, loose = results.iloc[0], results.iloc[1]
+    assert tight["n_success"] == 0 and loose["n_success"] > 0
+    assert tight["seconds"] == loose["seconds"]  # one CW run serves both thresholds
+    assert loose["l2_median"] <= 10.0
+
+
+SUBPROCESS = textwrap.dedent("""
+    import os, signal, sys
+    from capsrobust import sweep
+    from capsrobust.attacks.suites import suite_from_dict
+
+    kill_at, target = int(sys.argv[1]), sys.argv[2]
+    writes = {"n": 0}
+    original_text, original = sweep.atomic_write_text, sweep.atomic_write
+
+    def counting(path):
+        if path.name.startswith(target):
+            writes["n"] += 1
+            if writes["n"] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def text(path, content):
+        counting(path)
+        original_text(path, content)
+
+    def binary(path, write):
+        counting(path)
+        original(path, write)
+
+    sweep.atomic_write_text, sweep.atomic_write = text, binary
+    sweep.run_sweep([sys.argv[3]], suite_from_dict({suite!r}), "mnist-5k", out_dir=sys.argv[4], n=16,
+                    backend="foolbox", device="cpu", progress=False)
+""")
+RESUME_SUITE = {
+    "attack": [
+        {"name": "fgsm", "eps": [0.0, 0.2]},
+        {"name": "pgd-linf", "eps": [0.1, 0.3], "params": {"steps": 2}},
+        {"name": "cw-l2", "eps": [1.0, 3.0], "params": {"binary_search_steps": 1, "max_iter": 5}},
+    ]
+}
+VOLATILE = ["seconds", "command"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(trained_runs, mnist5k, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run_sweep([trained_runs["cnn-tiny"]], suite_from_dict(RESUME_SUITE), mnist5k, out_dir=out, n=16,
+              backend="foolbox", device="cpu", progress=False)
+    return load_sweep(out)
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "target"),
+    [(4, "cnn-tiny"), (14, "cnn-tiny"), (4, "results.csv")],
+    ids=["before-the-second-cell-row", "between-two-cw-cells", "while-rebuilding-the-tables"],
+)
+def test_resume_after_sigkill_ends_with_the_identical_table(
+    kill_at, target, trained_runs, mnist5k, tmp_path, uninterrupted
+):
+    """SIGKILL the sweep at a chosen file write (each cell writes its examples, then its row), then resume."""
+    out = tmp_path / "sweep"
+    run = trained_runs["cnn-tiny"]
+    script = SUBPROCESS.replace("{suite!r}", repr(RESUME_SUITE))
+    if target == "cnn-tiny":  # the cell files are named after the run directory
+        target = run.name
+    killed = subprocess.run([sys.executable, "-c", script, str(kill_at), target, str(run), str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    finished = len(list((out / "cells").glob("*.json")))
+    assert 0 < finished < 7
+    run_sweep([run], suite_from_dict(RESUME_SUITE), mnist5k, out_dir=out, n=16, backend="foolbox", device="cpu",
+              resume=True, progress=False)
+    resumed = load_sweep(out)
+    pd.testing.assert_frame_equal(resumed.results.drop(columns=VOLATILE),
+                                  uninterrupted.results.drop(columns=VOLATILE))
+    pd.testing.assert_frame_equal(resumed.examples, uninterrupted.examples)
+    pd.testing.assert_frame_equal(resumed.checks, uninterrupted.checks)
+
+
+def test_cli_sweep_prints_results_and_checks(trained_runs, tmp_path):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text('[suite]\nname = "tiny"\nn = 8\n[[attack]]\nname = "fgsm"\neps = [0.0, 0.3]\n',
+                     encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["sweep", str(trained_runs["cnn-tiny"]), "--suite", str(suite), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--objective", "margin"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "results (2 cells, tiny suite, mnist-5k)" in result.output
+    assert "margin(logits)" in result.output
+    assert "checks (" in result.output and "eps-zero" in result.output
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2
+    assert again.output.strip().count("\n") == 0 and "already holds a sweep" in again.output
+    resumed = CliRunner().invoke(main, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    unknown = CliRunner().invoke(main, ["sweep", str(trained_runs["cnn-tiny"]), "--suite", "nope"])
+    assert unknown.exit_code == 2 and "suite nope not found" in unknown.output
+    bad_objective = CliRunner().invoke(main, [*args[:-2], "--objective", "hinge"])
+    assert bad_objective.exit_code == 2 and "unknown attack objective" in bad_objective.output
