@@ -221,10 +221,13 @@ def to_foolbox(
 ) -> Any:
     """``model`` as a Foolbox ``PyTorchModel`` with bounds (0, 1) whose outputs are the objective's scores.
 
-    Foolbox's gradient attacks apply cross-entropy to those outputs; for the margin objectives use the attacks
-    of ``capsrobust.attacks.foolbox_backend``, which replace the loss.
+    Foolbox's own gradient attacks apply cross-entropy to those outputs, so with no objective given the outputs
+    are the model's logits (log-lengths for CapsNet): cross-entropy on raw lengths would be the weak, nearly flat
+    objective. For the margin objectives use the attacks of ``capsrobust.attacks.foolbox_backend``, which
+    replace Foolbox's loss.
     """
-    return foolbox_model(attack_target(model, objective), device)
+    chosen = AttackObjective.CE_LOG_LENGTHS if objective is None else objective
+    return foolbox_model(attack_target(model, chosen), device)
 
 
 @contextmanager
