@@ -14,6 +14,7 @@ counter, the FLOP/s that achieves, and that as a fraction of a large fp32 matrix
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> float:
+def timed_runs(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
     for _ in range(warmup):
         step()
     synchronize(device)
@@ -41,14 +42,18 @@ def median_seconds(step: Callable[[], None], device: torch.device, repeats: int,
         step()
         synchronize(device)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(step: Callable[[], None], device: torch.device, repeats: int) -> float:
+    return statistics.median(timed_runs(step, device, repeats))
 
 
 def matmul_flops_per_second(device: torch.device, size: int, repeats: int) -> float:
+    """The best of ``repeats`` large fp32 matrix products: a ceiling, so the fastest run is the fair one."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    seconds = median_seconds(lambda: torch.mm(a, b), device, repeats)
-    return 2 * size**3 / seconds
+    return 2 * size**3 / min(timed_runs(lambda: torch.mm(a, b), device, max(repeats, 10)))
 
 
 def counted_flops(step: Callable[[], None]) -> int:
@@ -94,12 +99,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--recipes", nargs="+", default=["capsnet-paper", "cnn-baseline", "cnn-small"])
-    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-size", type=int, default=4096)
     args = parser.parse_args()
 
     device = resolve_device(args.device)
     torch.manual_seed(0)
     peak = matmul_flops_per_second(device, args.matmul_size, args.repeats) / 1e9
+    print(f"load average before measuring: {', '.join(f'{load:.2f}' for load in os.getloadavg())} (want < 0.5)")
     print(f"device: {device_description(device)}; torch {versions()['torch']}; batch {args.batch_size}")
     print(f"fp32 matmul ({args.matmul_size}²): {peak:,.0f} GFLOP/s\n")
     header = (
