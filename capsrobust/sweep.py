@@ -142,23 +142,29 @@ def model_label(path: str | Path) -> str:
 
 
 def plan_cells(
-    suite: Suite, models: Sequence[tuple[str, AttackObjective, bool]], backends: Sequence[Backend], seed: int
+    suite: Suite, models: Sequence[tuple[str, AttackObjective, bool] | tuple[str, AttackObjective, bool, bool]],
+    backends: Sequence[Backend], seed: int,
 ) -> tuple[list[Cell], list[Check]]:
     """Every cell of the sweep in a fixed order, and a coverage note per model.
 
-    ``models`` are (label, objective, has capsules). Attacks a model cannot take (the vote attack on a CNN) or
-    that no chosen backend implements are left out and named in the coverage check, never silently dropped.
+    ``models`` are (label, objective, has capsules[, can reconstruct]). Attacks a model cannot take (the vote
+    attack on a CNN, the reconstructive attack on a model without a decoder) or that no chosen backend implements
+    are left out and named in the coverage check, never silently dropped.
     With ``suite.double_steps_check`` every PGD L∞ entry gets one more cell, at its middle non-zero eps, with
     twice the steps (role ``check``), for the double-steps check.
     """
     cells: list[Cell] = []
     notes: list[Check] = []
-    for label, objective, capsules in models:
+    for label, objective, capsules, *decoder in models:
+        reconstructs = decoder[0] if decoder else capsules
         missing: list[str] = []
         for entry in suite.attacks:
             spec = entry.spec
             if spec.needs_capsules and not capsules:
                 missing.append(f"{entry.label} (needs a capsule model)")
+                continue
+            if spec.needs_reconstruction and not reconstructs:
+                missing.append(f"{entry.label} (needs a model with a class-conditional decoder)")
                 continue
             chosen = [b for b in entry.backends if b in backends]
             if not chosen:
@@ -242,7 +248,9 @@ def run_sweep(
 
     models = _load_models(runs, torch_device, objective)
     cells, notes = plan_cells(
-        chosen_suite, [(m.label, m.objective, has_capsule_lengths(m.loaded.model)) for m in models], backends, seed
+        chosen_suite,
+        [(m.label, m.objective, has_capsule_lengths(m.loaded.model), m.loaded.model.can_reconstruct) for m in models],
+        backends, seed,
     )
     request = {
         "suite": chosen_suite.to_dict(), "suite_source": chosen_suite.source, "suite_sha256": chosen_suite.digest(),

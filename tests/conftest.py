@@ -37,3 +37,32 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory, mnist5k: Dataset) -> 
         train(recipe(name), mnist5k, out, TrainSettings(seed=0, device="cpu", progress=False))
         runs[name] = out
     return runs
+
+
+BENCHMARK_STOPS = ("train", "sweep", "detect", "figures", None)
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory: pytest.TempPathFactory, mnist5k: Dataset) -> tuple[Path, list]:
+    """The tiny benchmark profile, stopped after each stage and resumed each time (about 20 s in all).
+
+    Returns the folder holding ``bench/`` (runs, sweep, detection, figures) and ``report/``, and the
+    ``BenchmarkResult`` of each call, in the order of ``BENCHMARK_STOPS``.
+    """
+    from capsrobust.benchmark import run_benchmark
+
+    root = tmp_path_factory.mktemp("tiny-benchmark")
+    calls = [
+        run_benchmark("tiny", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
+                      stop_after=stop, progress=False)
+        for stop in BENCHMARK_STOPS
+    ]
+    return root, calls
+
+
+@pytest.fixture(scope="session")
+def recon_run(tmp_path_factory: pytest.TempPathFactory, mnist5k: Dataset) -> Path:
+    """cnn-recon-tiny, a CNN+R with a class-conditional decoder, trained for its recipe's 3 epochs (a few seconds)."""
+    out = tmp_path_factory.mktemp("cnn-recon-tiny")
+    train(recipe("cnn-recon-tiny"), mnist5k, out, TrainSettings(seed=0, device="cpu", progress=False))
+    return out

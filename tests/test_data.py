@@ -102,3 +102,8 @@ def test_unknown_name_and_missing_data_dir_are_explained():
         load_dataset("cifar10")
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("mnist")
+
+
+def test_mnist5k_test_split_is_not_ordered_by_class(mnist5k):
+    # Sweeps attack the first n test images: those must cover every class, not 0s and 1s.
+    assert torch.bincount(mnist5k.test.labels[:100], minlength=10).min() >= 3

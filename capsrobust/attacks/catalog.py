@@ -13,6 +13,7 @@ from types import ModuleType
 
 from capsrobust.adapters import attack_target
 from capsrobust.attacks import art_backend, foolbox_backend
+from capsrobust.attacks.reconstructive import RECON_CONFIDENCE, RECON_WEIGHT, reconstructive_pgd
 from capsrobust.attacks.registry import (
     AttackCall,
     AttackKind,
@@ -124,3 +125,31 @@ def square(call: AttackCall) -> AttackResult:
 def vote_pgd_linf(call: AttackCall) -> AttackResult:
     """Vote attack (Gu & Tresp 2021): PGD L∞ on the scores of the averaged votes, skipping routing."""
     return BACKENDS[call.backend].pgd(vote_target(call.model, call.objective), call, Norm.LINF)
+
+
+RECON_PARAMS = (
+    *PGD_PARAMS,
+    Param("recon_weight", float, RECON_WEIGHT, "λ: weight of the L2 reconstruction distance, in log-odds per unit",
+          minimum=0.0),
+    Param("confidence", float, RECON_CONFIDENCE, "κ: log-odds margin beyond which only the distance is pushed down",
+          minimum=0.0),
+)
+
+
+@register_attack(
+    "pgd-linf-recon", norm=Norm.LINF, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, needs_reconstruction=True
+)
+def pgd_linf_recon(call: AttackCall) -> AttackResult:
+    """Reconstructive attack (Qin et al. 2020): PGD L∞ on min(margin, κ) − λ · reconstruction distance.
+
+    Needs a model with a class-conditional decoder (capsnet, cnn-recon); see docs/detection.md for what it proves.
+    """
+    return reconstructive_pgd(call, Norm.LINF, "pgd-linf-recon")
+
+
+@register_attack(
+    "pgd-l2-recon", norm=Norm.L2, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, needs_reconstruction=True
+)
+def pgd_l2_recon(call: AttackCall) -> AttackResult:
+    """Reconstructive attack (Qin et al. 2020) in the L2 ball: PGD L2 on min(margin, κ) − λ · recon. distance."""
+    return reconstructive_pgd(call, Norm.L2, "pgd-l2-recon")

@@ -133,6 +133,7 @@ class AttackSpec:
     description: str = ""
     gradient_free: bool = False
     needs_capsules: bool = False  # only for models with capsule votes (the vote attack)
+    needs_reconstruction: bool = False  # only for models with a class-conditional decoder (the reconstructive attack)
     needs_positive_eps: bool = False  # the library refuses eps = 0
     check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
 
@@ -176,6 +177,7 @@ def register_attack(
     description: str = "",
     gradient_free: bool = False,
     needs_capsules: bool = False,
+    needs_reconstruction: bool = False,
     needs_positive_eps: bool = False,
     check: Callable[[Mapping[str, ParamValue]], None] | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
@@ -187,7 +189,8 @@ def register_attack(
         _REGISTRY[name] = AttackSpec(
             name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
             description=description or (run.__doc__ or "").strip().splitlines()[0], gradient_free=gradient_free,
-            needs_capsules=needs_capsules, needs_positive_eps=needs_positive_eps, check=check,
+            needs_capsules=needs_capsules, needs_reconstruction=needs_reconstruction,
+            needs_positive_eps=needs_positive_eps, check=check,
         )
         return run
 
@@ -236,6 +239,11 @@ def run_attack(
         raise AttackError(f"{name} is not available in {chosen_backend.value} (it runs in: {supported})")
     if spec.needs_capsules and not has_capsule_lengths(model):
         raise AttackError(f"{name} attacks capsule votes; {type(model).__name__} has none")
+    if spec.needs_reconstruction and not model.can_reconstruct:
+        raise AttackError(
+            f"{name} attacks the reconstruction detector; {type(model).__name__} has no class-conditional decoder "
+            f"— use a capsnet or cnn-recon model, or drop {name} for this one"
+        )
     try:
         resolved = spec.resolve_params(params)
         budget = spec.check_eps(eps)

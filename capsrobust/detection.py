@@ -1,0 +1,377 @@
+"""The reconstruction-error detector measured on a sweep's saved adversarial examples.
+
+``run_detection`` reads a sweep directory (``capsrobust.sweep``) run with ``save_adversarials``, and for every model
+of the sweep that can reconstruct class-conditionally (CapsNet, CNN+R):
+
+1. calibrates the threshold on the model's clean **validation** images of the sweep's data set (a percentile of
+   their scores, ``capsrobust.detect.calibrate``), so that the false-positive rate is set on images the evaluation
+   never sees;
+2. scores the clean test images the sweep attacked and every cell's saved adversarials;
+3. writes one tidy row per cell with the detector's metrics (``capsrobust.detect.detection_outcome``).
+
+Models without a decoder are listed as skipped, with the reason, never silently dropped.
+
+Which inputs count: as in the sweep's ``attack_success_rate``, the *attacked inputs* of a cell are the test images
+the model classifies correctly when clean (an image it already gets wrong cannot be broken); ``n`` counts them. A
+success is the sweep's own (``examples.csv``: misclassified, and for a minimisation attack within the threshold),
+so ``attack_success_rate`` here equals the sweep's. The clean scores of a row are those of the same attacked images.
+
+Output, ``<sweep_dir>/detection/`` by default, every file written atomically (these names and columns are a
+contract: reports are built from them)::
+
+    detection.csv            one row per cell: DETECTION_COLUMNS
+    detection_examples.csv   one row per attacked input of each cell: DETECTION_EXAMPLE_COLUMNS
+    thresholds.csv           one row per detecting model: THRESHOLD_COLUMNS (clean_test_fpr over all n test images)
+    detection.json           written last: the request, inputs digest, versions, command line, skipped models
+                             (model, reason), thresholds and rows
+
+Running again with the same settings on an unchanged sweep reads the tables back instead of recomputing them (the
+inputs digest in ``detection.json`` covers the settings, the sweep's tables, its adversarials and the checkpoint
+hashes it recorded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from capsrobust.checkpoints import LoadedCheckpoint, load_checkpoint
+from capsrobust.data import Dataset, Split, load_dataset
+from capsrobust.detect import DetectorError, Distance, Threshold, calibrate, detection_outcome, reconstruction_distances
+from capsrobust.errors import CapsRobustError, CheckpointError
+from capsrobust.runtime import atomic_write, atomic_write_text, command_line, resolve_device, versions
+from capsrobust.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
+
+log = logging.getLogger(__name__)
+
+DETECTION_DIR = "detection"
+DETECTION_FILE = "detection.json"
+DETECTION_COLUMNS = [
+    "cell_id", "model", "attack", "label", "backend", "norm", "eps", "objective_used", "n", "auc", "auc_all",
+    "threshold", "percentile", "distance", "false_positive_rate", "true_positive_rate", "attack_success_rate",
+    "undetected_success_rate", "seed", "versions", "command",
+]
+DETECTION_EXAMPLE_COLUMNS = ["cell_id", "model", "index", "label", "clean_score", "adv_score", "success", "flagged"]
+THRESHOLD_COLUMNS = ["model", "percentile", "distance", "threshold", "n_calibration", "clean_test_fpr"]
+SKIPPED_COLUMNS = ["model", "reason"]
+TABLE_FILES = {"detection": "detection.csv", "examples": "detection_examples.csv", "thresholds": "thresholds.csv"}
+
+
+class DetectionError(CapsRobustError):
+    """A sweep cannot be scored by the detector: no saved adversarials, no model with a decoder, changed inputs."""
+
+
+@dataclass(frozen=True)
+class DetectionTables:
+    """What a detection directory holds, read back from its files (reports are built from these)."""
+
+    detection: pd.DataFrame
+    examples: pd.DataFrame
+    thresholds: pd.DataFrame
+    skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep directory's ``sweep.json`` request and its finished tables, checked for what detection needs."""
+
+    path: Path
+    request: dict[str, Any]
+    results: pd.DataFrame
+    examples: pd.DataFrame
+
+    @property
+    def n(self) -> int:
+        return int(self.request["n"])
+
+    def adversarials_path(self, cell_id: str) -> Path:
+        return self.path / ADVERSARIALS_DIR / f"{cell_id}.npz"
+
+
+def parse_distance(distance: str | Distance) -> Distance:
+    try:
+        return Distance(distance)
+    except ValueError:
+        known = ", ".join(member.value for member in Distance)
+        raise DetectionError(f"unknown distance {distance!r}; choose one of: {known}") from None
+
+
+def read_sweep(sweep_dir: str | Path) -> SweepRecord:
+    """The sweep in ``sweep_dir``; refuses a sweep without saved adversarials or without finished cells."""
+    path = Path(sweep_dir)
+    tables = load_sweep(path)  # SweepError when there is no sweep at all
+    try:
+        request = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))["request"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DetectionError(f"{path / SWEEP_FILE} is corrupt ({error}); rerun the sweep") from None
+    if not request.get("save_adversarials") or not (path / ADVERSARIALS_DIR).is_dir():
+        raise DetectionError(
+            f"{path} has no saved adversarial examples; rerun the sweep with --save-adversarials into a new --out"
+        )
+    if tables.results.empty:
+        raise DetectionError(f"{path} has no finished cells; run or resume the sweep first")
+    return SweepRecord(path, request, tables.results, tables.examples)
+
+
+def load_sweep_models(record: SweepRecord, device: torch.device) -> dict[str, LoadedCheckpoint]:
+    """Every model of the sweep, loaded from the checkpoint it recorded and refused if the weights changed since."""
+    models = {}
+    for entry in record.request["models"]:
+        try:
+            loaded = load_checkpoint(entry["checkpoint"], device)
+        except CheckpointError as error:
+            raise DetectionError(
+                f"cannot load {entry['model']}, recorded by the sweep in {record.path} ({error}); run from the "
+                f"directory the sweep ran in (its checkpoint paths are as given then)"
+            ) from None
+        if entry.get("sha256") and loaded.metadata.get("weights_sha256") != entry["sha256"]:
+            raise DetectionError(
+                f"the weights of {entry['model']} ({entry['checkpoint']}) changed after the sweep in {record.path}; "
+                f"restore them or rerun the sweep"
+            )
+        models[entry["model"]] = loaded
+    return models
+
+
+def load_test_split(
+    record: SweepRecord, data_dir: str | Path | None = None, dataset: Dataset | None = None
+) -> tuple[Dataset, Split]:
+    """The data set and the first ``n`` test images the sweep attacked, checked against the sweep's labels.
+
+    ``dataset`` saves loading it again when the caller holds it already; it must be the one the sweep names.
+    """
+    if dataset is None:
+        dataset = load_dataset(record.request["dataset"], data_dir)
+    elif dataset.name.value != record.request["dataset"]:
+        raise DetectionError(f"the sweep in {record.path} attacked {record.request['dataset']}, "
+                             f"not {dataset.name.value}; pass that data set")
+    split = dataset.test.head(record.n)
+    first = record.examples.drop_duplicates("index").sort_values("index")
+    if len(split) != record.n or not np.array_equal(first["label"].to_numpy(), split.labels.numpy()[first["index"]]):
+        raise DetectionError(
+            f"the test labels of {dataset.name.value} differ from those the sweep in {record.path} attacked; "
+            f"pass the --data-dir the sweep used"
+        )
+    return dataset, split
+
+
+def load_adversarials(record: SweepRecord, cell_id: str) -> torch.Tensor:
+    """A cell's saved adversarials (n, 1, 28, 28) in the order of the test images."""
+    path = record.adversarials_path(cell_id)
+    if not path.is_file():
+        raise DetectionError(f"{path} is missing; resume the sweep with --resume to rewrite cell {cell_id}")
+    try:
+        with np.load(path) as saved:
+            adversarials, indices = saved["adversarials"], saved["indices"]
+    except (OSError, ValueError, KeyError) as error:
+        raise DetectionError(f"{path} is damaged ({error}); delete the cell's files and resume the sweep") from None
+    if not np.array_equal(indices, np.arange(record.n)):
+        raise DetectionError(f"{path} does not hold the sweep's {record.n} images in order; rerun the sweep")
+    return torch.from_numpy(np.asarray(adversarials, dtype=np.float32))
+
+
+def run_detection(
+    sweep_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    percentile: float = 95.0,
+    distance: str | Distance = "l2",
+    device: str | torch.device = "auto",
+    data_dir: str | Path | None = None,
+    batch_size: int = 500,
+    force: bool = False,
+    dataset: Dataset | None = None,
+) -> pd.DataFrame:
+    """Score the detector on every cell of the sweep in ``sweep_dir``; returns the detection table.
+
+    ``percentile`` of the clean validation scores is the threshold (95: 5 % of clean validation images flagged);
+    ``distance`` is ``l2`` (DARCCC's) or ``l1``. Tables go to ``out_dir`` (default ``<sweep_dir>/detection``);
+    read them with ``load_detection``. When that directory already holds the tables for the same settings and
+    inputs they are read back, not recomputed, unless ``force``. ``dataset``: the sweep's data set when the caller
+    has it loaded already (default: loaded by the name in ``sweep.json``, from ``data_dir`` where it needs files).
+    Raises ``DetectionError`` when the sweep saved no adversarials or has no model that can reconstruct.
+    """
+    chosen = parse_distance(distance)
+    if not 0.0 < percentile < 100.0:
+        raise DetectorError(f"percentile must lie in (0, 100), got {percentile}")
+    if batch_size < 1:
+        raise DetectionError(f"batch size must be ≥ 1, got {batch_size}")
+    record = read_sweep(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else record.path / DETECTION_DIR
+    request = {"sweep": str(record.path), "percentile": float(percentile), "distance": chosen.value,
+               "dataset": record.request["dataset"], "n": record.n}
+    digest = _inputs_digest(record, request)
+    if not force and _up_to_date(out, digest):
+        log.info("detection tables in %s are up to date; nothing recomputed", out)
+        return load_detection(out).detection
+
+    torch_device = resolve_device(device) if isinstance(device, str) else device
+    models = load_sweep_models(record, torch_device)
+    skipped = [
+        {"model": label, "reason": f"{loaded.recipe.architecture} has no class-conditional decoder "
+                                   f"(train a capsnet or cnn-recon recipe to measure the detector)"}
+        for label, loaded in models.items() if not loaded.model.can_reconstruct
+    ]
+    if len(skipped) == len(models):
+        names = ", ".join(f"{entry['model']} ({models[entry['model']].recipe.architecture})" for entry in skipped)
+        raise DetectionError(
+            f"no model of the sweep in {record.path} can reconstruct ({names}); add a capsnet or cnn-recon run "
+            f"to the sweep"
+        )
+    dataset, test = load_test_split(record, data_dir, dataset)
+    context = {"versions": json.dumps(_library_versions(), sort_keys=True), "command": command_line()}
+
+    rows: list[dict[str, Any]] = []
+    example_frames: list[pd.DataFrame] = []
+    thresholds: list[dict[str, Any]] = []
+    for label, loaded in models.items():
+        if not loaded.model.can_reconstruct:
+            continue
+        model = loaded.model
+        threshold = calibrate(
+            reconstruction_distances(model, dataset.val.images, chosen, torch_device, batch_size), percentile, chosen
+        )
+        clean_scores = reconstruction_distances(model, test.images, chosen, torch_device, batch_size)  # (n,)
+        thresholds.append({
+            "model": label, "percentile": float(percentile), "distance": chosen.value, "threshold": threshold.value,
+            "n_calibration": threshold.n_calibration, "clean_test_fpr": float(threshold.flag(clean_scores).mean()),
+        })
+        for _, cell in record.results[record.results["model"] == label].iterrows():
+            adversarials = load_adversarials(record, cell["cell_id"])
+            adv_scores = reconstruction_distances(model, adversarials, chosen, torch_device, batch_size)
+            row, examples = _score_cell(cell, record, clean_scores, adv_scores, threshold, context)
+            rows.append(row)
+            example_frames.append(examples)
+
+    tables = DetectionTables(
+        detection=pd.DataFrame(rows, columns=DETECTION_COLUMNS),
+        examples=(pd.concat(example_frames, ignore_index=True) if example_frames
+                  else pd.DataFrame(columns=DETECTION_EXAMPLE_COLUMNS)),
+        thresholds=pd.DataFrame(thresholds, columns=THRESHOLD_COLUMNS),
+        skipped=pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+    )
+    _write(out, tables, {"request": request, "inputs_sha256": digest, **context,
+                         "versions": json.loads(context["versions"])})
+    return tables.detection
+
+
+def load_detection(out_dir: str | Path) -> DetectionTables:
+    """The detection, per-example and thresholds tables (and the skipped models) of a detection directory."""
+    out = Path(out_dir)
+    if not (out / DETECTION_FILE).is_file():
+        raise DetectionError(f"{out} holds no detection tables ({DETECTION_FILE} missing); run `capsrobust detect`")
+
+    def read(name: str, columns: list[str]) -> pd.DataFrame:
+        path = out / name
+        return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame(columns=columns)
+
+    try:
+        record = json.loads((out / DETECTION_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise DetectionError(f"{out / DETECTION_FILE} is corrupt ({error}); run `capsrobust detect` again") from None
+    return DetectionTables(
+        detection=read(TABLE_FILES["detection"], DETECTION_COLUMNS),
+        examples=read(TABLE_FILES["examples"], DETECTION_EXAMPLE_COLUMNS),
+        thresholds=read(TABLE_FILES["thresholds"], THRESHOLD_COLUMNS),
+        skipped=pd.DataFrame(record.get("skipped", []), columns=SKIPPED_COLUMNS),
+    )
+
+
+def write_gallery(sweep_dir: str | Path, out_file: str | Path, **options: Any) -> Path:
+    """The adversarial gallery of a sweep as a PNG (``capsrobust.detection_figures.write_gallery``, same options).
+
+    Here so that the detection pipeline has one entry point for what it produces; the drawing itself lives
+    downstream, in ``detection_figures``.
+    """
+    from capsrobust.detection_figures import write_gallery as draw_gallery
+
+    return draw_gallery(sweep_dir, out_file, **options)
+
+
+def _score_cell(
+    cell: pd.Series, record: SweepRecord, clean_scores: np.ndarray, adv_scores: np.ndarray, threshold: Threshold,
+    context: dict[str, str],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The detection row and per-example rows of one cell, over its attacked (clean-correct) inputs."""
+    outcomes = record.examples[record.examples["cell_id"] == cell["cell_id"]].sort_values("index")
+    if len(outcomes) != record.n:
+        raise DetectionError(f"examples.csv of {record.path} lacks rows of cell {cell['cell_id']}; resume the sweep")
+    index = outcomes["index"].to_numpy()
+    attacked = (outcomes["clean_pred"] == outcomes["label"]).to_numpy()  # (n,) the inputs the attack could break
+    success = outcomes["success"].astype(bool).to_numpy()
+    outcome = detection_outcome(clean_scores[index][attacked], adv_scores[index][attacked], success[attacked],
+                                threshold)
+    row = {
+        "cell_id": cell["cell_id"], "model": cell["model"], "attack": cell["attack"], "label": cell["label"],
+        "backend": cell["backend"], "norm": cell["norm"], "eps": float(cell["eps"]),
+        "objective_used": cell["objective_used"], "n": outcome.n, "auc": outcome.auc, "auc_all": outcome.auc_all,
+        "threshold": outcome.threshold, "percentile": threshold.percentile, "distance": threshold.distance.value,
+        "false_positive_rate": outcome.false_positive_rate, "true_positive_rate": outcome.true_positive_rate,
+        "attack_success_rate": outcome.attack_success_rate,
+        "undetected_success_rate": outcome.undetected_success_rate, "seed": int(cell["seed"]),
+        "versions": context["versions"], "command": context["command"],
+    }
+    examples = pd.DataFrame({
+        "cell_id": cell["cell_id"], "model": cell["model"], "index": index[attacked],
+        "label": outcomes["label"].to_numpy()[attacked], "clean_score": clean_scores[index][attacked],
+        "adv_score": adv_scores[index][attacked], "success": success[attacked],
+        "flagged": threshold.flag(adv_scores[index][attacked]),
+    }, columns=DETECTION_EXAMPLE_COLUMNS)
+    return row, examples
+
+
+def _library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {**versions(), "scikit-learn": sklearn.__version__}
+
+
+def _inputs_digest(record: SweepRecord, request: dict[str, Any]) -> str:
+    """SHA-256 of the settings, the sweep's request and tables, every saved adversarial file and the checkpoints."""
+    digest = hashlib.sha256(json.dumps([request, record.request], sort_keys=True).encode())
+    for name in ("results.csv", "examples.csv"):
+        digest.update(_file_sha256(record.path / name).encode())
+    for cell_id in record.results["cell_id"]:
+        path = record.adversarials_path(cell_id)
+        digest.update(f"{cell_id}:{_file_sha256(path) if path.is_file() else 'missing'}".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _up_to_date(out: Path, digest: str) -> bool:
+    if not all((out / name).is_file() for name in [DETECTION_FILE, *TABLE_FILES.values()]):
+        return False
+    try:
+        return json.loads((out / DETECTION_FILE).read_text(encoding="utf-8")).get("inputs_sha256") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def _write(out: Path, tables: DetectionTables, provenance: dict[str, Any]) -> None:
+    """The three tables first, ``detection.json`` last: its digest marks the tables as complete."""
+    (out / DETECTION_FILE).unlink(missing_ok=True)
+    for key, name in TABLE_FILES.items():
+        frame: pd.DataFrame = getattr(tables, key)
+        atomic_write(out / name, lambda path, frame=frame: frame.to_csv(path, index=False))
+    record = {
+        **provenance,
+        "skipped": tables.skipped.to_dict(orient="records"),
+        "thresholds": tables.thresholds.to_dict(orient="records"),
+        "rows": json.loads(tables.detection.to_json(orient="records")),
+    }
+    atomic_write_text(out / DETECTION_FILE, json.dumps(record, indent=1) + "\n")
