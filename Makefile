@@ -22,6 +22,8 @@ demo: $(INSTALLED)
 	$(BIN)/capsrobust train cnn-small --data mnist-5k --epochs 5 --out $(DEMO)/cnn-small --resume
 	$(BIN)/capsrobust evaluate $(DEMO)/capsnet-paper --data mnist-5k
 	$(BIN)/capsrobust evaluate $(DEMO)/cnn-small --data mnist-5k
+	$(BIN)/capsrobust sweep $(DEMO)/capsnet-paper $(DEMO)/cnn-small --suite quick --data mnist-5k \
+		--out $(DEMO)/sweep-quick --resume --no-progress
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
