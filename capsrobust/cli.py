@@ -287,3 +287,167 @@ def pd_display_width() -> Any:
     import pandas as pd
 
     return pd.option_context("display.max_colwidth", None, "display.width", None)
+
+
+@main.command()
+@click.argument("result_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="report directory, e.g. reports/NAME (replaced atomically)")
+@click.option("--format", "formats", default="md,html", show_default=True, help="comma-separated: md, html")
+@click.option("--title", help="report title [default: from the suites and data sets]")
+@click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="bootstrap resamples for the paired comparison")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the bootstrap")
+def report(
+    result_dirs: tuple[str, ...], out_dir: str, formats: str, title: str | None, n_resamples: int, seed: int
+) -> None:
+    """Markdown and self-contained HTML report of RESULT_DIRS (sweep directories), from their tables on disk."""
+    from capsrobust.report import build_report, parse_formats
+
+    chosen = parse_formats(formats)
+    path = build_report(list(result_dirs), out_dir, formats=chosen, title=title, n_resamples=n_resamples, seed=seed)
+    files = ", ".join(f"report.{name}" for name in chosen)
+    click.echo(f"report in {path}: {files}, tables/*.csv, figures/*.png")
+
+
+@main.command()
+@click.argument("result_dir", type=click.Path())
+@click.option("--baseline", required=True, help="model name as in the sweep (its run directory's name)")
+@click.option("--candidate", required=True, help="model name as in the sweep")
+@click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
+              help="bootstrap resamples")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the bootstrap")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="also write the table as CSV")
+def compare(
+    result_dir: str, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
+) -> None:
+    """Candidate minus baseline robust accuracy per cell of a sweep, with bootstrap 95% CI and McNemar's p."""
+    from capsrobust.compare import compare_models
+    from capsrobust.report import resolve_result_dir
+    from capsrobust.runtime import atomic_write
+
+    frame = compare_models(resolve_result_dir(result_dir), baseline, candidate, n_resamples=n_resamples, seed=seed)
+    if out_file:
+        atomic_write(Path(out_file), lambda path: frame.to_csv(path, index=False))
+    shown = frame.assign(
+        cell=[f"{label}/{backend}" for label, backend in zip(frame["label"], frame["backend"], strict=True)],
+        baseline_robust=[f"{100 * v:.1f}" for v in frame["baseline_robust_accuracy"]],
+        candidate_robust=[f"{100 * v:.1f}" for v in frame["candidate_robust_accuracy"]],
+        difference_pts=[f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" for d, low, high in
+                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
+        p=[f"{v:.3g}" for v in frame["mcnemar_p"]],
+    )[["cell", "norm", "eps", "objective_baseline", "objective_candidate", "n", "baseline_robust",
+       "candidate_robust", "difference_pts", "only_baseline", "only_candidate", "p"]]
+    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), robust accuracy in % on the same images:")
+    with pd_display_width():
+        click.echo(shown.to_string(index=False))
+    click.echo("difference in points with its bootstrap 95% interval over images; p: exact McNemar on the images "
+               "where only one model is robust (per row, not corrected for the number of rows)")
+    if out_file:
+        click.echo(f"table in {out_file}")
+
+
+@main.command()
+@click.option("--profile", "profile_name", default="quick", show_default=True,
+              help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference, hours), "
+                   "full (one GPU, full MNIST from --data-dir)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="benchmark directory for runs and sweep [runs/benchmark/PROFILE-DATA]")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="report directory [reports/benchmark-PROFILE]")
+@click.option("--data", "data_name", help=f"{DATA_HELP} [default: the profile's]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--reuse", is_flag=True, help="use finished runs in --reuse-dir/RECIPE as they are instead of training")
+@click.option("--reuse-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n", type=click.IntRange(min=1), help="test images to attack [default: the profile's]")
+@click.option("--stop-after", type=click.Choice(["train", "sweep", "detect", "figures", "report"]),
+              help="end after this stage; run again without it to continue")
+@click.option("--no-progress", is_flag=True, help="no progress bars")
+def benchmark(
+    profile_name: str, out_dir: str | None, report_dir: str | None, data_name: str | None, data_dir: str | None,
+    device: str, reuse: bool, reuse_dir: str, seed: int, n: int | None, stop_after: str | None, no_progress: bool,
+) -> None:
+    """Train, attack, detect, draw and report in one command; run it again to resume where it stopped."""
+    from capsrobust.benchmark import get_profile, run_benchmark
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
+    profile = get_profile(profile_name)
+    click.echo(f"benchmark {profile.name}: {profile.description} (expect {profile.estimate})")
+    result = run_benchmark(profile, out_dir=out_dir, report_dir=report_dir, data=data_name, data_dir=data_dir,
+                           device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed, n=n, stop_after=stop_after,
+                           progress=not no_progress)
+    for stage, status in result.stages.items():
+        click.echo(f"  {stage:<8} {status:<34} {result.seconds[stage]:>8.1f} s")
+    if result.finished:
+        click.echo(f"report: {result.report_dir / 'report.html'} (also report.md, tables/, figures/)")
+    else:
+        click.echo(f"stopped after {stop_after}; run the same command without --stop-after to continue")
+
+
+DETECTION_SUMMARY = [
+    "model", "label", "backend", "eps", "n", "auc", "false_positive_rate", "true_positive_rate",
+    "attack_success_rate", "undetected_success_rate",
+]
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--percentile", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=95.0,
+              show_default=True, help="threshold: this percentile of the clean validation scores")
+@click.option("--distance", default="l2", show_default=True, type=click.Choice(["l2", "l1"]),
+              help="distance between an input and its reconstruction")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [SWEEP_DIR/detection]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--force", is_flag=True, help="recompute even when the tables are up to date")
+def detect(
+    sweep_dir: str, percentile: float, distance: str, out_dir: str | None, data_dir: str | None, device: str,
+    batch_size: int, force: bool,
+) -> None:
+    """Reconstruction-error detector on the saved adversarials of SWEEP_DIR: tables, score histograms, ROC curves."""
+    from capsrobust.detection import DETECTION_DIR, load_detection, run_detection
+    from capsrobust.detection_figures import write_detection_figures
+
+    out = Path(out_dir) if out_dir else Path(sweep_dir) / DETECTION_DIR
+    run_detection(sweep_dir, out_dir=out, percentile=percentile, distance=distance, device=device,
+                  data_dir=data_dir, batch_size=batch_size, force=force)
+    tables = load_detection(out)
+    click.echo(f"detection ({len(tables.detection)} cells; threshold: the {percentile:g}th percentile of the clean "
+               f"validation {distance} distances; rates over the clean-correct attacked images):")
+    click.echo(tables.detection[DETECTION_SUMMARY].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    click.echo("\nthresholds (clean_test_fpr: share of the sweep's clean test images flagged):")
+    click.echo(tables.thresholds.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    for _, skipped in tables.skipped.iterrows():
+        click.echo(f"skipped {skipped['model']}: {skipped['reason']}")
+    figures = write_detection_figures(out)
+    shown = ", ".join(path.name for path in figures) or "none (no cell with eps > 0)"
+    click.echo(f"\ntables in {out}: detection.csv, detection_examples.csv, thresholds.csv; figures: {shown}")
+
+
+@main.command()
+@click.argument("sweep_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
+@click.option("--n-per-row", type=click.IntRange(1, 10), default=3, show_default=True, help="examples per row")
+@click.option("--seed", type=int, default=0, show_default=True, help="chooses which examples")
+@click.option("--attack", "labels", multiple=True, help="attack label of the suite, repeatable [default: all]")
+@click.option("--eps", type=float, help="budget of the cells shown [default: each attack's largest]")
+@click.option("--backend", type=click.Choice(["art", "foolbox"]), help="[default: each attack's first]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+def gallery(
+    sweep_dir: str, out_file: str, n_per_row: int, seed: int, labels: tuple[str, ...], eps: float | None,
+    backend: str | None, data_dir: str | None, device: str,
+) -> None:
+    """Clean, adversarial, scaled perturbation and reconstruction side by side: one row per model and attack."""
+    from capsrobust.detection_figures import write_gallery
+
+    path = write_gallery(sweep_dir, out_file, n_per_row=n_per_row, seed=seed, labels=list(labels) or None, eps=eps,
+                         backend=backend, device=device, data_dir=data_dir)
+    tables = Path(sweep_dir) / "detection" / "thresholds.csv"
+    note = f"detector thresholds from {tables}" if tables.is_file() else (
+        f"no detector thresholds yet: run `capsrobust detect {sweep_dir}` first to mark flagged examples")
+    click.echo(f"wrote {path} ({note})")

@@ -1,0 +1,423 @@
+"""The whole evaluation in one call: train, sweep, detect, draw, report — resumable at every stage.
+
+``run_benchmark(profile)`` trains (or reuses) the profile's models, attacks them with its suite (saving the
+adversarials), runs the reconstruction-error detector, draws reconstruction, tweak and gallery figures from the
+checkpoints, and builds the report from the tables on disk. A benchmark directory holds::
+
+    benchmark.json           the profile, data, seed and n it was started with, and what each stage did
+    runs/RECIPE/             one training run per recipe (capsrobust.train)
+    sweep/                   the sweep (capsrobust.sweep), with detection/ and figures/ inside it
+
+and the report goes to ``reports/REPORT``, the profile's report name (``report_dir`` to choose). Every stage is
+skipped when its outputs are complete: a run with its epochs finished, a sweep, detection or figure stage recorded
+as done in benchmark.json for the same checkpoints, a report whose manifest names the same input digest. A stage
+stopped half-way resumes with its own machinery (training after the last finished epoch, the sweep after its last
+finished cell), so the benchmark can be stopped at any moment — or on purpose with ``stop_after`` — and run again
+with the same command.
+
+Profiles are data: frozen dataclasses in a registry, looked up by name (``get_profile``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from capsrobust.attacks.suites import load_suite
+from capsrobust.checkpoints import load_checkpoint, read_metadata
+from capsrobust.data import Dataset, DatasetName, load_dataset
+from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, run_detection, write_gallery
+from capsrobust.detection_figures import write_detection_figures
+from capsrobust.errors import CapsRobustError, RecipeError
+from capsrobust.figures import (
+    capsule_tweaks,
+    choose_examples,
+    reconstruction_figure,
+    save_figure,
+    tweak_deltas,
+    tweak_figure,
+)
+from capsrobust.recipes import Recipe, load_recipe
+from capsrobust.report import MANIFEST, build_report, inputs_digest
+from capsrobust.runtime import atomic_write_text, command_line, resolve_device
+from capsrobust.sweep import SWEEP_FILE, run_sweep
+from capsrobust.train import TrainSettings, train
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "benchmark.json"
+STATE_FORMAT = "capsrobust-benchmark/1"
+REPOSITORY = Path(__file__).resolve().parents[1]
+FIGURE_IMAGES = 10  # test images in each reconstruction figure
+TWEAK_INDEX = 0  # the test image whose winning capsule the tweak figure moves
+
+
+class BenchmarkError(CapsRobustError):
+    """A benchmark cannot start or resume: unknown profile or stage, or a directory holding another benchmark."""
+
+
+class Stage(str, Enum):
+    """The stages in the order they run; ``stop_after`` names one."""
+
+    TRAIN = "train"
+    SWEEP = "sweep"
+    DETECT = "detect"
+    FIGURES = "figures"
+    REPORT = "report"
+
+    @classmethod
+    def parse(cls, name: str | Stage) -> Stage:
+        try:
+            return cls(name)
+        except ValueError:
+            raise BenchmarkError(f"unknown stage {name!r}; choose one of: {', '.join(s.value for s in cls)}") \
+                from None
+
+
+@dataclass(frozen=True)
+class BenchmarkProfile:
+    """What one benchmark trains and how it attacks: recipes with their epochs, a suite, n images, a backend."""
+
+    name: str
+    description: str
+    recipes: tuple[tuple[str, int], ...]  # (recipe name, epochs)
+    suite: str  # a name from attacks/ or a TOML file
+    n: int  # first n test images, the same for every model
+    backend: str  # art, foolbox or both
+    data: str  # the default data set
+    report: str  # the report's folder name under reports/
+    estimate: str  # expected wall time, for people choosing a profile
+    gallery_labels: tuple[str, ...] = ()  # attack labels the gallery shows (one figure row per model and label); all
+    gallery_per_row: int = 3  # examples per gallery row
+
+
+PROFILES: dict[str, BenchmarkProfile] = {}
+
+
+def register_profile(profile: BenchmarkProfile) -> BenchmarkProfile:
+    """Add a profile to the registry; adding a profile is one call here, nothing else changes."""
+    if profile.name in PROFILES:
+        raise BenchmarkError(f"profile {profile.name!r} is registered twice")
+    PROFILES[profile.name] = profile
+    return profile
+
+
+def get_profile(name: str | BenchmarkProfile) -> BenchmarkProfile:
+    """A registered profile by name; an unknown name is refused with the list of known ones."""
+    if isinstance(name, BenchmarkProfile):
+        return name
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise BenchmarkError(f"unknown benchmark profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
+
+
+register_profile(BenchmarkProfile(
+    name="tiny",
+    description="tiny models and the tiny suite on 20 images: every stage in seconds (tests, smoke runs)",
+    recipes=(("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)),
+    suite="tiny", n=20, backend="foolbox", data="mnist-5k", report="benchmark-tiny",
+    estimate="about half a minute on 2 CPU cores", gallery_labels=("pgd-linf",), gallery_per_row=1,
+))
+register_profile(BenchmarkProfile(
+    name="quick",
+    description="capsnet-paper, cnn-small and cnn-recon for 5 epochs each, the quick suite on 200 images",
+    recipes=(("capsnet-paper", 5), ("cnn-small", 5), ("cnn-recon", 5)),
+    suite="quick", n=200, backend="art", data="mnist-5k", report="benchmark-quick",
+    estimate="10-15 minutes on 2 idle CPU cores (training ~7 min, sweep ~4 min)",
+))
+register_profile(BenchmarkProfile(
+    name="standard",
+    description="the CPU reference run: the recipes' own epochs, cnn-baseline included, the standard suite",
+    recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
+    suite="standard", n=25, backend="art", data="mnist-5k", report="benchmark-standard",
+    estimate="about 4-5 hours on 2 idle CPU cores: training ~1 h; attacks ~3 h, most of it cnn-baseline (~6 min "
+             "per image) and ART's Carlini-Wagner",
+))
+register_profile(BenchmarkProfile(
+    name="full",
+    description="full MNIST (--data-dir) on one GPU: longer training, the full suite in both libraries",
+    recipes=(("capsnet-paper", 30), ("cnn-small", 20), ("cnn-recon", 20), ("cnn-baseline", 20)),
+    suite="full", n=1000, backend="both", data="mnist", report="benchmark-full",
+    estimate="roughly half a day on one H100 (not measured): ART's Carlini-Wagner and AutoAttack dominate",
+))
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Where everything went and what each stage did (``ran``, ``skipped``, ``reused`` ...)."""
+
+    out_dir: Path
+    runs: dict[str, Path]
+    sweep_dir: Path
+    report_dir: Path
+    stages: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    finished: bool = False  # false when stopped by stop_after before the report
+
+
+def default_out_dir(profile: BenchmarkProfile, data: str) -> Path:
+    return Path("runs") / "benchmark" / f"{profile.name}-{data}"
+
+
+def default_report_dir(profile: BenchmarkProfile, data: str) -> Path:
+    return Path("reports") / (profile.report if data == profile.data else f"{profile.report}-{data}")
+
+
+def run_benchmark(
+    profile: str | BenchmarkProfile,
+    *,
+    out_dir: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    data: str | Dataset | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    reuse: bool = False,
+    reuse_dir: str | Path = "runs",
+    seed: int = 0,
+    n: int | None = None,
+    stop_after: str | Stage | None = None,
+    progress: bool = True,
+) -> BenchmarkResult:
+    """Run ``profile`` end to end into ``out_dir``, skipping every stage whose outputs are complete.
+
+    ``data`` overrides the profile's data set (a name, with ``data_dir`` for IDX files, or a loaded ``Dataset``),
+    ``n`` its number of images. The data set is loaded only when a stage that needs it runs.
+    ``reuse`` takes a finished run in ``reuse_dir/RECIPE`` (as the README's reference runs are laid out) as it
+    is, whatever its epochs, instead of training one; runs on another data set are not reused (logged).
+    ``stop_after`` ends after that stage. Raises ``BenchmarkError`` when ``out_dir`` holds a benchmark started
+    with another profile, data set, seed or n.
+    """
+    chosen = get_profile(profile)
+    data_name = DatasetName.parse(data.name if isinstance(data, Dataset) else data or chosen.data).value
+    count = chosen.n if n is None else n
+    if count < 1:
+        raise BenchmarkError(f"n must be ≥ 1, got {count}")
+    last = Stage.parse(stop_after) if stop_after is not None else Stage.REPORT
+    out = Path(out_dir) if out_dir is not None else default_out_dir(chosen, data_name)
+    report = Path(report_dir) if report_dir is not None else default_report_dir(chosen, data_name)
+    resolve_device(device)  # refuse a device that is not here before anything is written
+    dataset = _Lazy(data if isinstance(data, Dataset) else None, data_name, data_dir)
+    if data_dir is None and data_name != DatasetName.MNIST_5K.value:
+        dataset.get()  # IDX data sets need --data-dir: say so before anything is written
+    state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "n": count},
+                        asdict(chosen))
+    sweep_dir = out / "sweep"
+    result = BenchmarkResult(out, {}, sweep_dir, report)
+
+    def stage(which: Stage, status: str, started: float) -> bool:
+        result.stages[which.value] = status
+        result.seconds[which.value] = round(time.perf_counter() - started, 3)
+        log.info("benchmark %s: %s %s (%.1f s)", chosen.name, which.value, status, result.seconds[which.value])
+        return which is last
+
+    started = time.perf_counter()
+    runs, statuses = _train_stage(chosen, dataset, out, state, device, seed, reuse, Path(reuse_dir), progress)
+    result.runs.update(runs)
+    done = set(statuses.values())
+    if stage(Stage.TRAIN, "ran" if "trained" in done else "reused" if "reused" in done else "skipped", started):
+        return result
+
+    # What the later stages' outputs depend on: a stage recorded as done with another key runs again.
+    key = _key(load_suite(chosen.suite).digest(), count, chosen.backend, seed, data_name,
+               [(name, read_metadata(path / "best").get("weights_sha256")) for name, path in runs.items()])
+    started = time.perf_counter()
+    if state.done(Stage.SWEEP, key) and (sweep_dir / "results.csv").is_file():
+        status = "skipped"
+    else:
+        run_sweep(list(runs.values()), chosen.suite, dataset.get(), out_dir=sweep_dir, n=count, backend=chosen.backend,
+                  resume=(sweep_dir / SWEEP_FILE).is_file(), save_adversarials=True, device=device, seed=seed,
+                  data_dir=data_dir, progress=progress)
+        state.mark(Stage.SWEEP, key)
+        status = "ran"
+    if stage(Stage.SWEEP, status, started):
+        return result
+
+    started = time.perf_counter()
+    reconstructing = {name: path for name, path in runs.items() if load_checkpoint(path).model.can_reconstruct}
+    if not reconstructing:
+        status = "skipped (no model with a decoder)"
+    elif state.done(Stage.DETECT, key) and (sweep_dir / DETECTION_DIR / DETECTION_FILE).is_file():
+        status = "skipped"
+    else:
+        run_detection(sweep_dir, device=device, data_dir=data_dir)
+        write_detection_figures(sweep_dir / DETECTION_DIR)  # score histograms and ROC curves, as `capsrobust detect`
+        state.mark(Stage.DETECT, key)
+        status = "ran"
+    if stage(Stage.DETECT, status, started):
+        return result
+
+    started = time.perf_counter()
+    if state.done(Stage.FIGURES, key) and (sweep_dir / "figures").is_dir():
+        status = "skipped"
+    else:
+        write_figures(sweep_dir, reconstructing, dataset.get(), device=device, seed=seed, data_dir=data_dir,
+                      gallery_labels=chosen.gallery_labels, gallery_per_row=chosen.gallery_per_row)
+        state.mark(Stage.FIGURES, key)
+        status = "ran"
+    if stage(Stage.FIGURES, status, started):
+        return result
+
+    started = time.perf_counter()
+    digest = inputs_digest([sweep_dir])
+    manifest = report / MANIFEST
+    previous = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    if previous.get("inputs_sha256") == digest:
+        status = "skipped"
+    else:
+        build_report([sweep_dir], report, seed=seed)
+        status = "ran"
+    state.mark(Stage.REPORT, digest)
+    stage(Stage.REPORT, status, started)
+    return BenchmarkResult(out, result.runs, sweep_dir, report, result.stages, result.seconds, finished=True)
+
+
+def write_figures(
+    sweep_dir: Path, runs: dict[str, Path], dataset: Dataset, *, device: str = "auto", seed: int = 0,
+    data_dir: str | Path | None = None, gallery_labels: Sequence[str] = (), gallery_per_row: int = 3,
+) -> list[Path]:
+    """Reconstruction and capsule-tweak figures of every model in ``runs``, and the sweep's adversarial gallery.
+
+    They go to ``SWEEP/figures/`` (``reconstruction-MODEL.png``, ``tweak-MODEL.png``, ``gallery.png``), where the
+    report picks them up; the same ``seed`` chooses the same images every time. ``gallery_labels`` limits the
+    gallery to those attacks (default: every attack of the sweep, one row per model and attack), with
+    ``gallery_per_row`` examples each.
+    """
+    torch_device = resolve_device(device)
+    folder = sweep_dir / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    test = dataset.test
+    indices = choose_examples(len(test), FIGURE_IMAGES, seed)
+    for name, run in runs.items():
+        model = load_checkpoint(run, torch_device).model
+        figure = reconstruction_figure(model, test, indices, dataset.classes, str(torch_device))
+        written.append(save_figure(figure, folder / f"reconstruction-{name}.png"))
+        deltas = tweak_deltas()
+        predicted, _, images = capsule_tweaks(model, test.images[TWEAK_INDEX], deltas, str(torch_device))
+        written.append(save_figure(tweak_figure(predicted, images, deltas, dataset.classes),
+                                   folder / f"tweak-{name}.png"))
+    # the gallery of `capsrobust gallery`, drawn from the sweep's saved adversarials
+    written.append(Path(write_gallery(sweep_dir, folder / "gallery.png", n_per_row=gallery_per_row, seed=seed,
+                                      labels=list(gallery_labels) or None, device=device, data_dir=data_dir)))
+    return written
+
+
+def _recipe(name: str) -> Recipe:
+    """A recipe by name from ./models, else from the repository's models/ (running from another directory)."""
+    try:
+        return load_recipe(name)
+    except RecipeError:
+        path = REPOSITORY / "models" / f"{name}.toml"
+        if path.is_file():
+            return load_recipe(path)
+        raise
+
+
+def _train_stage(
+    profile: BenchmarkProfile, dataset: _Lazy, out: Path, state: _State, device: str, seed: int, reuse: bool,
+    reuse_dir: Path, progress: bool,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    data_name = dataset.name
+    runs, statuses = {}, {}
+    for name, epochs in profile.recipes:
+        recipe = _recipe(name)
+        candidate = reuse_dir / name
+        if reuse and (candidate / "best.json").is_file():
+            best = read_metadata(candidate / "best")
+            trained_on = best.get("dataset")
+            if trained_on == data_name:
+                runs[name], statuses[name] = candidate, "reused"
+                log.info("reusing %s as it is (best epoch %s)", candidate, best.get("epoch"))
+                continue
+            log.warning("not reusing %s: it was trained on %s, not %s", candidate, trained_on, data_name)
+        run = out / "runs" / name
+        if _finished(run, recipe, data_name, seed, epochs):
+            runs[name], statuses[name] = run, "finished"
+            continue
+        train(recipe, dataset.get(), run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
+                                                  progress=progress))
+        runs[name], statuses[name] = run, "trained"
+    state.note(Stage.TRAIN, {name: {"run": str(path), "status": statuses[name]} for name, path in runs.items()})
+    return runs, statuses
+
+
+def _finished(run: Path, recipe: Recipe, data_name: str, seed: int, epochs: int) -> bool:
+    """True when ``run`` holds this recipe, data set and seed trained for at least ``epochs`` epochs."""
+    if not (run / "last.json").is_file() or not (run / "best.json").is_file():
+        return False
+    metadata = read_metadata(run / "last")
+    return (metadata.get("recipe") == recipe.to_dict() and metadata.get("dataset") == data_name
+            and metadata.get("seed") == seed and int(metadata.get("epoch", 0)) >= epochs)
+
+
+def _key(*parts: Any) -> str:
+    """A digest of what a stage's outputs depend on; a stage recorded with another key runs again."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _Lazy:
+    """The benchmark's data set, loaded the first time a stage needs it (a finished benchmark never loads it)."""
+
+    def __init__(self, dataset: Dataset | None, name: str, data_dir: str | Path | None) -> None:
+        self.dataset, self.name, self.data_dir = dataset, name, data_dir
+
+    def get(self) -> Dataset:
+        if self.dataset is None:
+            self.dataset = load_dataset(self.name, self.data_dir)
+        return self.dataset
+
+
+class _State:
+    """benchmark.json: what the benchmark was started with and which stages finished, written atomically."""
+
+    def __init__(self, path: Path, record: dict[str, Any]) -> None:
+        self.path = path
+        self.record = record
+
+    @classmethod
+    def open(cls, out: Path, identity: dict[str, Any], profile: dict[str, Any]) -> _State:
+        path = out / STATE_FILE
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise BenchmarkError(f"{path} is corrupt ({error}); remove it to start the stages' checks again") \
+                    from None
+            started = {key: record.get(key) for key in identity}
+            if started != identity:
+                different = next(key for key in identity if started[key] != identity[key])
+                raise BenchmarkError(f"{out} holds a benchmark started with {different} {started[different]!r}, "
+                                     f"not {identity[different]!r}; use the same settings or choose another --out")
+            record["profile_definition"] = profile
+            record["command"] = command_line()
+        else:
+            record = {"format": STATE_FORMAT, **identity, "profile_definition": profile, "command": command_line(),
+                      "stages": {}}
+        state = cls(path, record)
+        state._save()
+        return state
+
+    def done(self, stage: Stage, key: str) -> bool:
+        entry = self.record["stages"].get(stage.value, {})
+        return bool(entry.get("done")) and entry.get("key") == key
+
+    def mark(self, stage: Stage, key: str) -> None:
+        self.record["stages"][stage.value] = {"done": True, "key": key}
+        self._save()
+
+    def note(self, stage: Stage, detail: dict[str, Any]) -> None:
+        """Record a stage that keeps no key (training: each run knows whether it is finished)."""
+        self.record["stages"][stage.value] = {"done": True, "detail": detail}
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.record, indent=2) + "\n")
+
