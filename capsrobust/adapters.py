@@ -82,8 +82,8 @@ class AttackObjective(str, Enum):
         return "log-lengths"
 
 
-#: The strongest objective against CapsNet measured on capsnet-tiny (PGD L∞, eps 0.1 and 0.2): the margin on raw
-#: lengths. The table and the command that re-measures it are in docs/attack-objectives.md.
+#: The strongest objective against CapsNet measured on capsnet-paper (PGD L∞, eps 0.1 and 0.2; tied with CE on raw
+#: lengths, and faster): the margin on raw lengths. Table and command: docs/attack-objectives.md.
 CAPSNET_DEFAULT_OBJECTIVE = AttackObjective.MARGIN
 #: For a model with plain logits the standard choice: cross-entropy on the logits.
 LOGITS_DEFAULT_OBJECTIVE = AttackObjective.CE_LOG_LENGTHS
