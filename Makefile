@@ -5,7 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
-DEMO := runs/demo
 
 .PHONY: demo test lint benchmark clean
 
@@ -15,15 +14,11 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	@echo "capsrobust demo: CapsNet (paper recipe) vs the small CNN baseline on mnist-5k, CPU-sized:"
-	@echo "  capsnet-paper for 5 epochs (the recipe's full 15 take ~15 min on 2 cores), cnn-small for 5 epochs."
-	@echo "  The 35M-parameter cnn-baseline is left out: on 2 CPU cores it needs ~6 min per epoch."
-	$(BIN)/capsrobust train capsnet-paper --data mnist-5k --epochs 5 --out $(DEMO)/capsnet-paper --resume
-	$(BIN)/capsrobust train cnn-small --data mnist-5k --epochs 5 --out $(DEMO)/cnn-small --resume
-	$(BIN)/capsrobust evaluate $(DEMO)/capsnet-paper --data mnist-5k
-	$(BIN)/capsrobust evaluate $(DEMO)/cnn-small --data mnist-5k
-	$(BIN)/capsrobust sweep $(DEMO)/capsnet-paper $(DEMO)/cnn-small --suite quick --data mnist-5k \
-		--out $(DEMO)/sweep-quick --resume --no-progress
+	@echo "capsrobust demo: the quick benchmark profile on the embedded mnist-5k digits, sized for 2 CPU cores:"
+	@echo "  trains capsnet-paper, cnn-small and cnn-recon for 5 epochs each (the recipes' full 15 take longer),"
+	@echo "  attacks 200 test images with attacks/quick.toml (FGSM, 10-step PGD), runs the reconstruction detector"
+	@echo "  and writes an HTML report. Run it again to resume where it stopped."
+	$(BIN)/capsrobust benchmark --profile quick
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -q
