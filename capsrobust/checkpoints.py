@@ -8,7 +8,6 @@ model from the recipe stored in the JSON and refuses weights that do not match i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from capsrobust.errors import CheckpointError, RecipeError
 from capsrobust.models import CapsRobustModel
 from capsrobust.recipes import Recipe, build_model, recipe_from_dict
-from capsrobust.runtime import atomic_write, atomic_write_text
+from capsrobust.runtime import atomic_write, atomic_write_text, file_sha256
 
 FORMAT = "capsrobust-checkpoint/1"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -42,7 +41,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors atomically as safetensors; returns the file's SHA-256."""
     contiguous = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
     atomic_write(path, lambda temporary: save_file(contiguous, str(temporary)))
-    return _sha256(path)
+    return file_sha256(path)
 
 
 def save_checkpoint(stem: Path, model: CapsRobustModel, recipe: Recipe, metadata: dict[str, Any]) -> Path:
@@ -93,7 +92,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
     fix = "retrain or restore the run"
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path} is missing; {fix}")
-    if _sha256(weights_path) != metadata.get("weights_sha256"):
+    if file_sha256(weights_path) != metadata.get("weights_sha256"):
         raise CheckpointError(
             f"{weights_path} is truncated or altered (SHA-256 differs from its JSON); {fix}"
         )
@@ -126,11 +125,3 @@ def check_state_matches(model: CapsRobustModel, state: dict[str, torch.Tensor], 
                 f"{source} does not match its recipe ({name} has shape {found[name]}, recipe wants {shape}); "
                 f"retrain with that recipe"
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -47,7 +47,7 @@ from capsrobust.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.data import Dataset, Split, load_dataset
 from capsrobust.detect import DetectorError, Distance, Threshold, calibrate, detection_outcome, reconstruction_distances
 from capsrobust.errors import CapsRobustError, CheckpointError
-from capsrobust.runtime import atomic_write, atomic_write_text, command_line, resolve_device, versions
+from capsrobust.runtime import atomic_write, atomic_write_text, command_line, file_sha256, resolve_device, versions
 from capsrobust.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
 
 log = logging.getLogger(__name__)
@@ -338,18 +338,10 @@ def _inputs_digest(record: SweepRecord, request: dict[str, Any]) -> str:
     """SHA-256 of the settings, the sweep's request and tables, every saved adversarial file and the checkpoints."""
     digest = hashlib.sha256(json.dumps([request, record.request], sort_keys=True).encode())
     for name in ("results.csv", "examples.csv"):
-        digest.update(_file_sha256(record.path / name).encode())
+        digest.update(file_sha256(record.path / name).encode())
     for cell_id in record.results["cell_id"]:
         path = record.adversarials_path(cell_id)
-        digest.update(f"{cell_id}:{_file_sha256(path) if path.is_file() else 'missing'}".encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        digest.update(f"{cell_id}:{file_sha256(path) if path.is_file() else 'missing'}".encode())
     return digest.hexdigest()
 
 

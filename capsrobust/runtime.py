@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shlex
@@ -67,6 +68,15 @@ def command_line() -> str:
     """The command that is running, quoted so that it can be pasted back into a shell."""
     program = Path(sys.argv[0]).name if sys.argv else "python"
     return shlex.join([program, *sys.argv[1:]])
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (checkpoints and sweep inputs are fingerprinted with it)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
