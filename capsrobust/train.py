@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +284,3 @@ def _restore(
     history = [row for row in history if row["epoch"] <= metadata["epoch"]]
     return int(metadata["epoch"]), history
 
-
-def settings_dict(settings: TrainSettings) -> dict[str, Any]:
-    return asdict(settings)
