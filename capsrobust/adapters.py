@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from capsrobust.errors import CapsRobustError
+from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import CapsRobustModel
 from capsrobust.models.capsnet import CapsNet
 
@@ -64,11 +64,7 @@ class AttackObjective(str, Enum):
 
     @classmethod
     def parse(cls, name: str | AttackObjective) -> AttackObjective:
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(member.value for member in cls)
-            raise ObjectiveError(f"unknown attack objective {name!r}; choose one of: {known}") from None
+        return parse_choice(cls, name, ObjectiveError, "attack objective")
 
     @property
     def loss(self) -> LossKind:

@@ -35,7 +35,7 @@ from capsrobust.checkpoints import load_checkpoint, read_metadata
 from capsrobust.data import Dataset, DatasetName, load_dataset
 from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, run_detection, write_gallery
 from capsrobust.detection_figures import write_detection_figures
-from capsrobust.errors import CapsRobustError, RecipeError
+from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
 from capsrobust.figures import (
     capsule_tweaks,
     choose_examples,
@@ -74,11 +74,7 @@ class Stage(str, Enum):
 
     @classmethod
     def parse(cls, name: str | Stage) -> Stage:
-        try:
-            return cls(name)
-        except ValueError:
-            raise BenchmarkError(f"unknown stage {name!r}; choose one of: {', '.join(s.value for s in cls)}") \
-                from None
+        return parse_choice(cls, name, BenchmarkError, "stage")
 
 
 @dataclass(frozen=True)

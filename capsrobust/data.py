@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from capsrobust.errors import DataError
+from capsrobust.errors import DataError, parse_choice
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ class DatasetName(str, Enum):
 
     @classmethod
     def parse(cls, name: str | DatasetName) -> DatasetName:
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(member.value for member in cls)
-            raise DataError(f"unknown data set {name!r}; choose one of: {known}") from None
+        return parse_choice(cls, name, DataError, "data set")
 
 
 DIGIT_CLASSES = tuple(str(digit) for digit in range(10))

@@ -4,6 +4,11 @@ The library raises these and never calls ``sys.exit``; the CLI turns any ``CapsR
 message on stderr and a non-zero exit code.
 """
 
+from enum import Enum
+from typing import TypeVar
+
+ChoiceT = TypeVar("ChoiceT", bound=Enum)
+
 
 class CapsRobustError(Exception):
     """Base class of every error capsrobust raises on purpose (bad input, not a bug)."""
@@ -27,3 +32,12 @@ class RunError(CapsRobustError):
 
 class DeviceError(CapsRobustError):
     """The requested device is not available on this machine."""
+
+
+def parse_choice(enum_type: type[ChoiceT], value: str | ChoiceT, error: type[CapsRobustError], noun: str) -> ChoiceT:
+    """``value`` as a member of a string ``Enum``, or ``error`` with one line that lists the valid choices."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        known = ", ".join(str(member.value) for member in enum_type)
+        raise error(f"unknown {noun} {value!r}; choose one of: {known}") from None

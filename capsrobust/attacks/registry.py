@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from capsrobust.adapters import AttackObjective, frozen_parameters, has_capsule_lengths
-from capsrobust.errors import CapsRobustError
+from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import seed_everything
 
@@ -39,11 +39,7 @@ class Backend(str, Enum):
 
     @classmethod
     def parse(cls, name: str | Backend) -> Backend:
-        try:
-            return cls(name)
-        except ValueError:
-            known = ", ".join(member.value for member in cls)
-            raise AttackError(f"unknown backend {name!r}; choose one of: {known}") from None
+        return parse_choice(cls, name, AttackError, "backend")
 
 
 class AttackKind(str, Enum):
