@@ -148,8 +148,9 @@ def plan_cells(
     """Every cell of the sweep in a fixed order, and a coverage note per model.
 
     ``models`` are (label, objective, has capsules[, can reconstruct]). Attacks a model cannot take (the vote
-    attack on a CNN, the reconstructive attack on a model without a decoder) or that no chosen backend implements
-    are left out and named in the coverage check, never silently dropped.
+    attack on a CNN, the reconstructive attack on a model without a decoder), that the suite limits to other
+    models (``models = [...]``) or that no chosen backend implements are left out and named in the coverage
+    check, never silently dropped.
     With ``suite.double_steps_check`` every PGD L∞ entry gets one more cell, at its middle non-zero eps, with
     twice the steps (role ``check``), for the double-steps check.
     """
@@ -160,6 +161,9 @@ def plan_cells(
         missing: list[str] = []
         for entry in suite.attacks:
             spec = entry.spec
+            if not entry.applies_to(label):
+                missing.append(f"{entry.label} (the suite runs it on {', '.join(entry.models)} only)")
+                continue
             if spec.needs_capsules and not capsules:
                 missing.append(f"{entry.label} (needs a capsule model)")
                 continue

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from capsrobust.adapters import AttackObjective
 from capsrobust.attacks import Backend
 from capsrobust.attacks.suites import SuiteError, load_suite, suite_from_dict
+from capsrobust.checks import Status
+from capsrobust.sweep import plan_cells
 
 
-@pytest.mark.parametrize("name", ["quick", "standard", "full"])
+@pytest.mark.parametrize("name", ["quick", "standard", "full", "cpu-standard"])
 def test_shipped_suites_load(name):
     suite = load_suite(name)
     assert suite.name == name
@@ -25,6 +28,26 @@ def test_standard_suite_covers_the_issue():
     full = {entry.attack for entry in load_suite("full").attacks}
     assert "autoattack" in full
     assert any(entry.params_dict.get("restarts", 1) > 1 for entry in load_suite("full").attacks)
+
+
+def test_cpu_standard_keeps_every_model_on_pgd_and_spends_the_costly_attacks_elsewhere():
+    entries = {entry.label: entry for entry in load_suite("cpu-standard").attacks}
+    assert entries["pgd-linf"].applies_to("cnn-baseline") and entries["fgsm"].applies_to("cnn-baseline")
+    assert not entries["cw-l2"].applies_to("cnn-baseline") and entries["cw-l2"].applies_to("capsnet-paper")
+    assert entries["cw-l2"].backends == (Backend.FOOLBOX,)
+
+
+def test_models_key_limits_an_entry_and_the_plan_names_what_it_left_out():
+    suite = suite_from_dict({"attack": [{"name": "fgsm", "eps": [0.1]},
+                                        {"name": "pgd-linf", "eps": [0.1], "models": ["caps"]}]})
+    assert suite.attacks[0].models == () and suite.attacks[1].models == ("caps",)
+    assert "models" not in suite.to_dict()["attack"][0]  # absent when unset: older suites keep their digest
+    models = [("caps", AttackObjective.MARGIN, True), ("cnn", AttackObjective.CE_LOG_LENGTHS, False)]
+    cells, notes = plan_cells(suite, models, [Backend.ART], seed=0)
+    assert [(c.model, c.label) for c in cells if c.role == "attack"] == [
+        ("caps", "fgsm"), ("caps", "pgd-linf"), ("cnn", "fgsm")]
+    (cnn_note,) = [note for note in notes if note.model == "cnn"]
+    assert cnn_note.status is Status.SKIP and "pgd-linf (the suite runs it on caps only)" in cnn_note.detail
 
 
 def test_defaults_are_filled_in_and_backends_default_to_every_library():
@@ -62,6 +85,8 @@ BAD = [
     ("zero eps for autoattack", '[[attack]]\nname = "autoattack"\neps = [0.0, 0.1]', "needs eps > 0"),
     ("duplicate labels", '[[attack]]\nname = "fgsm"\neps = [0.1]\n[[attack]]\nname = "fgsm"\neps = [0.2]',
      "share the label 'fgsm'"),
+    ("models not a list", '[[attack]]\nname = "fgsm"\neps = [0.1]\nmodels = "caps"',
+     "key 'models' must be a list of distinct model names"),
     ("no attacks", '[suite]\nname = "empty"', "no attacks"),
     ("bad n", '[suite]\nn = 0\n[[attack]]\nname = "fgsm"\neps = [0.1]', "key 'suite.n' must be ≥ 1"),
     ("not TOML", "[[attack]\nname = ", "not valid TOML"),

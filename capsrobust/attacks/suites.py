@@ -13,6 +13,7 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     label = "pgd-linf"           # optional, unique in the suite; tells apart two entries of one attack
     eps = [0.1, 0.3]             # L∞ budgets on [0, 1] pixels (for cw-l2: L2 thresholds)
     backends = ["art", "foolbox"]  # optional; default: every library that has the attack
+    models = ["capsnet-paper"]   # optional; default: every model of the sweep (names as the sweep labels them)
     [attack.params]              # optional; the attack's parameters, defaults from the registry
     steps = 10
 
@@ -42,7 +43,7 @@ SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
 SUITE_KEYS = {"name", "description", "n", "double_steps_check"}
-ATTACK_KEYS = {"name", "label", "eps", "backends", "params"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "params"}
 
 
 class SuiteError(CapsRobustError):
@@ -58,6 +59,12 @@ class AttackEntry:
     eps: tuple[float, ...]
     backends: tuple[Backend, ...]
     params: tuple[tuple[str, ParamValue], ...]  # every parameter of the attack, sorted by name
+    # The models it runs on, by sweep label; empty: all. Lets a CPU suite spend an expensive attack where it
+    # answers the question (CW on the small models) without dropping the model from the cheaper attacks.
+    models: tuple[str, ...] = ()
+
+    def applies_to(self, model: str) -> bool:
+        return not self.models or model in self.models
 
     @property
     def spec(self) -> AttackSpec:
@@ -68,8 +75,11 @@ class AttackEntry:
         return dict(self.params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.attack, "label": self.label, "eps": list(self.eps),
-                "backends": [b.value for b in self.backends], "params": self.params_dict}
+        table = {"name": self.attack, "label": self.label, "eps": list(self.eps),
+                 "backends": [b.value for b in self.backends], "params": self.params_dict}
+        if self.models:  # only when set, so the digests of suites without it (and their resumable sweeps) stay
+            table["models"] = list(self.models)
+        return table
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,10 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
     if len(set(eps)) != len(eps):
         raise SuiteError(f"{source}: {where}: key 'eps' lists a budget twice: {raw_eps!r}")
     backends = _backends(entry.get("backends"), spec, source, where)
+    models = entry.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models) \
+            or len(set(models)) != len(models):
+        raise SuiteError(f"{source}: {where}: key 'models' must be a list of distinct model names, got {models!r}")
     params = entry.get("params", {})
     if not isinstance(params, Mapping):
         raise SuiteError(f"{source}: {where}: key 'params' must be a table")
@@ -183,7 +197,7 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
     except ValueError as error:
         raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
     return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
-                       params=tuple(sorted(resolved.items())))
+                       params=tuple(sorted(resolved.items())), models=tuple(models))
 
 
 def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:
