@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
+
+from attack_table import attack_parser, print_table
 
 from capsrobust.adapters import AttackObjective, attack_target, default_objective
 from capsrobust.attacks import run_attack
@@ -25,20 +26,9 @@ from capsrobust.runtime import command_line, resolve_device, versions
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory or checkpoint of the model to attack")
-    parser.add_argument("--data", default="mnist-5k", help="data set name (default: mnist-5k)")
-    parser.add_argument("--data-dir", help="folder with the IDX files for mnist / fashion-mnist")
-    parser.add_argument("--n", type=int, default=500, help="first N test images (default: 500)")
-    parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2], help="L∞ budgets (default: 0.1 0.2)")
-    parser.add_argument("--steps", type=int, default=40, help="PGD steps (default: 40)")
-    parser.add_argument("--rel-step", type=float, default=0.0625, help="step size / eps (default: 2.5 / 40)")
-    parser.add_argument("--backend", default="art", choices=["art", "foolbox"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
-    return parser.parse_args(argv)
+    return attack_parser(__doc__.splitlines()[0], run_help="run directory or checkpoint of the model to attack",
+                         n_help="first N test images (default: 500)", eps=[0.1, 0.2], steps=40, rel_step=0.0625,
+                         seed=0).parse_args(argv)
 
 
 def measure(arguments: argparse.Namespace) -> str:
@@ -89,12 +79,7 @@ def measure(arguments: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    table = measure(arguments)
-    sys.stdout.write(table)
-    if arguments.out:
-        arguments.out.write_text(table, encoding="utf-8")
-    return 0
+    return print_table(measure, parse_arguments(argv))
 
 
 if __name__ == "__main__":

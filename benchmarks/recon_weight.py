@@ -16,12 +16,11 @@ class, so its first 200 images are zeros and ones only.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from attack_table import attack_parser, print_table
 
 from capsrobust.attacks import run_attack
 from capsrobust.checkpoints import load_checkpoint
@@ -32,22 +31,12 @@ from capsrobust.runtime import command_line, resolve_device, versions
 
 
 def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="run directory or checkpoint of a model with a decoder")
-    parser.add_argument("--data", default="mnist-5k", help="data set name (default: mnist-5k)")
-    parser.add_argument("--data-dir", help="folder with the IDX files for mnist / fashion-mnist")
-    parser.add_argument("--n", type=int, default=500, help="test images, spread evenly over the split (default 500)")
-    parser.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2, 0.3], help="L∞ budgets")
+    parser = attack_parser(__doc__.splitlines()[0], run_help="run directory or checkpoint of a model with a decoder",
+                           n_help="test images, spread evenly over the split (default 500)", eps=[0.1, 0.2, 0.3],
+                           steps=20, rel_step=0.125, seed=1)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.3, 1.0, 3.0], help="λ values")
     parser.add_argument("--confidence", type=float, default=2.0, help="κ, the hinge of the class term (default 2)")
-    parser.add_argument("--steps", type=int, default=20, help="PGD steps (default: 20)")
-    parser.add_argument("--rel-step", type=float, default=0.125, help="step size / eps (default: 2.5 / 20)")
     parser.add_argument("--percentile", type=float, default=95.0, help="detector threshold percentile")
-    parser.add_argument("--backend", default="art", choices=["art", "foolbox"])
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--out", type=Path, help="also write the Markdown table to this file")
     return parser.parse_args(argv)
 
 
@@ -97,12 +86,7 @@ def measure(arguments: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parse_arguments(argv)
-    table = measure(arguments)
-    sys.stdout.write(table)
-    if arguments.out is not None:
-        arguments.out.write_text(table, encoding="utf-8")
-    return 0
+    return print_table(measure, parse_arguments(argv))
 
 
 if __name__ == "__main__":

@@ -349,12 +349,13 @@ def compare(
 
 @main.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
-              help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference, hours), "
+              help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference "
+                   "report reports/mnist-5k, ~1 h with --reuse), "
                    "full (one GPU, full MNIST from --data-dir)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="benchmark directory for runs and sweep [runs/benchmark/PROFILE-DATA]")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
-              help="report directory [reports/benchmark-PROFILE]")
+              help="report directory [reports/benchmark-PROFILE; standard: reports/mnist-5k]")
 @click.option("--data", "data_name", help=f"{DATA_HELP} [default: the profile's]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
