@@ -233,7 +233,7 @@ def run_sweep(
     ``backend`` is ``art``, ``foolbox`` or ``both``; ``objective`` (default: each model's, see
     ``capsrobust.adapters``) is what gradient attacks differentiate. The per-example outcomes and the checks
     table are in ``out_dir`` (``load_sweep``). Raises ``SweepError`` when ``out_dir`` holds another sweep, or
-    holds one and ``resume`` is false.
+    holds one and ``resume`` is false. Resuming with a suite that only adds attacks or budgets extends the sweep.
     """
     out = Path(out_dir)
     chosen_suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -265,7 +265,7 @@ def run_sweep(
         "objective": None if objective is None else AttackObjective.parse(objective).value,
         "batch_size": batch_size, "save_adversarials": save_adversarials,
     }
-    _prepare(out, request, resume)
+    _prepare(out, request, resume, cells)
 
     store = _Store(out, cells)
     context = {
@@ -332,25 +332,57 @@ def _library_versions() -> dict[str, str]:
     return versions()
 
 
-def _prepare(out: Path, request: dict[str, Any], resume: bool) -> None:
-    """Start ``out`` for a new sweep, or check that the sweep there is the one being resumed."""
+def _prepare(out: Path, request: dict[str, Any], resume: bool, cells: Sequence[Cell]) -> None:
+    """Start ``out`` for a new sweep, or check that the sweep there is the one being resumed (or extended).
+
+    A resumed sweep may grow its suite (more attacks, more budgets): every cell's seed depends only on its own
+    id, so the cells already finished are exactly what a fresh run of the grown suite would compute, and are
+    kept. It may not change or drop a cell that already ran (see ``_check_extension``).
+    """
     path = out / SWEEP_FILE
     if path.is_file():
         if not resume:
             raise SweepError(f"{out} already holds a sweep; pass --resume to continue it or choose another --out")
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))["request"]
+            record = json.loads(path.read_text(encoding="utf-8"))
+            previous = record["request"]
         except (OSError, ValueError, KeyError) as error:
             raise SweepError(f"{path} is corrupt ({error}); remove {out} and start again") from None
         for key, value in request.items():
-            if key != "suite_source" and previous.get(key) != value:
+            if key not in {"suite_source", "suite", "suite_sha256"} and previous.get(key) != value:
                 raise SweepError(
                     f"cannot resume {out}: it was started with another {key} ({previous.get(key)!r}); "
                     f"resume with the same settings or choose another --out"
                 )
+        if previous.get("suite_sha256") == request["suite_sha256"]:
+            return
+        _check_extension(out, cells)
+        record["extended_from"] = [*record.get("extended_from", []),
+                                   {"suite": previous.get("suite"), "suite_sha256": previous.get("suite_sha256")}]
+        record["request"] = request
+        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+        log.info("extending %s: its suite grew; the finished cells are kept", out)
         return
     record = {"request": request, "versions": _library_versions(), "command": command_line()}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def _check_extension(out: Path, cells: Sequence[Cell]) -> None:
+    """Refuse a grown suite that drops a finished cell or runs one of them with other parameters."""
+    planned = {cell.cell_id: cell for cell in cells}
+    for finished in sorted((out / CELLS_DIR).glob("*.json")) if (out / CELLS_DIR).is_dir() else ():
+        cell_id = finished.stem
+        cell = planned.get(cell_id)
+        if cell is None:
+            raise SweepError(f"cannot resume {out} with this suite: it drops the finished cell {cell_id}; a resumed "
+                             f"sweep may only add attacks and budgets (choose another --out)")
+        try:
+            ran_with = json.loads(json.loads(finished.read_text(encoding="utf-8"))["params"])
+        except (OSError, ValueError, KeyError) as error:
+            raise SweepError(f"cell {cell_id} in {out} is damaged ({error}); delete its files and resume") from None
+        if ran_with != dict(cell.params):
+            raise SweepError(f"cannot resume {out} with this suite: cell {cell_id} ran with {ran_with}, the suite "
+                             f"now says {dict(cell.params)}; a resumed sweep may only add attacks and budgets")
 
 
 def _attack_cell(

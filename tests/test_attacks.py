@@ -71,7 +71,8 @@ def test_fgsm_on_a_linear_model_is_eps_times_the_sign_of_the_hand_computed_gradi
 
 
 def test_every_attack_is_registered_with_a_backend_and_defaults():
-    assert set(attack_names()) >= {"fgsm", "pgd-linf", "pgd-l2", "cw-l2", "autoattack", "square", "vote-pgd-linf"}
+    assert set(attack_names()) >= {"fgsm", "pgd-linf", "pgd-l2", "cw-l2", "autoattack", "square",
+                                     "vote-pgd-linf", "vote-pgd-l2"}
     for name in attack_names():
         spec = get_attack(name)
         assert spec.backends and spec.description
@@ -90,6 +91,7 @@ FAST = {
     "autoattack": {"apgd_steps": 2, "restarts": 1, "square_queries": 3},
     "square": {"queries": 5},
     "vote-pgd-linf": {"steps": 3},
+    "vote-pgd-l2": {"steps": 3},
 }
 EPS = {Norm.LINF: 0.2, Norm.L2: 1.5}
 CASES = [(name, backend) for name in FAST for backend in get_attack(name).backends]

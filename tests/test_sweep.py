@@ -183,6 +183,36 @@ def test_resume_after_sigkill_ends_with_the_identical_table(
     pd.testing.assert_frame_equal(resumed.checks, uninterrupted.checks)
 
 
+def test_resuming_with_a_grown_suite_extends_the_sweep_to_what_a_fresh_run_gives(
+    trained_runs, mnist5k, tmp_path, uninterrupted
+):
+    out, run = tmp_path / "sweep", trained_runs["cnn-tiny"]
+    fewer = {"attack": [RESUME_SUITE["attack"][0], {**RESUME_SUITE["attack"][1], "eps": [0.1]}]}
+    run_sweep([run], suite_from_dict(fewer), mnist5k, out_dir=out, n=16, backend="foolbox", device="cpu",
+              progress=False)
+    first = {path.name: path.stat().st_mtime_ns for path in (out / "cells").glob("*.json")}
+    run_sweep([run], suite_from_dict(RESUME_SUITE), mnist5k, out_dir=out, n=16, backend="foolbox", device="cpu",
+              resume=True, progress=False)
+    grown = load_sweep(out)
+    pd.testing.assert_frame_equal(grown.results.drop(columns=VOLATILE), uninterrupted.results.drop(columns=VOLATILE))
+    pd.testing.assert_frame_equal(grown.examples, uninterrupted.examples)
+    pd.testing.assert_frame_equal(grown.checks, uninterrupted.checks)
+    assert {path.name: path.stat().st_mtime_ns for path in (out / "cells").glob("*.json") if path.name in first} \
+        == first  # the finished cells were kept, not recomputed
+    record = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
+    assert record["request"]["suite"]["attack"] == suite_from_dict(RESUME_SUITE).to_dict()["attack"]
+    assert len(record["extended_from"]) == 1
+
+    changed = {"attack": [RESUME_SUITE["attack"][0], {**RESUME_SUITE["attack"][1], "params": {"steps": 3}},
+                          RESUME_SUITE["attack"][2]]}
+    with pytest.raises(SweepError, match=r"ran with .*'steps': 4.*the suite now says .*'steps': 6"):
+        run_sweep([run], suite_from_dict(changed), mnist5k, out_dir=out, n=16, backend="foolbox", device="cpu",
+                  resume=True, progress=False)
+    with pytest.raises(SweepError, match=r"drops the finished cell .*cw-l2"):
+        run_sweep([run], suite_from_dict({"attack": RESUME_SUITE["attack"][:2]}), mnist5k, out_dir=out, n=16,
+                  backend="foolbox", device="cpu", resume=True, progress=False)
+
+
 def test_cli_sweep_prints_results_and_checks(trained_runs, tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text('[suite]\nname = "tiny"\nn = 8\n[[attack]]\nname = "fgsm"\neps = [0.0, 0.3]\n',

@@ -127,6 +127,14 @@ def vote_pgd_linf(call: AttackCall) -> AttackResult:
     return BACKENDS[call.backend].pgd(vote_target(call.model, call.objective), call, Norm.LINF)
 
 
+@register_attack(
+    "vote-pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, needs_capsules=True
+)
+def vote_pgd_l2(call: AttackCall) -> AttackResult:
+    """The vote attack in the L2 ball: without it, L2 robustness of a CapsNet rests on gradients through routing."""
+    return BACKENDS[call.backend].pgd(vote_target(call.model, call.objective), call, Norm.L2)
+
+
 RECON_PARAMS = (
     *PGD_PARAMS,
     Param("recon_weight", float, RECON_WEIGHT, "λ: weight of the L2 reconstruction distance, in log-odds per unit",
