@@ -243,7 +243,9 @@ RESULT_SUMMARY = [
 @click.option("--n", type=click.IntRange(min=1), help="first N test images [default: the suite's n]")
 @click.option("--backend", default="art", show_default=True, type=click.Choice(["art", "foolbox", "both"]))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [sweeps/SUITE-DATA]")
-@click.option("--resume", is_flag=True, help="continue the sweep in --out, skipping its finished cells")
+@click.option("--resume", is_flag=True,
+              help="continue the sweep in --out, skipping its finished cells; a suite that only adds attacks or "
+                   "budgets grows it")
 @click.option("--save-adversarials", is_flag=True, help="store every cell's adversarials as .npz")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--seed", type=int, default=0, show_default=True)
