@@ -74,6 +74,21 @@ def test_worst_case_is_per_image_not_an_average():
     assert summary.loc["caps", "n_cells"] == 2 and summary.loc["caps", "seconds"] == 4.0
 
 
+def test_an_image_broken_at_a_smaller_eps_stays_broken_at_larger_ones():
+    table = tables({("cnn", "pgd-linf"): [1, 0, 1, 0]})
+    larger = table.results.assign(cell_id="cnn__fgsm__art__eps0.2", attack="fgsm", label="fgsm", eps=0.2)
+    fgsm = table.examples.assign(cell_id="cnn__fgsm__art__eps0.2", robust=[1, 1, 0, 0]).astype({"robust": bool})
+    results = pd.concat([table.results, larger], ignore_index=True)
+    examples = pd.concat([table.examples, fgsm], ignore_index=True)
+    per_image = worst_case_examples(results, examples).set_index(["eps", "index"])
+    # at 0.2 FGSM alone breaks images 2 and 3; PGD broke 1 and 3 at 0.1, so image 1 is carried up
+    assert per_image.loc[0.2, "robust"].tolist() == [True, False, False, False]
+    assert per_image.loc[0.2, "carried"].tolist() == [False, True, False, False]
+    summary = worst_case(results, examples).set_index("eps")
+    assert summary.loc[0.2, "robust_accuracy"] == 0.25 and summary.loc[0.2, "n_carried"] == 1
+    assert summary.loc[0.2, "attacks"] == "fgsm/art" and summary.loc[0.1, "n_carried"] == 0
+
+
 def test_identical_outcomes_give_zero_difference_and_p_one():
     frame = compare_models(tables(OUTCOMES), "cnn", "twin", n_resamples=500)
     assert (frame["difference"] == 0).all() and (frame["mcnemar_p"] == 1.0).all()
