@@ -613,8 +613,9 @@ def _detection(context: _Context, draft: Draft) -> None:
                                norm=frame["norm"].map(NORM_TITLES)).rename(columns=DEFENSE_AWARE_HEADERS)
         draft.table("detection_defense_aware", frame, display, [*detection_command, context.rebuild()],
                     "Undetected success (%) per model and eps: worst case per image over the standard attacks, the "
-                    "defense-aware attack alone, and the worst case over all attacks; lowest AUC among the standard "
-                    "attacks and the AUC against the defense-aware attack.")
+                    "defense-aware attack alone, and the worst case over all attacks (an image an attack got past "
+                    "model and detector at a smaller eps of the same norm counts at larger ones); lowest AUC among "
+                    "the standard attacks at that eps and the AUC against the defense-aware attack.")
     frame = _concat(cells)
     display = frame.assign(
         attack=[f"{label}/{backend}" for label, backend in zip(frame["label"], frame["backend"], strict=True)],
@@ -657,7 +658,11 @@ def _detection_command(context: _Context, source: Source) -> str:
 
 
 def _defense_aware(tables: DetectionTables) -> pd.DataFrame:
-    """Undetected success per (model, norm, eps) with and without the defense-aware attacks, worst case per image."""
+    """Undetected success per (model, norm, eps) with and without the defense-aware attacks, worst case per image.
+
+    As for robust accuracy (``capsrobust.compare.worst_case_examples``), an image an attack got past the model and
+    the detector at a smaller eps of the same norm counts at every larger eps: the threshold does not depend on eps.
+    """
     cells, examples = tables.detection, tables.examples
     if cells.empty or examples.empty:
         return pd.DataFrame()
@@ -665,21 +670,23 @@ def _defense_aware(tables: DetectionTables) -> pd.DataFrame:
     joined = joined.assign(undetected=joined["success"].astype(bool) & ~joined["flagged"].astype(bool),
                            aware=joined["attack"].isin(DEFENSE_AWARE_ATTACKS))
     rows = []
-    for (model, norm, eps), group in joined.groupby(["model", "norm", "eps"], sort=False):
-        standard, aware = group[~group["aware"]], group[group["aware"]]
-
-        def worst(part: pd.DataFrame) -> float:
-            return float(part.groupby("index")["undetected"].any().mean()) if len(part) else np.nan
-
-        cell_rows = cells[(cells["model"] == model) & (cells["norm"] == norm) & (cells["eps"] == eps)]
-        aware_cells = cell_rows[cell_rows["attack"].isin(DEFENSE_AWARE_ATTACKS)]
-        standard_cells = cell_rows[~cell_rows["attack"].isin(DEFENSE_AWARE_ATTACKS)]
-        rows.append({
-            "model": model, "norm": norm, "eps": float(eps), "n": int(group["index"].nunique()),
-            "standard_worst": worst(standard), "defense_aware": worst(aware), "all_worst": worst(group),
-            "auc_standard_min": float(standard_cells["auc"].min()) if len(standard_cells) else np.nan,
-            "auc_defense_aware": float(aware_cells["auc"].min()) if len(aware_cells) else np.nan,
-        })
+    for (model, norm), budgets in joined.groupby(["model", "norm"], sort=False):
+        n = int(budgets["index"].nunique())
+        seen: dict[str, set[int]] = {"standard": set(), "aware": set(), "all": set()}
+        for eps, group in budgets.groupby("eps", sort=True):
+            parts = {"standard": group[~group["aware"]], "aware": group[group["aware"]], "all": group}
+            for kind, part in parts.items():
+                seen[kind] |= set(part.loc[part["undetected"], "index"])
+            cell_rows = cells[(cells["model"] == model) & (cells["norm"] == norm) & (cells["eps"] == eps)]
+            aware_cells = cell_rows[cell_rows["attack"].isin(DEFENSE_AWARE_ATTACKS)]
+            standard_cells = cell_rows[~cell_rows["attack"].isin(DEFENSE_AWARE_ATTACKS)]
+            rows.append({
+                "model": model, "norm": norm, "eps": float(eps), "n": n,
+                **{column: len(seen[kind]) / n if len(parts[kind]) else np.nan for column, kind in
+                   (("standard_worst", "standard"), ("defense_aware", "aware"), ("all_worst", "all"))},
+                "auc_standard_min": float(standard_cells["auc"].min()) if len(standard_cells) else np.nan,
+                "auc_defense_aware": float(aware_cells["auc"].min()) if len(aware_cells) else np.nan,
+            })
     return pd.DataFrame(rows)
 
 

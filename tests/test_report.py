@@ -75,6 +75,12 @@ def test_detector_section_compares_with_and_without_the_defense_aware_attack(tin
     at = aware[aware["eps"] == 0.3]
     assert at["defense_aware"].notna().all() and at["standard_worst"].notna().all()
     assert (at["all_worst"] >= at[["standard_worst", "defense_aware"]].max(axis=1)).all()
+    for _, budgets in aware.groupby(["model", "norm"]):  # what got past at a smaller eps gets past at a larger one
+        ordered = budgets.sort_values("eps")
+        assert ordered["all_worst"].is_monotonic_increasing and ordered["eps"].is_unique
+    curves = pd.read_csv(root / "report" / "tables" / "best_attack.csv")
+    for _, budgets in curves.groupby(["model", "norm"]):
+        assert budgets.sort_values("eps")["robust_accuracy"].is_monotonic_decreasing
     markdown = (root / "report" / "report.md").read_text(encoding="utf-8")
     assert "Not measured: cnn-tiny" in markdown and "No defense-aware attack" not in markdown
 
