@@ -314,12 +314,16 @@ class _Context:
 
 
 def git_commit() -> str:
-    """The commit of the capsrobust checkout (``git rev-parse HEAD``), marked when the tree has changes."""
+    """The commit of the capsrobust checkout (``git rev-parse HEAD``), marked when its code has changes.
+
+    The repository's own ``reports/`` do not count: rebuilding a committed report changes it, not the code.
+    """
     repository = Path(capsrobust.__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True,
                               timeout=20, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repository,
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)reports"], cwd=repository,
                                 capture_output=True, text=True, timeout=20, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
