@@ -45,7 +45,8 @@ from capsrobust.figures import (
     tweak_figure,
 )
 from capsrobust.recipes import Recipe, load_recipe
-from capsrobust.report import MANIFEST, build_report, inputs_digest
+from capsrobust.report import MANIFEST, build_report
+from capsrobust.report_sources import inputs_digest
 from capsrobust.runtime import atomic_write_text, command_line, resolve_device
 from capsrobust.sweep import SWEEP_FILE, run_sweep
 from capsrobust.train import TrainSettings, train

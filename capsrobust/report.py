@@ -31,10 +31,6 @@ into place, so a reader never sees a half-written report.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -48,12 +44,18 @@ import pandas as pd
 import capsrobust
 from capsrobust.attacks import attack_names, get_attack
 from capsrobust.compare import BEST_ATTACK, NORM_ORDER, compare_models, worst_case
-from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
-from capsrobust.document import FIGURES_DIR, Alert, Draft, Heading, Paragraph, Table, write_report_dir
-from capsrobust.errors import CapsRobustError
+from capsrobust.detection import DetectionTables
+from capsrobust.document import Alert, Draft, Heading, Paragraph, Table, write_report_dir
+from capsrobust.report_sources import (
+    PathDisplay,
+    ReportError,
+    Source,
+    read_source,
+    resolve_result_dir,
+    sources_digest,
+)
 from capsrobust.result_figures import NORM_TITLES, perturbation_sizes, robustness_curves, roc_panels
 from capsrobust.stats import wilson_interval
-from capsrobust.sweep import SWEEP_FILE, SweepTables, load_sweep
 
 FORMATS = ("md", "html")
 MANIFEST = "report.json"
@@ -62,176 +64,6 @@ MANIFEST_FORMAT = "capsrobust-report/1"
 DEFENSE_AWARE_ATTACKS = frozenset(name for name in attack_names() if get_attack(name).needs_reconstruction)
 CAPSULE_ARCHITECTURES = frozenset({"capsnet"})
 MINIMIZATION = "minimization"
-
-
-class ReportError(CapsRobustError):
-    """A report cannot be built: no result directory, an unknown format, an output folder that is not a report."""
-
-
-# ----------------------------------------------------------------------------------------------- reading the disk
-
-
-@dataclass(frozen=True)
-class Source:
-    """One sweep directory read back from disk, with everything that hangs off it."""
-
-    path: Path  # absolute
-    shown: str  # as the report prints it
-    record: dict[str, Any]  # sweep.json
-    tables: SweepTables
-    detection: DetectionTables | None
-    runs: pd.DataFrame  # one row per model: the training run behind its checkpoint
-    figures: tuple[Path, ...]  # PNGs in figures/
-    detection_figures: tuple[Path, ...]  # PNGs in detection/
-    inputs: tuple[Path, ...] = field(default=(), compare=False)  # every file read, for the digest
-
-
-def resolve_result_dir(path: str | Path) -> Path:
-    """A sweep directory, or a benchmark directory holding one in ``sweep/``."""
-    candidate = Path(path)
-    if (candidate / SWEEP_FILE).is_file():
-        return candidate
-    if (candidate / "sweep" / SWEEP_FILE).is_file():
-        return candidate / "sweep"
-    raise ReportError(f"{candidate} holds no sweep ({SWEEP_FILE} missing); pass a directory written by "
-                      f"`capsrobust sweep` or `capsrobust benchmark`")
-
-
-def read_source(path: str | Path, paths: PathDisplay) -> Source:
-    """Read one sweep directory and its detection tables, figures and training runs."""
-    directory = resolve_result_dir(path).resolve()
-    inputs: list[Path] = [directory / SWEEP_FILE]
-    try:
-        record = json.loads((directory / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ReportError(f"{directory / SWEEP_FILE} is unreadable ({error}); rerun the sweep with --resume") from None
-    tables = load_sweep(directory)
-    if tables.results.empty:
-        raise ReportError(f"{paths.show(directory)} has no finished cell yet; run or resume the sweep first")
-    inputs += [directory / name for name in ("results.csv", "examples.csv", "checks.csv")]
-    detection = None
-    detection_dir = directory / DETECTION_DIR
-    if (detection_dir / DETECTION_FILE).is_file():  # written last by `capsrobust detect`: the tables are complete
-        detection = load_detection(detection_dir)
-        inputs += [detection_dir / DETECTION_FILE, *sorted(detection_dir.glob("*.csv"))]
-    figures = tuple(sorted((directory / FIGURES_DIR).glob("*.png")))
-    detection_figures = tuple(sorted(detection_dir.glob("*.png")))
-    runs, run_files = _read_runs(record, directory, paths)
-    inputs += [*figures, *detection_figures, *run_files]
-    return Source(directory, paths.show(directory), record, tables, detection, runs, figures, detection_figures,
-                  tuple(path for path in inputs if path.is_file()))
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-
-
-def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> tuple[pd.DataFrame, list[Path]]:
-    """The training run of every model, found from the checkpoint that sweep.json names."""
-    rows, files = [], []
-    for entry in record.get("request", {}).get("models", []):
-        checkpoint = Path(entry.get("checkpoint", ""))
-        run_dir = _locate(checkpoint.parent, sweep_dir, paths.base)
-        row: dict[str, Any] = {"model": entry.get("model"), "run": paths.show(run_dir or checkpoint.parent),
-                               "weights_sha256": str(entry.get("sha256") or "")[:12]}
-        if run_dir is None or not (run_dir / "run.json").is_file():
-            rows.append({**row, "found": False})
-            continue
-        try:
-            run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            metrics = _read_csv(run_dir / "metrics.csv")
-        except (OSError, ValueError):  # a damaged run leaves its training row empty, not the whole report
-            rows.append({**row, "found": False})
-            continue
-        files.append(run_dir / "run.json")
-        if not metrics.empty:
-            files.append(run_dir / "metrics.csv")
-        best = metrics.loc[metrics["val_accuracy"].idxmax()] if not metrics.empty else None
-        recipe = run.get("recipe", {})
-        rows.append({
-            **row, "found": True, "recipe": recipe.get("name"), "architecture": recipe.get("architecture"),
-            "dataset": run.get("dataset"), "epochs": len(metrics),
-            "best_val_accuracy": None if best is None else float(best["val_accuracy"]),
-            "best_epoch": None if best is None else int(best["epoch"]),
-            "train_seconds": float(metrics["seconds"].sum()) if not metrics.empty else None,
-            "images_per_second": float(metrics["images_per_second"].mean()) if not metrics.empty else None,
-            "device": run.get("device_name") or run.get("device"), "seed": run.get("seed"),
-            "batch_size": run.get("batch_size"), "versions": json.dumps(run.get("versions", {}), sort_keys=True),
-            "command": paths.command(str(run.get("command", ""))),
-        })
-    return pd.DataFrame(rows), files
-
-
-def _locate(path: Path, sweep_dir: Path, base: Path) -> Path | None:
-    """A run directory recorded as absolute, or relative to wherever the sweep was started from."""
-    if path.is_absolute():
-        return path if path.is_dir() else None
-    for root in (base, sweep_dir.parent, sweep_dir.parent.parent, sweep_dir):
-        if (root / path).is_dir():
-            return (root / path).resolve()
-    return None
-
-
-def inputs_digest(result_dirs: Sequence[str | Path]) -> str:
-    """SHA-256 over every file a report of ``result_dirs`` reads: equal digests mean the same numbers and figures."""
-    paths = PathDisplay(Path.cwd())
-    return _digest([read_source(result_dir, paths) for result_dir in result_dirs])
-
-
-def _digest(sources: Sequence[Source]) -> str:
-    """Names (relative to their sweep directory) and contents of every input file, in a fixed order."""
-    digest = hashlib.sha256()
-    for source in sources:
-        for path in source.inputs:
-            digest.update(os.path.relpath(path, source.path).encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------------------------------ paths
-
-
-class PathDisplay:
-    """Prints paths relative to one base directory, never with the machine's absolute prefix."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base.resolve()
-
-    @classmethod
-    def for_report(cls, target: Path, sources: Sequence[Path]) -> PathDisplay:
-        """The working directory when it holds the report and its sources, else their deepest common directory."""
-        cwd = Path.cwd().resolve()
-        places = [Path(os.path.abspath(path)) for path in (target, *sources)]
-        if all(place == cwd or cwd in place.parents for place in places):
-            return cls(cwd)
-        common = Path(os.path.commonpath(places))
-        return cls(common if common != Path(common.anchor) else cwd)
-
-    def show(self, path: str | Path) -> str:
-        candidate = Path(path)
-        absolute = Path(os.path.abspath(candidate if candidate.is_absolute() else self.base / candidate))
-        if absolute == self.base or self.base in absolute.parents:
-            return absolute.relative_to(self.base).as_posix() or "."
-        return "…/" + "/".join(absolute.parts[-2:])
-
-    def command(self, text: str) -> str:
-        """A recorded command line with every absolute path in it shown as ``show`` shows paths."""
-        if not text:
-            return ""
-        try:
-            tokens = shlex.split(text)
-        except ValueError:
-            return re.sub(r"(?<![\w.])/[^\s'\"]+", lambda m: self.show(m.group(0)), text)
-        shown = []
-        for token in tokens:
-            option, equals, value = token.partition("=")
-            if token.startswith("/"):
-                shown.append(self.show(token))
-            elif equals and value.startswith("/"):
-                shown.append(f"{option}={self.show(value)}")
-            else:
-                shown.append(token)
-        return shlex.join(shown)
 
 
 # ------------------------------------------------------------------------------------------------- the report
@@ -270,7 +102,7 @@ def build_report(
                     _training, _all_checks, _provenance):
         section(context, draft)
     manifest = {
-        "format": MANIFEST_FORMAT, "sources": names, "inputs_sha256": _digest(sources), "formats": list(chosen),
+        "format": MANIFEST_FORMAT, "sources": names, "inputs_sha256": sources_digest(sources), "formats": list(chosen),
         "git_commit": context.commit, "capsrobust": capsrobust.__version__, "command": command,
         "tables": sorted(f"tables/{name}.csv" for name in draft.tables),
         "figures": sorted(f"figures/{name}" for name in draft.figures),
