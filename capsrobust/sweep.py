@@ -175,16 +175,17 @@ def plan_cells(
                 asked = "/".join(b.value for b in backends)
                 missing.append(f"{entry.label} (not in {asked}; runs in {', '.join(b.value for b in entry.backends)})")
                 continue
+            differentiates = entry.objective or objective  # an entry's own objective overrides the sweep's
             for backend in chosen:
                 for eps in entry.eps:
                     cells.append(_cell(label, "attack", entry.label, entry.attack, backend, eps, entry.params,
-                                       objective, seed, spec.kind))
+                                       differentiates, seed, spec.kind))
                 if suite.double_steps_check and entry.attack == "pgd-linf":
                     budgets = sorted(e for e in entry.eps if e > 0)
                     if budgets:
                         params = tuple((k, v * 2 if k == "steps" else v) for k, v in entry.params)
                         cells.append(_cell(label, "check", f"{entry.label}-2x-steps", entry.attack, backend,
-                                           budgets[(len(budgets) - 1) // 2], params, objective, seed, spec.kind,
+                                           budgets[(len(budgets) - 1) // 2], params, differentiates, seed, spec.kind,
                                            check_of=entry.label))
         if missing:
             notes.append(Check("coverage", label, Status.SKIP, "not run: " + "; ".join(missing)))

@@ -50,6 +50,19 @@ def test_models_key_limits_an_entry_and_the_plan_names_what_it_left_out():
     assert cnn_note.status is Status.SKIP and "pgd-linf (the suite runs it on caps only)" in cnn_note.detail
 
 
+def test_an_entry_objective_overrides_the_sweeps_in_the_plan():
+    ce = {"name": "pgd-linf", "label": "pgd-ce", "eps": [0.1], "objective": "ce-lengths"}
+    suite = suite_from_dict({"attack": [{"name": "pgd-linf", "eps": [0.1]}, ce]})
+    assert "objective" not in suite.to_dict()["attack"][0]
+    assert suite.to_dict()["attack"][1]["objective"] == "ce-lengths"
+    cells, _ = plan_cells(suite, [("caps", AttackObjective.MARGIN, True)], [Backend.ART], seed=0)
+    by_label = {cell.label: cell for cell in cells}
+    assert by_label["pgd-linf"].objective is AttackObjective.MARGIN
+    assert by_label["pgd-ce"].objective is AttackObjective.CE_LENGTHS
+    assert by_label["pgd-ce-2x-steps"].objective is AttackObjective.CE_LENGTHS
+    assert len({cell.cell_id for cell in cells}) == len(cells) == 4
+
+
 def test_defaults_are_filled_in_and_backends_default_to_every_library():
     suite = suite_from_dict({"attack": [{"name": "pgd-linf", "eps": [0.1], "params": {"steps": 7}}]})
     (entry,) = suite.attacks
@@ -87,6 +100,8 @@ BAD = [
      "share the label 'fgsm'"),
     ("models not a list", '[[attack]]\nname = "fgsm"\neps = [0.1]\nmodels = "caps"',
      "key 'models' must be a list of distinct model names"),
+    ("unknown objective", '[[attack]]\nname = "fgsm"\neps = [0.1]\nobjective = "hinge"',
+     "key 'objective': unknown"),
     ("no attacks", '[suite]\nname = "empty"', "no attacks"),
     ("bad n", '[suite]\nn = 0\n[[attack]]\nname = "fgsm"\neps = [0.1]', "key 'suite.n' must be ≥ 1"),
     ("not TOML", "[[attack]\nname = ", "not valid TOML"),

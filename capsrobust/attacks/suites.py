@@ -14,6 +14,7 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     eps = [0.1, 0.3]             # L∞ budgets on [0, 1] pixels (for cw-l2: L2 thresholds)
     backends = ["art", "foolbox"]  # optional; default: every library that has the attack
     models = ["capsnet-paper"]   # optional; default: every model of the sweep (names as the sweep labels them)
+    objective = "ce-lengths"     # optional; default: the sweep's (each model's own); see capsrobust.adapters
     [attack.params]              # optional; the attack's parameters, defaults from the registry
     steps = 10
 
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from capsrobust.adapters import AttackObjective, ObjectiveError
 from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
 from capsrobust.errors import CapsRobustError
 
@@ -43,7 +45,7 @@ SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
 SUITE_KEYS = {"name", "description", "n", "double_steps_check"}
-ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "params"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "objective", "params"}
 
 
 class SuiteError(CapsRobustError):
@@ -62,6 +64,9 @@ class AttackEntry:
     # The models it runs on, by sweep label; empty: all. Lets a CPU suite spend an expensive attack where it
     # answers the question (CW on the small models) without dropping the model from the cheaper attacks.
     models: tuple[str, ...] = ()
+    # What its gradient attacks differentiate, overriding the sweep's: one suite can then run PGD with two
+    # objectives and the report take the per-image worst case (no single CapsNet objective wins every budget).
+    objective: AttackObjective | None = None
 
     def applies_to(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -79,6 +84,8 @@ class AttackEntry:
                  "backends": [b.value for b in self.backends], "params": self.params_dict}
         if self.models:  # only when set, so the digests of suites without it (and their resumable sweeps) stay
             table["models"] = list(self.models)
+        if self.objective is not None:
+            table["objective"] = self.objective.value
         return table
 
 
@@ -189,6 +196,12 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models) \
             or len(set(models)) != len(models):
         raise SuiteError(f"{source}: {where}: key 'models' must be a list of distinct model names, got {models!r}")
+    objective = None
+    if "objective" in entry:
+        try:
+            objective = AttackObjective.parse(entry["objective"])
+        except ObjectiveError as error:
+            raise SuiteError(f"{source}: {where}: key 'objective': {error}") from None
     params = entry.get("params", {})
     if not isinstance(params, Mapping):
         raise SuiteError(f"{source}: {where}: key 'params' must be a table")
@@ -197,7 +210,8 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
     except ValueError as error:
         raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
     return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
-                       params=tuple(sorted(resolved.items())), models=tuple(models))
+                       params=tuple(sorted(resolved.items())), models=tuple(models),
+                       objective=objective)
 
 
 def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:
