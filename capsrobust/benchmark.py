@@ -136,7 +136,7 @@ register_profile(BenchmarkProfile(
                 "cpu-standard suite on 100 images",
     recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
     suite="cpu-standard", n=100, backend="both", data="mnist-5k", report="mnist-5k",
-    estimate="about 2 hours on 2 CPU cores: training ~70 min (cnn-baseline ~40), attacks 60 min (measured; "
+    estimate="about 2 hours on 2 CPU cores: training ~70 min (cnn-baseline ~40), attacks 63 min (measured; "
              "--reuse skips the training)",
     gallery_labels=("pgd-linf", "pgd-linf-recon"),
 ))
