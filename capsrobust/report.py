@@ -271,8 +271,8 @@ def _headline(context: _Context, draft: Draft) -> None:
                 "headline", display,
                 (("produced by", context.sweep_command(source)), context.rebuild()),
                 f"{NORM_TITLES[norm]}: robust accuracy (%) per attack and eps{suffix}. Clean: clean accuracy (%). "
-                f"**best attack** rows: per-image worst case over the model's attacks at that eps. 95% Wilson "
-                f"intervals and per-cell wall times in tables/headline.csv."))
+                f"**best attack** rows: per-image worst case over the model's attacks at that eps or a smaller "
+                f"one. 95% Wilson intervals and per-cell wall times in tables/headline.csv."))
 
 
 def _pivot(rows: pd.DataFrame, model_order: list[str]) -> pd.DataFrame:
