@@ -47,7 +47,15 @@ from capsrobust.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.data import Dataset, Split, load_dataset
 from capsrobust.detect import DetectorError, Distance, Threshold, calibrate, detection_outcome, reconstruction_distances
 from capsrobust.errors import CapsRobustError, CheckpointError
-from capsrobust.runtime import atomic_write, atomic_write_text, command_line, file_sha256, resolve_device, versions
+from capsrobust.runtime import (
+    atomic_write,
+    atomic_write_text,
+    command_line,
+    file_sha256,
+    read_table,
+    resolve_device,
+    versions,
+)
 from capsrobust.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
 
 log = logging.getLogger(__name__)
@@ -268,19 +276,14 @@ def load_detection(out_dir: str | Path) -> DetectionTables:
     out = Path(out_dir)
     if not (out / DETECTION_FILE).is_file():
         raise DetectionError(f"{out} holds no detection tables ({DETECTION_FILE} missing); run `capsrobust detect`")
-
-    def read(name: str, columns: list[str]) -> pd.DataFrame:
-        path = out / name
-        return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame(columns=columns)
-
     try:
         record = json.loads((out / DETECTION_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DetectionError(f"{out / DETECTION_FILE} is corrupt ({error}); run `capsrobust detect` again") from None
     return DetectionTables(
-        detection=read(TABLE_FILES["detection"], DETECTION_COLUMNS),
-        examples=read(TABLE_FILES["examples"], DETECTION_EXAMPLE_COLUMNS),
-        thresholds=read(TABLE_FILES["thresholds"], THRESHOLD_COLUMNS),
+        detection=read_table(out / TABLE_FILES["detection"], DETECTION_COLUMNS),
+        examples=read_table(out / TABLE_FILES["examples"], DETECTION_EXAMPLE_COLUMNS),
+        thresholds=read_table(out / TABLE_FILES["thresholds"], THRESHOLD_COLUMNS),
         skipped=pd.DataFrame(record.get("skipped", []), columns=SKIPPED_COLUMNS),
     )
 

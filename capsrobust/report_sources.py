@@ -22,6 +22,7 @@ import pandas as pd
 from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
 from capsrobust.document import FIGURES_DIR
 from capsrobust.errors import CapsRobustError
+from capsrobust.runtime import read_table
 from capsrobust.sweep import SWEEP_FILE, SweepTables, load_sweep
 
 
@@ -83,10 +84,6 @@ def read_source(path: str | Path, paths: PathDisplay) -> Source:
                   tuple(path for path in inputs if path.is_file()))
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-
-
 def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> tuple[pd.DataFrame, list[Path]]:
     """The training run of every model, found from the checkpoint that sweep.json names."""
     rows, files = [], []
@@ -100,7 +97,7 @@ def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> t
             continue
         try:
             run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            metrics = _read_csv(run_dir / "metrics.csv")
+            metrics = read_table(run_dir / "metrics.csv")
         except (OSError, ValueError):  # a damaged run leaves its training row empty, not the whole report
             rows.append({**row, "found": False})
             continue

@@ -8,11 +8,12 @@ import platform
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 import capsrobust
@@ -98,3 +99,14 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def read_table(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
+    """A CSV table written by capsrobust, or an empty one with ``columns`` when the file is absent or empty.
+
+    An empty table is written as nothing or a lone newline (pandas writes no header for a frame without columns),
+    and ``pd.read_csv`` refuses both, so any file of at most one byte counts as empty.
+    """
+    if path.is_file() and path.stat().st_size > 1:
+        return pd.read_csv(path)
+    return pd.DataFrame(columns=list(columns))

@@ -59,7 +59,7 @@ from capsrobust.checks import Check, Status, check_model, check_results, checks_
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluate import predict
-from capsrobust.runtime import atomic_write, atomic_write_text, command_line, resolve_device, versions
+from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
 
 log = logging.getLogger(__name__)
 
@@ -302,13 +302,9 @@ def load_sweep(out_dir: str | Path) -> SweepTables:
     out = Path(out_dir)
     if not (out / SWEEP_FILE).is_file():
         raise SweepError(f"{out} holds no sweep ({SWEEP_FILE} missing); run `capsrobust sweep` into it first")
-
-    def read(name: str, columns: list[str]) -> pd.DataFrame:
-        path = out / name
-        return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame(columns=columns)
-
-    return SweepTables(read("results.csv", RESULT_COLUMNS), read("examples.csv", EXAMPLE_COLUMNS),
-                       read("checks.csv", ["check", "model", "status", "detail"]))
+    return SweepTables(read_table(out / "results.csv", RESULT_COLUMNS),
+                       read_table(out / "examples.csv", EXAMPLE_COLUMNS),
+                       read_table(out / "checks.csv", ["check", "model", "status", "detail"]))
 
 
 def _load_models(
