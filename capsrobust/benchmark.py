@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,9 @@ class BenchmarkProfile:
     estimate: str  # expected wall time, for people choosing a profile
     gallery_labels: tuple[str, ...] = ()  # attack labels the gallery shows (one figure row per model and label); all
     gallery_per_row: int = 3  # examples per gallery row
+    # Training seeds of every recipe; empty: the benchmark's one seed. With several, run RECIPE-sK is trained with
+    # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.seeds).
+    seeds: tuple[int, ...] = ()
 
 
 PROFILES: dict[str, BenchmarkProfile] = {}
@@ -141,6 +144,17 @@ register_profile(BenchmarkProfile(
     gallery_labels=("pgd-linf", "pgd-linf-recon"),
 ))
 register_profile(BenchmarkProfile(
+    name="gpu",
+    description="one GPU in minutes: the four paper models with three training seeds each on mnist-5k, the gpu "
+                "suite (the standard suite's attacks and AutoAttack; the expensive ones on seed 0) on all 1,000 "
+                "test images, both libraries on the main PGD cells",
+    recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
+    seeds=(0, 1, 2), suite="gpu", n=1000, backend="both", data="mnist-5k", report="gpu-mnist-5k",
+    estimate="about 8 minutes on one H100 (see docs/gpu.md for the measured stage times); many hours on a CPU — "
+             "try it there with --n 20 and tiny recipes",
+    gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,
+))
+register_profile(BenchmarkProfile(
     name="full",
     description="full MNIST (--data-dir) on one GPU: longer training, the full suite in both libraries",
     recipes=(("capsnet-paper", 30), ("cnn-small", 20), ("cnn-recon", 20), ("cnn-baseline", 20)),
@@ -181,7 +195,9 @@ def run_benchmark(
     reuse: bool = False,
     reuse_dir: str | Path = "runs",
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     n: int | None = None,
+    recipes: Sequence[tuple[str, int]] | None = None,
     stop_after: str | Stage | None = None,
     progress: bool = True,
 ) -> BenchmarkResult:
@@ -191,10 +207,17 @@ def run_benchmark(
     ``n`` its number of images. The data set is loaded only when a stage that needs it runs.
     ``reuse`` takes a finished run in ``reuse_dir/RECIPE`` (as the README's reference runs are laid out) as it
     is, whatever its epochs, instead of training one; runs on another data set are not reused (logged).
-    ``stop_after`` ends after that stage. Raises ``BenchmarkError`` when ``out_dir`` holds a benchmark started
-    with another profile, data set, seed or n.
+    ``seeds`` are the training seeds (default: the profile's, else ``seed``); ``seed`` also seeds the attacks and
+    the figures. ``recipes`` ((name, epochs), ...) replaces the profile's, e.g. tiny models to try a GPU profile
+    on a CPU. ``stop_after`` ends after that stage. Raises ``BenchmarkError`` when ``out_dir`` holds a benchmark
+    started with another profile, data set, seed, seeds or n.
     """
     chosen = get_profile(profile)
+    if recipes is not None:
+        chosen = replace(chosen, recipes=tuple((str(name), int(epochs)) for name, epochs in recipes))
+        if not chosen.recipes or any(epochs < 1 for _, epochs in chosen.recipes):
+            raise BenchmarkError(f"recipes must be (name, epochs ≥ 1) pairs, at least one; got {list(recipes)!r}")
+    train_seeds = check_seeds(seeds if seeds is not None else chosen.seeds or (seed,))
     data_name = DatasetName.parse(data.name if isinstance(data, Dataset) else data or chosen.data).value
     count = chosen.n if n is None else n
     if count < 1:
@@ -206,19 +229,20 @@ def run_benchmark(
     dataset = _Lazy(data if isinstance(data, Dataset) else None, data_name, data_dir)
     if data_dir is None and data_name != DatasetName.MNIST_5K.value:
         dataset.get()  # IDX data sets need --data-dir: say so before anything is written
-    state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "n": count},
-                        asdict(chosen))
+    state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "seeds": list(train_seeds),
+                              "n": count}, asdict(chosen))
     sweep_dir = out / "sweep"
     result = BenchmarkResult(out, {}, sweep_dir, report)
 
     def stage(which: Stage, status: str, started: float) -> bool:
         result.stages[which.value] = status
         result.seconds[which.value] = round(time.perf_counter() - started, 3)
+        state.timed(which, status, result.seconds[which.value])
         log.info("benchmark %s: %s %s (%.1f s)", chosen.name, which.value, status, result.seconds[which.value])
         return which is last
 
     started = time.perf_counter()
-    runs, statuses = _train_stage(chosen, dataset, out, state, device, seed, reuse, Path(reuse_dir), progress)
+    runs, statuses = _train_stage(chosen, dataset, out, state, device, train_seeds, reuse, Path(reuse_dir), progress)
     result.runs.update(runs)
     done = set(statuses.values())
     if stage(Stage.TRAIN, "ran" if "trained" in done else "reused" if "reused" in done else "skipped", started):
@@ -241,6 +265,8 @@ def run_benchmark(
 
     started = time.perf_counter()
     reconstructing = {name: path for name, path in runs.items() if load_checkpoint(path).model.can_reconstruct}
+    # figures show the first training seed's models only: the other seeds' look alike and would multiply them
+    first_seed = [run_name(recipe, train_seeds[0], train_seeds) for recipe, _ in chosen.recipes]
     if not reconstructing:
         status = "skipped (no model with a decoder)"
     elif state.done(Stage.DETECT, key) and (sweep_dir / DETECTION_DIR / DETECTION_FILE).is_file():
@@ -257,8 +283,10 @@ def run_benchmark(
     if state.done(Stage.FIGURES, key) and (sweep_dir / "figures").is_dir():
         status = "skipped"
     else:
-        write_figures(sweep_dir, reconstructing, dataset.get(), device=device, seed=seed, data_dir=data_dir,
-                      gallery_labels=chosen.gallery_labels, gallery_per_row=chosen.gallery_per_row)
+        write_figures(sweep_dir, {name: path for name, path in reconstructing.items() if name in first_seed},
+                      dataset.get(), device=device, seed=seed, data_dir=data_dir,
+                      gallery_labels=chosen.gallery_labels, gallery_per_row=chosen.gallery_per_row,
+                      gallery_models=first_seed if len(train_seeds) > 1 else None)
         state.mark(Stage.FIGURES, key)
         status = "ran"
     if stage(Stage.FIGURES, status, started):
@@ -281,13 +309,14 @@ def run_benchmark(
 def write_figures(
     sweep_dir: Path, runs: dict[str, Path], dataset: Dataset, *, device: str = "auto", seed: int = 0,
     data_dir: str | Path | None = None, gallery_labels: Sequence[str] = (), gallery_per_row: int = 3,
+    gallery_models: Sequence[str] | None = None,
 ) -> list[Path]:
     """Reconstruction and capsule-tweak figures of every model in ``runs``, and the sweep's adversarial gallery.
 
     They go to ``SWEEP/figures/`` (``reconstruction-MODEL.png``, ``tweak-MODEL.png``, ``gallery.png``), where the
     report picks them up; the same ``seed`` chooses the same images every time. ``gallery_labels`` limits the
     gallery to those attacks (default: every attack of the sweep, one row per model and attack), with
-    ``gallery_per_row`` examples each.
+    ``gallery_per_row`` examples each; ``gallery_models`` limits its rows to those models.
     """
     torch_device = resolve_device(device)
     folder = sweep_dir / "figures"
@@ -305,7 +334,8 @@ def write_figures(
                                    folder / f"tweak-{name}.png"))
     # the gallery of `capsrobust gallery`, drawn from the sweep's saved adversarials
     written.append(Path(write_gallery(sweep_dir, folder / "gallery.png", n_per_row=gallery_per_row, seed=seed,
-                                      labels=list(gallery_labels) or None, device=device, data_dir=data_dir)))
+                                      labels=list(gallery_labels) or None, device=device, data_dir=data_dir,
+                                      models=gallery_models)))
     return written
 
 
@@ -320,30 +350,57 @@ def _recipe(name: str) -> Recipe:
         raise
 
 
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` → (0, 1, 2); anything but distinct non-negative integers is refused with one line."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in parts):
+        raise BenchmarkError(f"--seeds takes distinct non-negative integers separated by commas, e.g. 0,1,2; "
+                             f"got {text!r}")
+    return check_seeds([int(part) for part in parts])
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """Distinct integer training seeds, at least one; anything else is refused with one line."""
+    values = tuple(seeds)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values) \
+            or len(set(values)) != len(values):
+        raise BenchmarkError(f"training seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(values)!r}")
+    return values
+
+
+def run_name(recipe: str, seed: int, seeds: Sequence[int]) -> str:
+    """``RECIPE`` for a one-seed benchmark (as before seeds existed), ``RECIPE-sK`` when there are several."""
+    return recipe if len(seeds) == 1 else f"{recipe}-s{seed}"
+
+
 def _train_stage(
-    profile: BenchmarkProfile, dataset: _Lazy, out: Path, state: _State, device: str, seed: int, reuse: bool,
-    reuse_dir: Path, progress: bool,
+    profile: BenchmarkProfile, dataset: _Lazy, out: Path, state: _State, device: str, seeds: Sequence[int],
+    reuse: bool, reuse_dir: Path, progress: bool,
 ) -> tuple[dict[str, Path], dict[str, str]]:
     data_name = dataset.name
     runs, statuses = {}, {}
-    for name, epochs in profile.recipes:
-        recipe = _recipe(name)
-        candidate = reuse_dir / name
-        if reuse and (candidate / "best.json").is_file():
-            best = read_metadata(candidate / "best")
-            trained_on = best.get("dataset")
-            if trained_on == data_name:
-                runs[name], statuses[name] = candidate, "reused"
-                log.info("reusing %s as it is (best epoch %s)", candidate, best.get("epoch"))
+    # Seed by seed, every recipe each time: the sweep attacks models in this order, so a multi-seed benchmark
+    # stopped early has whole seeds (every recipe) finished, not some recipes with every seed.
+    for seed in seeds:
+        for recipe_name, epochs in profile.recipes:
+            recipe = _recipe(recipe_name)
+            name = run_name(recipe_name, seed, seeds)
+            candidate = reuse_dir / name
+            if reuse and (candidate / "best.json").is_file():
+                best = read_metadata(candidate / "best")
+                trained_on = best.get("dataset")
+                if trained_on == data_name:
+                    runs[name], statuses[name] = candidate, "reused"
+                    log.info("reusing %s as it is (best epoch %s)", candidate, best.get("epoch"))
+                    continue
+                log.warning("not reusing %s: it was trained on %s, not %s", candidate, trained_on, data_name)
+            run = out / "runs" / name
+            if _finished(run, recipe, data_name, seed, epochs):
+                runs[name], statuses[name] = run, "finished"
                 continue
-            log.warning("not reusing %s: it was trained on %s, not %s", candidate, trained_on, data_name)
-        run = out / "runs" / name
-        if _finished(run, recipe, data_name, seed, epochs):
-            runs[name], statuses[name] = run, "finished"
-            continue
-        train(recipe, dataset.get(), run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
-                                                  progress=progress))
-        runs[name], statuses[name] = run, "trained"
+            train(recipe, dataset.get(), run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
+                                                      progress=progress))
+            runs[name], statuses[name] = run, "trained"
     state.note(Stage.TRAIN, {name: {"run": str(path), "status": statuses[name]} for name, path in runs.items()})
     return runs, statuses
 
@@ -390,6 +447,7 @@ class _State:
             except (OSError, ValueError) as error:
                 raise BenchmarkError(f"{path} is corrupt ({error}); remove it to start the stages' checks again") \
                     from None
+            record.setdefault("seeds", [record.get("seed")])  # started before training seeds were a setting
             started = {key: record.get(key) for key in identity}
             if started != identity:
                 different = next(key for key in identity if started[key] != identity[key])
@@ -415,6 +473,12 @@ class _State:
     def note(self, stage: Stage, detail: dict[str, Any]) -> None:
         """Record a stage that keeps no key (training: each run knows whether it is finished)."""
         self.record["stages"][stage.value] = {"done": True, "detail": detail}
+        self._save()
+
+    def timed(self, stage: Stage, status: str, seconds: float) -> None:
+        """Record what the stage did this time and its wall time (the stage times a profile's estimate rests on)."""
+        entry = self.record["stages"].setdefault(stage.value, {})
+        entry["last_run"] = {"status": status, "seconds": seconds}
         self._save()
 
     def _save(self) -> None:

@@ -352,8 +352,8 @@ def compare(
 @main.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
               help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference "
-                   "report reports/mnist-5k, ~1 h with --reuse), "
-                   "full (one GPU, full MNIST from --data-dir)")
+                   "report reports/mnist-5k, ~1 h with --reuse), gpu (one GPU, 3 seeds, AutoAttack, "
+                   "reports/gpu-mnist-5k), full (one GPU, full MNIST from --data-dir)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="benchmark directory for runs and sweep [runs/benchmark/PROFILE-DATA]")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
@@ -363,25 +363,30 @@ def compare(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--reuse", is_flag=True, help="use finished runs in --reuse-dir/RECIPE as they are instead of training")
 @click.option("--reuse-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="seeds the attacks and figures (and the training "
+              "of a one-seed profile)")
+@click.option("--seeds", "seeds_text", metavar="LIST",
+              help="training seeds, comma-separated, e.g. 0,1,2 [default: the profile's, else --seed]")
 @click.option("--n", type=click.IntRange(min=1), help="test images to attack [default: the profile's]")
 @click.option("--stop-after", type=click.Choice(["train", "sweep", "detect", "figures", "report"]),
               help="end after this stage; run again without it to continue")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 def benchmark(
     profile_name: str, out_dir: str | None, report_dir: str | None, data_name: str | None, data_dir: str | None,
-    device: str, reuse: bool, reuse_dir: str, seed: int, n: int | None, stop_after: str | None, no_progress: bool,
+    device: str, reuse: bool, reuse_dir: str, seed: int, seeds_text: str | None, n: int | None,
+    stop_after: str | None, no_progress: bool,
 ) -> None:
     """Train, attack, detect, draw and report in one command; run it again to resume where it stopped."""
-    from capsrobust.benchmark import get_profile, run_benchmark
+    from capsrobust.benchmark import get_profile, parse_seeds, run_benchmark
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
     profile = get_profile(profile_name)
     click.echo(f"benchmark {profile.name}: {profile.description} (expect {profile.estimate})")
     result = run_benchmark(profile, out_dir=out_dir, report_dir=report_dir, data=data_name, data_dir=data_dir,
-                           device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed, n=n, stop_after=stop_after,
-                           progress=not no_progress)
+                           device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed,
+                           seeds=parse_seeds(seeds_text) if seeds_text is not None else None, n=n,
+                           stop_after=stop_after, progress=not no_progress)
     for stage, status in result.stages.items():
         click.echo(f"  {stage:<8} {status:<34} {result.seconds[stage]:>8.1f} s")
     if result.finished:

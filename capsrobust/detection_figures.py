@@ -218,13 +218,15 @@ def gallery_rows(
     device: str = "auto",
     data_dir: str | Path | None = None,
     dataset: Dataset | None = None,
+    models: Sequence[str] | None = None,
 ) -> list[GalleryRow]:
     """The gallery's rows: per model and attack label, the cell at ``eps`` (default: the label's largest).
 
     ``backend`` defaults to each label's first. Examples are drawn with ``seed`` among the cell's successful
     adversarials (then among its other attacked images when there are too few). Detector thresholds come from the
     sweep's detection tables (``<sweep_dir>/detection``) when present; scores are recomputed with their distance.
-    ``dataset``: the sweep's data set when already loaded (as in ``run_detection``).
+    ``dataset``: the sweep's data set when already loaded (as in ``run_detection``). ``models`` limits the rows to
+    those model labels (one seed of a multi-seed sweep, say).
     """
     if n_per_row < 1:
         raise DetectionError(f"--n-per-row must be ≥ 1, got {n_per_row}")
@@ -244,6 +246,8 @@ def gallery_rows(
         cells = cells[cells["label"].isin(labels)]
     if backend is not None:
         cells = cells[cells["backend"] == backend]
+    if models is not None:
+        cells = cells[cells["model"].isin(models)]
     rows: list[GalleryRow] = []
     for (model_label, _), group in cells.groupby(["model", "label"], sort=False):
         group = group[group["backend"] == group["backend"].iloc[0]]
@@ -275,12 +279,13 @@ def write_gallery(
     device: str = "auto",
     data_dir: str | Path | None = None,
     dataset: Dataset | None = None,
+    models: Sequence[str] | None = None,
 ) -> Path:
     """``gallery_rows`` drawn by ``gallery_figure`` into the PNG ``out_file``; the same seed gives the same bytes."""
     if dataset is None:
         dataset = load_dataset(read_sweep(sweep_dir).request["dataset"], data_dir)
     rows = gallery_rows(sweep_dir, n_per_row=n_per_row, seed=seed, labels=labels, eps=eps, backend=backend,
-                        device=device, data_dir=data_dir, dataset=dataset)
+                        device=device, data_dir=data_dir, dataset=dataset, models=models)
     return save_figure(gallery_figure(rows, dataset.classes), out_file)
 
 

@@ -55,6 +55,7 @@ from capsrobust.report_sources import (
     sources_digest,
 )
 from capsrobust.result_figures import NORM_TITLES, perturbation_sizes, robustness_curves, roc_panels
+from capsrobust.seeds import across_seeds, compare_across_seeds, model_groups, multi_seed_groups
 from capsrobust.stats import wilson_interval
 
 FORMATS = ("md", "html")
@@ -98,7 +99,7 @@ def build_report(
     command = shlex.join(["capsrobust", "report", *names, "--out", paths.show(target), "--format", ",".join(chosen)])
     context = _Context(sources, paths, command, target, n_resamples, seed)
     draft = Draft()
-    for section in (_title, _flags, _headline, _curves, _perturbations, _detection, _comparison, _figures,
+    for section in (_title, _flags, _seeds, _headline, _curves, _perturbations, _detection, _comparison, _figures,
                     _training, _all_checks, _provenance):
         section(context, draft)
     manifest = {
@@ -273,6 +274,44 @@ def _headline(context: _Context, draft: Draft) -> None:
                 f"{NORM_TITLES[norm]}: robust accuracy (%) per attack and eps{suffix}. Clean: clean accuracy (%). "
                 f"**best attack** rows: per-image worst case over the model's attacks at that eps or a smaller "
                 f"one. 95% Wilson intervals and per-cell wall times in tables/headline.csv."))
+
+
+def _seeds(context: _Context, draft: Draft) -> None:
+    """Per recipe over its training seeds: mean robust accuracy with an interval over seeds and images."""
+    frames = [(source, across_seeds(source.tables.results, source.tables.examples, n_resamples=context.n_resamples,
+                                    seed=context.seed)) for source in context.sources]
+    frames = [(source, frame) for source, frame in frames if not frame.empty]
+    if not frames:
+        return
+    draft.add(Heading("Across training seeds"))
+    draft.add(Paragraph(
+        "Each recipe was trained with several seeds (runs `RECIPE-sK`). Robust accuracy (%) under the best attack "
+        "over the attacks that **every seed** of the recipe faced, averaged over seeds, with a 95% bootstrap "
+        "interval that resamples training seeds and test images (two-level; with three seeds the seed level is a "
+        "rough spread). *per seed*: each seed's own number. *full suite*: the worst case over every attack for "
+        "the seed that faced the most (expensive attacks may run on one seed only), so the gap between the two "
+        "columns is what those attacks add."))
+    raw = []
+    for source, frame in frames:
+        raw.append(_tagged(context, frame, source))
+        display = frame.assign(
+            norm=frame["norm"].map(NORM_TITLES),
+            clean=[_pct(v) for v in frame["clean_accuracy"]],
+            robust=[f"**{_pct(v)}** [{_pct(lo)}, {_pct(hi)}]" for v, lo, hi in
+                    zip(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], strict=True)],
+            per_seed=[" ".join(f"{part.split(':')[0]} {_pct(float(part.split(':')[1]))}" for part in cell.split())
+                      for cell in frame["per_seed"]],
+            full=[f"{_pct(v)} (s{int(s)})" if not pd.isna(v) else "" for v, s in
+                  zip(frame["full_suite_robust_accuracy"], frame["full_suite_seed"], strict=True)],
+        )[["group", "norm", "eps", "n", "n_seeds", "clean", "robust", "per_seed", "full"]].rename(columns={
+            "group": "recipe", "n_seeds": "seeds", "clean": "clean (mean)", "robust": "robust [95% CI]",
+            "per_seed": "per seed", "full": "full suite"})
+        suffix = f" ({source.shown})" if context.many else ""
+        draft.blocks.append(Table(
+            "seeds", display, (("produced by", context.sweep_command(source)), context.rebuild()),
+            f"Best-attack robust accuracy across training seeds{suffix}; the attacks shared by every seed are "
+            f"listed per row in tables/seeds.csv (common_attacks)."))
+    draft.tables["seeds"] = _concat(raw)
 
 
 def _pivot(rows: pd.DataFrame, model_order: list[str]) -> pd.DataFrame:
@@ -546,14 +585,27 @@ def _roc_scores(context: _Context, source: Source, tables: DetectionTables) -> p
     return _concat(frames)
 
 
+def _capsule_pairs(results: pd.DataFrame, names: dict[str, str]) -> list[tuple[str, str]]:
+    """(baseline, candidate) for every CNN and capsule network among ``names`` (name → one of its models)."""
+    kinds = results.drop_duplicates("model").set_index("model")["architecture"]
+    capsules = [name for name, model in names.items() if kinds[model] in CAPSULE_ARCHITECTURES]
+    others = [name for name, model in names.items() if kinds[model] not in CAPSULE_ARCHITECTURES]
+    return [(baseline, candidate) for candidate in capsules for baseline in others]
+
+
 def _comparison(context: _Context, draft: Draft) -> None:
-    pairs = []
+    pairs, group_pairs = [], []
     for source in context.sources:
         results = source.tables.results
-        kinds = results.drop_duplicates("model").set_index("model")["architecture"]
-        capsules = [m for m, a in kinds.items() if a in CAPSULE_ARCHITECTURES]
-        others = [m for m, a in kinds.items() if a not in CAPSULE_ARCHITECTURES]
-        pairs += [(source, baseline, candidate) for candidate in capsules for baseline in others]
+        grouped = multi_seed_groups(results)
+        # recipes with several seeds are compared as groups; single runs model by model, as before seeds
+        singles = {model: model for group, members in model_groups(results).items() if group not in grouped
+                   for model, _ in members}
+        pairs += [(source, baseline, candidate) for baseline, candidate in _capsule_pairs(results, singles)]
+        group_pairs += [(source, baseline, candidate) for baseline, candidate in
+                        _capsule_pairs(results, {group: members[0][0] for group, members in grouped.items()})]
+    if group_pairs:
+        _group_comparison(context, draft, group_pairs)
     if not pairs:
         return
     draft.add(Heading("Capsules against CNNs: paired comparison"))
@@ -591,6 +643,37 @@ def _comparison(context: _Context, draft: Draft) -> None:
                                   f"{candidate} (candidate) against {baseline} (baseline){suffix}: robust "
                                   f"accuracy (%) on the same {int(frame['n'].max())} images."))
     draft.tables["comparison"] = _concat(raw)
+
+
+def _group_comparison(context: _Context, draft: Draft, pairs: list[tuple[Source, str, str]]) -> None:
+    draft.add(Heading("Capsules against CNNs across training seeds"))
+    draft.add(Paragraph(
+        "Candidate (capsule network) minus baseline (CNN) best-attack robust accuracy, in points, averaged over "
+        "each recipe's training seeds, over the attacks every seed of both recipes faced. The 95% interval "
+        "resamples each recipe's seeds independently and the test images jointly (they are the same images for "
+        "both, so the pairing is kept). *per seed*: seed k against seed k, with an interval over images only."))
+    raw = []
+    for source, baseline, candidate in pairs:
+        frame = compare_across_seeds(source.tables.results, source.tables.examples, baseline, candidate,
+                                     n_resamples=context.n_resamples, seed=context.seed)
+        raw.append(_tagged(context, frame, source))
+        display = frame.assign(
+            norm=frame["norm"].map(NORM_TITLES),
+            base=[_pct(v) for v in frame["baseline_robust_accuracy"]],
+            cand=[_pct(v) for v in frame["candidate_robust_accuracy"]],
+            difference=[f"**{100 * d:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in
+                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
+        )[["norm", "eps", "n", "base", "cand", "difference", "per_seed_differences"]].rename(columns={
+            "base": baseline, "cand": candidate, "difference": "difference (pts) [95% CI]",
+            "per_seed_differences": "per seed (pts) [95% CI, images]"})
+        command = shlex.join(["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate",
+                              candidate])
+        suffix = f" ({source.shown})" if context.many else ""
+        draft.blocks.append(Table("seed_comparison", display, (("compute this table", command), context.rebuild()),
+                                  f"{candidate} (candidate) against {baseline} (baseline){suffix}, seeds "
+                                  f"{frame['candidate_seeds'].iloc[0] if not frame.empty else ''} against "
+                                  f"{frame['baseline_seeds'].iloc[0] if not frame.empty else ''}."))
+    draft.tables["seed_comparison"] = _concat(raw)
 
 
 def _figures(context: _Context, draft: Draft) -> None:

@@ -9,6 +9,7 @@ Supervised Classification Learning Algorithms*).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,4 +92,59 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding leaves 1e-17 otherwise
     high = 1.0 if successes == n else min(1.0, centre + half)
+    return float(low), float(high)
+
+
+def _resample_counts(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """``count`` bootstrap resamples of ``size`` items, as how often each item was drawn: (count, size)."""
+    draws = rng.integers(0, size, size=(count, size))
+    counts = np.zeros((count, size))
+    np.add.at(counts, (np.repeat(np.arange(count), size), draws.ravel()), 1.0)
+    return counts
+
+
+def seed_image_means(
+    outcomes: Sequence[np.ndarray], image_counts: np.ndarray, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Resampled grand means of (seeds, images) outcome matrices: seeds drawn per matrix, images shared.
+
+    ``image_counts`` (R, n) says how often each image is drawn in each of R resamples; every matrix gets its own
+    seed resample, so two models' seeds stay independent while their images stay paired.
+    """
+    means = []
+    for matrix in outcomes:
+        values = np.asarray(matrix, dtype=np.float64)  # (S, n)
+        seeds, n = values.shape
+        seed_counts = _resample_counts(rng, image_counts.shape[0], seeds)  # (R, S)
+        means.append(np.einsum("rs,sn,rn->r", seed_counts, values, image_counts) / (seeds * n))
+    return means
+
+
+def two_level_interval(
+    candidate: np.ndarray, baseline: np.ndarray | None = None, n_resamples: int = 10_000, level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval over training seeds *and* test images.
+
+    ``candidate`` (and ``baseline``) hold per-image outcomes, one row per training seed: (S, n), the same n images
+    in the same order in every row. Each resample draws seeds with replacement (each model on its own: seed k of
+    one model has nothing to do with seed k of another) and images with replacement (one draw shared by both
+    models, which keeps the images paired), then takes the grand mean. Without ``baseline`` the interval is for the
+    candidate's mean accuracy; with it, for candidate − baseline. Crossed rather than nested: every seed was
+    evaluated on the same images, so the images are one factor, not one per seed. With few seeds (three, say) the
+    seed level is a rough spread, not a precise one; the interval is still wider, and more honest, than one that
+    resamples images of a single training run.
+    """
+    matrices = [np.atleast_2d(candidate)] + ([np.atleast_2d(baseline)] if baseline is not None else [])
+    n = matrices[0].shape[1]
+    if n == 0 or any(m.shape[1] != n or m.shape[0] == 0 for m in matrices):
+        raise ValueError("two-level bootstrap needs the same non-empty set of images for every seed and model")
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_resamples)
+    for start in range(0, n_resamples, 1000):  # chunks keep memory at 1000 × n
+        count = min(1000, n_resamples - start)
+        means = seed_image_means(matrices, _resample_counts(rng, count, n), rng)
+        samples[start : start + count] = means[0] - (means[1] if baseline is not None else 0.0)
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
     return float(low), float(high)

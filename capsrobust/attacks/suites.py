@@ -14,6 +14,8 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     eps = [0.1, 0.3]             # L∞ budgets on [0, 1] pixels (for cw-l2: L2 thresholds)
     backends = ["art", "foolbox"]  # optional; default: every library that has the attack
     models = ["capsnet-paper"]   # optional; default: every model of the sweep (names as the sweep labels them)
+    seeds = [0]                  # optional; default: models of every training seed (a multi-seed profile spends
+                                 # its expensive attacks on one seed and its cheap ones on all)
     objective = "ce-lengths"     # optional; default: the sweep's (each model's own); see capsrobust.adapters
     [attack.params]              # optional; the attack's parameters, defaults from the registry
     steps = 10
@@ -45,7 +47,21 @@ SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
 SUITE_KEYS = {"name", "description", "n", "double_steps_check"}
-ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "objective", "params"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params"}
+
+
+def model_group(model: str, train_seed: object) -> str:
+    """The recipe-level name of a run: ``capsnet-paper-s1`` trained with seed 1 → ``capsnet-paper``.
+
+    Multi-seed benchmarks label their runs ``RECIPE-sK``; a label without that suffix is its own group.
+    """
+    if not isinstance(train_seed, int) or isinstance(train_seed, bool):
+        try:
+            train_seed = int(train_seed)  # type: ignore[call-overload]  # a float from a CSV column
+        except (TypeError, ValueError, OverflowError):
+            return model
+    suffix = f"-s{train_seed}"
+    return model[: -len(suffix)] if model.endswith(suffix) and len(model) > len(suffix) else model
 
 
 class SuiteError(CapsRobustError):
@@ -67,9 +83,17 @@ class AttackEntry:
     # What its gradient attacks differentiate, overriding the sweep's: one suite can then run PGD with two
     # objectives and the report take the per-image worst case (no single CapsNet objective wins every budget).
     objective: AttackObjective | None = None
+    # The training seeds of the models it runs on; empty: all. A checkpoint's seed comes from its metadata.
+    seeds: tuple[int, ...] = ()
 
-    def applies_to(self, model: str) -> bool:
-        return not self.models or model in self.models
+    def applies_to(self, model: str, train_seed: int | None = None) -> bool:
+        """Whether this entry runs on ``model`` trained with ``train_seed`` (an unknown seed matches ``seeds = []``).
+
+        ``models`` may name a run (``cnn-small-s1``) or its recipe group (``cnn-small``, every seed of it).
+        """
+        named = not self.models or model in self.models or model_group(model, train_seed) in self.models
+        seeded = not self.seeds or train_seed in self.seeds
+        return named and seeded
 
     @property
     def spec(self) -> AttackSpec:
@@ -86,6 +110,8 @@ class AttackEntry:
             table["models"] = list(self.models)
         if self.objective is not None:
             table["objective"] = self.objective.value
+        if self.seeds:
+            table["seeds"] = list(self.seeds)
         return table
 
 
@@ -196,6 +222,11 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
     if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models) \
             or len(set(models)) != len(models):
         raise SuiteError(f"{source}: {where}: key 'models' must be a list of distinct model names, got {models!r}")
+    seeds = entry.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise SuiteError(f"{source}: {where}: key 'seeds' must be a list of distinct integer training seeds, "
+                         f"got {seeds!r}")
     objective = None
     if "objective" in entry:
         try:
@@ -211,7 +242,7 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
         raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
     return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
                        params=tuple(sorted(resolved.items())), models=tuple(models),
-                       objective=objective)
+                       objective=objective, seeds=tuple(seeds))
 
 
 def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:
