@@ -3,14 +3,15 @@
 A capsrobust model returns a ``ModelOutput``; attack libraries want a module that maps images in [0, 1] to one
 (B, C) tensor of class scores and a loss over those scores. Which scores and which loss matter a great deal for
 CapsNet (see ``docs/attack-objectives.md``): capsule lengths lie in [0, 1), so cross-entropy on raw lengths has
-nearly flat gradients and makes a CapsNet look more robust than it is — the classic gradient-masking trap that
-Carlini et al. (2019), *On Evaluating Adversarial Robustness*, warn about. The objective is therefore a setting,
-recorded beside every result:
+small, nearly flat gradients and can make a CapsNet look more robust than it is — the classic gradient-masking trap
+that Carlini et al. (2019), *On Evaluating Adversarial Robustness*, warn about. (Measured, L∞ PGD and APGD, which
+step along the gradient's sign, broke *more* images with raw lengths than with log-lengths; no single objective
+wins everywhere.) The objective is therefore a setting, recorded beside every result:
 
 ==================== ======================= =============================================
 objective            scores (CapsNet)        loss maximised by the attack
 ==================== ======================= =============================================
-ce-lengths           raw lengths ℓ           cross-entropy (the weak one)
+ce-lengths           raw lengths ℓ           cross-entropy (small gradients)
 ce-log-lengths       log ℓ (model's logits)  cross-entropy, i.e. −log(ℓ_y / Σ_j ℓ_j)
 margin               raw lengths ℓ           CW margin  max_{j≠y} ℓ_j − ℓ_y
 margin-log-lengths   log ℓ                   CW margin  max_{j≠y} log ℓ_j − log ℓ_y
@@ -171,15 +172,22 @@ def attack_target(model: CapsRobustModel, objective: str | AttackObjective | Non
     return AttackTarget(view=ObjectiveView(model, scores), scores=scores, loss=chosen.loss)
 
 
-def art_classifier(target: AttackTarget, device: torch.device | str = "cpu") -> PyTorchClassifier:
-    """ART's ``PyTorchClassifier`` over a target's view, with inputs in [0, 1] and the target's loss."""
+def art_classifier(
+    target: AttackTarget, device: torch.device | str = "cpu", loss: nn.Module | None = None
+) -> PyTorchClassifier:
+    """ART's ``PyTorchClassifier`` over a target's view, with inputs in [0, 1] and the target's loss.
+
+    ``loss`` replaces the target's loss for attacks that bring their own (APGD's DLR). ART hands a loss it does not
+    know the labels unreduced, as float rows (N, C), and sets its ``reduction`` attribute when it wants per-example
+    values, so such a loss must accept rows and honour ``reduction``.
+    """
     from art.estimators.classification import PyTorchClassifier
 
     device = torch.device(device)
     target.view.to(device).eval()
     return PyTorchClassifier(
         model=target.view,
-        loss=loss_module(target.loss),
+        loss=loss_module(target.loss) if loss is None else loss,
         input_shape=INPUT_SHAPE,
         nb_classes=NUM_CLASSES,
         clip_values=CLIP_VALUES,

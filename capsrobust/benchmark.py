@@ -198,6 +198,7 @@ def run_benchmark(
     seeds: Sequence[int] | None = None,
     n: int | None = None,
     recipes: Sequence[tuple[str, int]] | None = None,
+    suite: str | Path | None = None,
     stop_after: str | Stage | None = None,
     progress: bool = True,
 ) -> BenchmarkResult:
@@ -208,15 +209,17 @@ def run_benchmark(
     ``reuse`` takes a finished run in ``reuse_dir/RECIPE`` (as the README's reference runs are laid out) as it
     is, whatever its epochs, instead of training one; runs on another data set are not reused (logged).
     ``seeds`` are the training seeds (default: the profile's, else ``seed``); ``seed`` also seeds the attacks and
-    the figures. ``recipes`` ((name, epochs), ...) replaces the profile's, e.g. tiny models to try a GPU profile
-    on a CPU. ``stop_after`` ends after that stage. Raises ``BenchmarkError`` when ``out_dir`` holds a benchmark
-    started with another profile, data set, seed, seeds or n.
+    the figures. ``recipes`` ((name, epochs), ...) and ``suite`` (a name or TOML file) replace the profile's,
+    e.g. tiny models and fewer steps to try a GPU profile on a CPU. ``stop_after`` ends after that stage. Raises
+    ``BenchmarkError`` when ``out_dir`` holds a benchmark started with another profile, data set, seed, seeds or n.
     """
     chosen = get_profile(profile)
     if recipes is not None:
         chosen = replace(chosen, recipes=tuple((str(name), int(epochs)) for name, epochs in recipes))
         if not chosen.recipes or any(epochs < 1 for _, epochs in chosen.recipes):
             raise BenchmarkError(f"recipes must be (name, epochs ≥ 1) pairs, at least one; got {list(recipes)!r}")
+    if suite is not None:
+        chosen = replace(chosen, suite=str(suite))
     train_seeds = check_seeds(seeds if seeds is not None else chosen.seeds or (seed,))
     data_name = DatasetName.parse(data.name if isinstance(data, Dataset) else data or chosen.data).value
     count = chosen.n if n is None else n

@@ -16,8 +16,9 @@ eps-zero            at eps = 0 robust accuracy equals clean accuracy (the attack
 monotone-eps        robust accuracy does not rise with eps (by more than one point)
 large-eps           the largest L∞ eps (≥ 0.3) drives robust accuracy near 0, else gradient masking
 pgd-vs-fgsm         PGD L∞ is at least as strong as FGSM at the same eps (within one point)
+pgd-vs-apgd         APGD / AutoAttack is not markedly stronger than PGD (≤ 2 points): else PGD under-attacks
 double-steps        twice the PGD steps is not markedly stronger (≤ 2 points): PGD has converged
-gradient-free       Square Attack (no gradients) is not stronger than PGD: else gradients are masked
+gradient-free       Square Attack (no gradients) is not stronger than the strongest gradient attack at its eps
 backends-agree      ART and Foolbox give the same robust accuracy within 2 points on the same cell
 gradients           the objective's input gradients are finite and nonzero on every checked example
 deterministic       two forward passes of the same batch give the same scores
@@ -35,11 +36,13 @@ import pandas as pd
 import torch
 
 from capsrobust.adapters import AttackTarget, loss_module
+from capsrobust.attacks.registry import AttackError, get_attack
 
 TOLERANCE = 1e-6
 MONOTONE_TOLERANCE = 0.01  # robust accuracy may rise by one point with eps before it is flagged
 FGSM_TOLERANCE = 0.01
 DOUBLE_STEPS_TOLERANCE = 0.02
+APGD_TOLERANCE = 0.02  # APGD / AutoAttack may beat PGD by two points before PGD counts as under-attacking
 GRADIENT_FREE_TOLERANCE = 0.01
 BACKEND_TOLERANCE = 0.02
 # Accuracies are fractions k / n: 0.66 − 0.64 is 0.020000000000000018 in floating point, so every "more than x
@@ -95,7 +98,8 @@ def check_results(results: pd.DataFrame) -> list[Check]:
     checks: list[Check] = []
     for model, rows in results.groupby("model", sort=False):
         for function in (check_in_bounds, check_in_ball, check_eps_zero, check_monotone, check_large_eps,
-                         check_pgd_vs_fgsm, check_double_steps, check_gradient_free, check_backends_agree):
+                         check_pgd_vs_fgsm, check_pgd_vs_apgd, check_double_steps, check_gradient_free,
+                         check_backends_agree):
             checks.append(function(str(model), rows))
     return checks
 
@@ -208,22 +212,77 @@ def check_double_steps(model: str, rows: pd.DataFrame) -> Check:
     return Check("double-steps", model, Status.PASS, detail)
 
 
+#: Each PGD attack and the APGD attacks that differentiate the same surface (the model, or the capsules' votes).
+APGD_OF_PGD = {
+    "pgd-linf": ("apgd-ce", "apgd-ce-lengths", "apgd-dlr", "apgd-t", "autoattack"),
+    "vote-pgd-linf": ("vote-apgd-ce", "vote-apgd-t"),
+}
+
+
+def check_pgd_vs_apgd(model: str, rows: pd.DataFrame) -> Check:
+    """PGD under-attacks when APGD or AutoAttack (Croce & Hein 2020) leaves markedly fewer images robust at its eps.
+
+    Every cell of each side counts (restart entries, the 2×-steps check, both backends): the strongest PGD is
+    compared with the strongest APGD. A flag says the PGD rows overstate robustness; read the best-attack rows.
+    """
+    compared, bad = 0, []
+    for pgd_name, apgd_names in APGD_OF_PGD.items():
+        pgd = rows[(rows["attack"] == pgd_name) & (rows["kind"] == "bounded")].groupby("eps")["robust_accuracy"].min()
+        apgd = rows[rows["attack"].isin(apgd_names) & (rows["kind"] == "bounded")]
+        for eps, group in apgd.groupby("eps"):
+            if eps not in pgd.index:
+                continue
+            compared += 1
+            best = group.loc[group["robust_accuracy"].idxmin()]
+            if best["robust_accuracy"] < pgd[eps] - APGD_TOLERANCE - ROUNDING:
+                bad.append(f"{_cell(best)} {_pct(best['robust_accuracy'])} < {pgd_name} {_pct(pgd[eps])}")
+    if compared == 0:
+        return Check("pgd-vs-apgd", model, Status.SKIP, "no APGD or AutoAttack cell at an eps PGD L∞ also ran")
+    if bad:
+        return Check("pgd-vs-apgd", model, Status.FLAG,
+                     "APGD beats PGD, PGD under-attacks (use the best-attack rows, or more PGD steps/restarts): "
+                     + "; ".join(bad))
+    return Check("pgd-vs-apgd", model, Status.PASS,
+                 f"PGD within {_pct(APGD_TOLERANCE)} of APGD / AutoAttack in {compared} budgets")
+
+
+def _is_ensemble(attack: str) -> bool:
+    """Whether ``attack`` mixes gradient and gradient-free attacks (AutoAttack); unknown names count as not."""
+    try:
+        return get_attack(attack).ensemble
+    except AttackError:
+        return False
+
+
 def check_gradient_free(model: str, rows: pd.DataFrame) -> Check:
-    attacks = rows[rows["role"] == "attack"]
-    free = attacks[attacks["gradient_free"].astype(bool)]
-    pgd = attacks[attacks["attack"] == "pgd-linf"]
-    if free.empty or pgd.empty:
-        return Check("gradient-free", model, Status.SKIP, "needs a gradient-free attack and PGD L∞ in the sweep")
-    strongest_pgd = pgd.groupby("eps")["robust_accuracy"].min()
-    pairs = [(r, strongest_pgd[r["eps"]]) for _, r in free.iterrows() if r["eps"] in strongest_pgd.index]
-    if not pairs:
-        return Check("gradient-free", model, Status.SKIP, "no gradient-free and PGD L∞ cells at the same eps")
-    bad = [f"{_cell(r)} {_pct(r['robust_accuracy'])} < PGD {_pct(p)}" for r, p in pairs
-           if r["robust_accuracy"] < p - GRADIENT_FREE_TOLERANCE - ROUNDING]
+    """A gradient-free attack must not beat the strongest gradient attack at its norm and eps.
+
+    Gradient attacks are every bounded attack that is not gradient-free and not an ensemble (AutoAttack runs
+    Square itself, so it cannot be beaten by Square and would hide the very masking this check looks for).
+    """
+    bounded = rows[rows["kind"] == "bounded"]
+    ensemble = bounded["attack"].map(_is_ensemble).astype(bool)
+    gradient_free = bounded["gradient_free"].astype(bool)
+    free = bounded[gradient_free & ~ensemble & (bounded["role"] == "attack")]
+    gradient = bounded[~gradient_free & ~ensemble]
+    if free.empty or gradient.empty:
+        return Check("gradient-free", model, Status.SKIP, "needs a gradient-free and a gradient attack in the sweep")
+    pairs, bad = 0, []
+    for _, row in free.iterrows():
+        rivals = gradient[(gradient["norm"] == row["norm"]) & (gradient["eps"] == row["eps"])]
+        if rivals.empty:
+            continue
+        pairs += 1
+        best = rivals.loc[rivals["robust_accuracy"].idxmin()]
+        if row["robust_accuracy"] < best["robust_accuracy"] - GRADIENT_FREE_TOLERANCE - ROUNDING:
+            bad.append(f"{_cell(row)} {_pct(row['robust_accuracy'])} < {_cell(best)} {_pct(best['robust_accuracy'])}")
+    if pairs == 0:
+        return Check("gradient-free", model, Status.SKIP, "no gradient-free and gradient attack cells at the same eps")
     if bad:
         return Check("gradient-free", model, Status.FLAG,
-                     "a gradient-free attack beats PGD, gradients are masked: " + "; ".join(bad))
-    return Check("gradient-free", model, Status.PASS, f"PGD at least as strong as gradient-free in {len(pairs)} cells")
+                     "a gradient-free attack beats every gradient attack, gradients are masked: " + "; ".join(bad))
+    return Check("gradient-free", model, Status.PASS,
+                 f"the strongest gradient attack at least as strong as gradient-free in {pairs} cells")
 
 
 def check_backends_agree(model: str, rows: pd.DataFrame) -> Check:

@@ -72,7 +72,8 @@ def test_fgsm_on_a_linear_model_is_eps_times_the_sign_of_the_hand_computed_gradi
 
 def test_every_attack_is_registered_with_a_backend_and_defaults():
     assert set(attack_names()) >= {"fgsm", "pgd-linf", "pgd-l2", "cw-l2", "autoattack", "square",
-                                     "vote-pgd-linf", "vote-pgd-l2"}
+                                     "vote-pgd-linf", "vote-pgd-l2", "apgd-ce", "apgd-dlr", "apgd-t",
+                                     "vote-apgd-ce", "vote-apgd-t"}
     for name in attack_names():
         spec = get_attack(name)
         assert spec.backends and spec.description
@@ -88,10 +89,16 @@ FAST = {
     "pgd-linf": {"steps": 3, "restarts": 2},
     "pgd-l2": {"steps": 3},
     "cw-l2": {"binary_search_steps": 1, "max_iter": 3},
-    "autoattack": {"apgd_steps": 2, "restarts": 1, "square_queries": 3},
+    "autoattack": {"apgd_steps": 2, "restarts": 1, "targets": 2, "square_queries": 3},
     "square": {"queries": 5},
     "vote-pgd-linf": {"steps": 3},
     "vote-pgd-l2": {"steps": 3},
+    "apgd-ce": {"steps": 3},
+    "apgd-ce-lengths": {"steps": 3},
+    "apgd-dlr": {"steps": 3},
+    "apgd-t": {"steps": 3, "targets": 2},
+    "vote-apgd-ce": {"steps": 3},
+    "vote-apgd-t": {"steps": 3, "targets": 2},
 }
 EPS = {Norm.LINF: 0.2, Norm.L2: 1.5}
 CASES = [(name, backend) for name in FAST for backend in get_attack(name).backends]
@@ -137,7 +144,7 @@ def test_refusals_are_attack_errors():
         run_attack("deepfool", cnn, images, labels, eps=0.1)
     with pytest.raises(AttackError, match="square is not available in foolbox"):
         run_attack("square", cnn, images, labels, eps=0.1, backend="foolbox")
-    with pytest.raises(AttackError, match="attacks capsule votes"):
+    with pytest.raises(AttackError, match="vote-pgd-linf attacks capsules"):
         run_attack("vote-pgd-linf", cnn, images, labels, eps=0.1)
     with pytest.raises(AttackError, match="unknown parameter 'stepz'"):
         run_attack("pgd-linf", cnn, images, labels, eps=0.1, params={"stepz": 3})

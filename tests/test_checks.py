@@ -19,6 +19,7 @@ from capsrobust.checks import (
     check_large_eps,
     check_model,
     check_monotone,
+    check_pgd_vs_apgd,
     check_pgd_vs_fgsm,
     checks_frame,
 )
@@ -82,6 +83,43 @@ def test_gradient_free_must_not_beat_pgd():
     assert check_gradient_free("m", frame(row(robust_accuracy=0.5), square)).status is Status.PASS
     flagged = check_gradient_free("m", frame(row(robust_accuracy=0.8), square))
     assert flagged.status is Status.FLAG and "masked" in flagged.detail
+
+
+def test_gradient_free_is_compared_with_the_strongest_gradient_attack_not_autoattack():
+    square = row(label="square", attack="square", gradient_free=True, robust_accuracy=0.6)
+    pgd = row(robust_accuracy=0.8)
+    apgd = row(label="apgd-ce", attack="apgd-ce", robust_accuracy=0.55)
+    # Square beats PGD, but APGD is stronger still: the gradients are not masked
+    assert check_gradient_free("m", frame(pgd, apgd, square)).status is Status.PASS
+    # Square beats APGD too: flagged, naming the strongest gradient cell
+    weak_apgd = {**apgd, "robust_accuracy": 0.7}
+    flagged = check_gradient_free("m", frame(pgd, weak_apgd, square))
+    assert flagged.status is Status.FLAG and "square/art@0.1 60.0% < apgd-ce/art@0.1 70.0%" in flagged.detail
+    # AutoAttack runs Square itself: it is no gradient attack, on either side of the comparison
+    autoattack = row(label="autoattack", attack="autoattack", robust_accuracy=0.4)
+    assert check_gradient_free("m", frame(pgd, weak_apgd, square, autoattack)).status is Status.FLAG
+    # an L2 cell at the same number is another threat model
+    l2 = row(label="pgd-l2", attack="pgd-l2", norm="l2", robust_accuracy=0.1)
+    assert check_gradient_free("m", frame(pgd, weak_apgd, square, l2)).status is Status.FLAG
+    assert check_gradient_free("m", frame(square, autoattack)).status is Status.SKIP
+
+
+def test_pgd_vs_apgd_flags_a_pgd_that_under_attacks():
+    pgd = row(robust_accuracy=0.50)
+    close = row(label="apgd-ce", attack="apgd-ce", robust_accuracy=0.48)  # exactly two points: within tolerance
+    assert check_pgd_vs_apgd("m", frame(pgd, close)).status is Status.PASS
+    autoattack = row(label="autoattack", attack="autoattack", robust_accuracy=0.40)
+    flagged = check_pgd_vs_apgd("m", frame(pgd, close, autoattack))
+    assert flagged.status is Status.FLAG and "autoattack/art@0.1 40.0% < pgd-linf 50.0%" in flagged.detail
+    # the strongest PGD cell counts (e.g. the restarts entry), not the first
+    restarts = row(label="pgd-linf-restarts", robust_accuracy=0.41)
+    assert check_pgd_vs_apgd("m", frame(pgd, restarts, autoattack)).status is Status.PASS
+    # the vote attacks are compared with the vote PGD, not with PGD on the model
+    vote_pgd = row(label="vote-pgd-linf", attack="vote-pgd-linf", robust_accuracy=0.7)
+    vote_apgd = row(label="vote-apgd-t", attack="vote-apgd-t", robust_accuracy=0.6)
+    flagged = check_pgd_vs_apgd("m", frame(pgd, vote_pgd, vote_apgd))
+    assert flagged.status is Status.FLAG and "< vote-pgd-linf 70.0%" in flagged.detail
+    assert check_pgd_vs_apgd("m", frame(pgd, row(label="apgd-ce", attack="apgd-ce", eps=0.2))).status is Status.SKIP
 
 
 def test_backends_must_agree_within_two_points():

@@ -7,11 +7,20 @@ exactly as ART returned them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 
-from capsrobust.adapters import AttackTarget, art_classifier
-from capsrobust.attacks.registry import AttackCall, AttackError, AttackResult, Norm
+from capsrobust.adapters import NUM_CLASSES, AttackTarget, art_classifier
+from capsrobust.attacks.autoattack import DLRLoss, Member, Predict, first_success, runner_up_targets, target_rows
+from capsrobust.attacks.registry import AttackCall, AttackResult, Norm, ParamValue
+from capsrobust.evaluate import predict
+
+if TYPE_CHECKING:
+    from art.estimators.classification import PyTorchClassifier
 
 # ART refuses a step size of 0. At eps = 0 the projection onto the zero ball undoes any step, so a tiny positive
 # step leaves the result (the clean image) unchanged while still running ART's own code path.
@@ -70,46 +79,138 @@ def cw_l2(target: AttackTarget, call: AttackCall) -> AttackResult:
     return AttackResult(_generate(attack, call), budget, target.describe("cw"))
 
 
-def square(target: AttackTarget, call: AttackCall) -> AttackResult:
-    """ART's Square Attack (L∞), gradient-free: only the scores' margin is queried."""
+def _square_attack(classifier: PyTorchClassifier, call: AttackCall, queries: int, restarts: int, p_init: float) -> Any:
     from art.attacks.evasion import SquareAttack
 
+    return SquareAttack(classifier, norm=np.inf, max_iter=queries, eps=call.eps, p_init=p_init, nb_restarts=restarts,
+                        batch_size=call.batch_size, verbose=False)
+
+
+def square(target: AttackTarget, call: AttackCall) -> AttackResult:
+    """ART's Square Attack (L∞), gradient-free: only the scores' margin is queried.
+
+    ART evaluates the model three times per query (robustness, current and new margin), so it runs at about a
+    third of the speed its query count suggests.
+    """
     p = call.params
-    attack = SquareAttack(
-        art_classifier(target, call.device), norm=np.inf, max_iter=int(p["queries"]), eps=call.eps,
-        p_init=float(p["p_init"]), nb_restarts=int(p["restarts"]), batch_size=call.batch_size, verbose=False,
-    )
+    attack = _square_attack(art_classifier(target, call.device), call, int(p["queries"]), int(p["restarts"]),
+                            float(p["p_init"]))
     return AttackResult(_generate(attack, call), int(p["queries"]) * int(p["restarts"]), target.describe("square"))
 
 
-def autoattack(target: AttackTarget, call: AttackCall) -> AttackResult:
-    """ART's ``AutoAttack`` (L∞) with its standard ensemble: APGD-CE, APGD-DLR, DeepFool and Square.
+# ---------------------------------------------------------------------------------------------------------------
+# APGD and AutoAttack (Croce & Hein 2020). ART 1.20's APGD differs from the reference implementation in two ways
+# worth knowing: it keeps an image's *last* iterate (and only if it is misclassified), not the best one seen; and it
+# evaluates the loss and its gradient in separate passes (two forward passes and one backward per iteration).
 
-    The ensemble is spelled out (it is ART's default list) so that iterations and restarts are settings; ART
-    keeps, per example, the first attack whose adversarial is misclassified within eps.
+
+@dataclass(frozen=True)
+class ApgdSettings:
+    """One APGD run: ``steps`` iterations per restart, the first step ``rel_step · eps`` (APGD then adapts it)."""
+
+    steps: int
+    restarts: int
+    rel_step: float
+
+    @classmethod
+    def of(cls, params: Mapping[str, ParamValue], steps_key: str = "steps") -> ApgdSettings:
+        return cls(int(params[steps_key]), int(params["restarts"]), float(params["rel_step"]))
+
+    @property
+    def budget(self) -> int:
+        return self.steps * self.restarts
+
+
+def _apgd_attack(classifier: PyTorchClassifier, call: AttackCall, settings: ApgdSettings, loss_type: str | None) -> Any:
+    """ART's APGD, untargeted in ART's sense (it maximises the loss and succeeds on a misclassification).
+
+    ``loss_type="cross_entropy"``: ART builds cross-entropy on the classifier's outputs itself; ``None``: the
+    classifier's own loss (capsrobust's DLR). Each restart starts from a uniform random point in the ball and
+    attacks only the images earlier restarts left robust.
     """
-    try:
-        import multiprocess  # noqa: F401  (ART's AutoAttack imports it unconditionally)
-    except ImportError:
-        raise AttackError("ART's AutoAttack needs the package multiprocess: pip install multiprocess") from None
-    from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, DeepFool, SquareAttack
+    from art.attacks.evasion import AutoProjectedGradientDescent
 
+    return AutoProjectedGradientDescent(
+        classifier, norm=np.inf, eps=call.eps, eps_step=_positive(settings.rel_step * call.eps),
+        max_iter=settings.steps, targeted=False, nb_random_init=settings.restarts, batch_size=call.batch_size,
+        loss_type=loss_type, verbose=False,
+    )
+
+
+def _run(attack: Any, images: torch.Tensor, labels: torch.Tensor | np.ndarray) -> torch.Tensor:
+    rows = labels.numpy() if isinstance(labels, torch.Tensor) else labels
+    return torch.from_numpy(np.asarray(attack.generate(x=images.numpy(), y=rows), dtype=np.float32))
+
+
+def _predictor(call: AttackCall) -> Predict:
+    """The attacked model's own predictions (routing included, whatever view was differentiated), as the sweep
+    will score them."""
+    return lambda images: predict(call.model, images, call.device, call.batch_size)
+
+
+def apgd_ce_member(target: AttackTarget, call: AttackCall, settings: ApgdSettings) -> Member:
+    """APGD-CE: cross-entropy on the target's scores (the catalog passes log-lengths for a CapsNet)."""
+    attack = _apgd_attack(art_classifier(target, call.device), call, settings, "cross_entropy")
+    return Member("apgd-ce", lambda images, labels: _run(attack, images, labels), settings.budget)
+
+
+def apgd_t_members(target: AttackTarget, call: AttackCall, settings: ApgdSettings, targets: int) -> list[Member]:
+    """APGD-T: one member per runner-up class (ranked by the clean scores), each maximising the targeted DLR."""
+    classifier = art_classifier(target, call.device, loss=DLRLoss(targeted=True))
+    attack = _apgd_attack(classifier, call, settings, None)
+
+    def aim(rank: int) -> Member:
+        def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            scores = torch.from_numpy(classifier.predict(images.numpy(), batch_size=call.batch_size))  # (M, 10)
+            aims = runner_up_targets(scores, labels, rank)  # (M,)
+            return _run(attack, images, target_rows(labels, aims, NUM_CLASSES))
+
+        return Member(f"apgd-t-{rank}", run, settings.budget)
+
+    return [aim(rank) for rank in range(1, targets + 1)]
+
+
+def square_member(target: AttackTarget, call: AttackCall, queries: int, p_init: float) -> Member:
+    """Square Attack with one restart, as in AutoAttack's standard version."""
+    attack = _square_attack(art_classifier(target, call.device), call, queries, 1, p_init)
+    return Member("square", lambda images, labels: _run(attack, images, labels), queries)
+
+
+def apgd_ce(target: AttackTarget, call: AttackCall) -> AttackResult:
+    """ART's APGD with cross-entropy on the target's scores (where it fails, ART returns its last random start)."""
+    member = apgd_ce_member(target, call, ApgdSettings.of(call.params))
+    return AttackResult(member.run(call.images, call.labels), member.budget, target.describe("ce"))
+
+
+def apgd_dlr(target: AttackTarget, call: AttackCall) -> AttackResult:
+    """ART's APGD maximising the untargeted DLR loss on the target's scores."""
+    settings = ApgdSettings.of(call.params)
+    attack = _apgd_attack(art_classifier(target, call.device, loss=DLRLoss()), call, settings, None)
+    return AttackResult(_run(attack, call.images, call.labels), settings.budget, target.describe("dlr"))
+
+
+def apgd_t(target: AttackTarget, call: AttackCall) -> AttackResult:
+    """APGD-T: the runner-up classes as targets in turn, each on the images no earlier target broke."""
+    members = apgd_t_members(target, call, ApgdSettings.of(call.params), int(call.params["targets"]))
+    result = first_success(members, call.images, call.labels, _predictor(call), call.eps, Norm.LINF)
+    return AttackResult(result.adversarials, result.budget, target.describe("dlr-targeted"))
+
+
+def autoattack(ce_target: AttackTarget, dlr_target: AttackTarget, call: AttackCall) -> AttackResult:
+    """AutoAttack's standard version without FAB-T: APGD-CE, APGD-T, Square, the first success per image.
+
+    APGD-CE differentiates ``ce_target``'s scores, APGD-T's DLR and Square's margin read ``dlr_target``'s.
+    ``steps_or_queries`` is the budget an image that survives everything has seen: APGD-CE's steps + APGD-T's steps
+    over all targets + Square's queries.
+    """
     p = call.params
-    classifier = art_classifier(target, call.device)
-    steps, restarts, queries = int(p["apgd_steps"]), int(p["restarts"]), int(p["square_queries"])
-    eps_step = float(p["rel_step"]) * call.eps
-    apgd = {
-        "estimator": classifier, "norm": np.inf, "eps": call.eps, "eps_step": eps_step, "max_iter": steps,
-        "targeted": False, "nb_random_init": restarts, "batch_size": call.batch_size, "verbose": False,
-    }
-    attacks = [
-        AutoProjectedGradientDescent(**apgd, loss_type="cross_entropy"),
-        AutoProjectedGradientDescent(**apgd, loss_type="difference_logits_ratio"),
-        DeepFool(classifier, max_iter=100, epsilon=1e-3, nb_grads=10, batch_size=call.batch_size, verbose=False),
-        SquareAttack(classifier, norm=np.inf, max_iter=queries, eps=call.eps, p_init=0.8, nb_restarts=restarts,
-                     batch_size=call.batch_size, verbose=False),
+    settings = ApgdSettings.of(p, steps_key="apgd_steps")
+    members = [
+        apgd_ce_member(ce_target, call, settings),
+        *apgd_t_members(dlr_target, call, settings, int(p["targets"])),
+        square_member(dlr_target, call, int(p["square_queries"]), float(p["p_init"])),
     ]
-    attack = AutoAttack(classifier, norm=np.inf, eps=call.eps, eps_step=eps_step, attacks=attacks,
-                        batch_size=call.batch_size)
-    budget = 2 * steps * restarts + 100 + queries * restarts
-    return AttackResult(_generate(attack, call), budget, target.describe("apgd-ce+apgd-dlr+deepfool+square"))
+    result = first_success(members, call.images, call.labels, _predictor(call), call.eps, Norm.LINF)
+    ce, dlr = ce_target.scores, dlr_target.scores
+    scores = ce if ce == dlr else f"ce: {ce}, dlr and margin: {dlr}"
+    return AttackResult(result.adversarials, result.budget, f"apgd-ce+apgd-t+square({scores}), no fab-t")

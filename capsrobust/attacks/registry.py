@@ -43,7 +43,7 @@ class Backend(str, Enum):
 
 
 class AttackKind(str, Enum):
-    """``bounded``: ``eps`` is the budget the attack must stay within (FGSM, PGD, AutoAttack, Square).
+    """``bounded``: ``eps`` is the budget the attack must stay within (FGSM, PGD, APGD, AutoAttack, Square).
 
     ``minimization``: the attack looks for the smallest perturbation it can (Carlini–Wagner) and ``eps`` is a
     threshold applied afterwards: an adversarial counts as a success at ``eps`` only if its norm is ≤ ``eps``.
@@ -128,9 +128,12 @@ class AttackSpec:
     kind: AttackKind = AttackKind.BOUNDED
     description: str = ""
     gradient_free: bool = False
-    needs_capsules: bool = False  # only for models with capsule votes (the vote attack)
+    needs_capsules: bool = False  # only for capsule models (the vote attacks, APGD on raw lengths)
     needs_reconstruction: bool = False  # only for models with a class-conditional decoder (the reconstructive attack)
     needs_positive_eps: bool = False  # the library refuses eps = 0
+    # Several attacks per image, gradient-free ones included (AutoAttack): the checks that compare gradient attacks
+    # with gradient-free ones leave it out of both sides.
+    ensemble: bool = False
     check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
 
     def resolve_params(self, given: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
@@ -175,6 +178,7 @@ def register_attack(
     needs_capsules: bool = False,
     needs_reconstruction: bool = False,
     needs_positive_eps: bool = False,
+    ensemble: bool = False,
     check: Callable[[Mapping[str, ParamValue]], None] | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Register the decorated run function as attack ``name``."""
@@ -186,7 +190,7 @@ def register_attack(
             name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
             description=description or (run.__doc__ or "").strip().splitlines()[0], gradient_free=gradient_free,
             needs_capsules=needs_capsules, needs_reconstruction=needs_reconstruction,
-            needs_positive_eps=needs_positive_eps, check=check,
+            needs_positive_eps=needs_positive_eps, ensemble=ensemble, check=check,
         )
         return run
 
@@ -234,7 +238,8 @@ def run_attack(
         supported = ", ".join(b.value for b in spec.backends)
         raise AttackError(f"{name} is not available in {chosen_backend.value} (it runs in: {supported})")
     if spec.needs_capsules and not has_capsule_lengths(model):
-        raise AttackError(f"{name} attacks capsule votes; {type(model).__name__} has none")
+        raise AttackError(f"{name} attacks capsules (votes or lengths); {type(model).__name__} has none — "
+                          f"drop {name} for this model")
     if spec.needs_reconstruction and not model.can_reconstruct:
         raise AttackError(
             f"{name} attacks the reconstruction detector; {type(model).__name__} has no class-conditional decoder "

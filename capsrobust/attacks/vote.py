@@ -10,26 +10,42 @@ for each class, squashed, with no routing at all:
 
 PGD on these scores finds perturbations that move most votes at once, and these transfer to the routed model.
 The adversarials are always evaluated on the full model, with routing.
+
+APGD (the vote-APGD attacks) also *reads* the scores: it keeps an iterate only if the estimator misclassifies it,
+and it halves its step and moves to its best point by the loss values it measures. Measured on the surrogate,
+APGD would return its random start wherever the surrogate was not fooled even if the routed model was, and would
+skip images the surrogate already gets wrong. ``VoteView(..., values="routed")`` therefore returns the routed
+model's scores as its values and the averaged votes' gradient backward (a straight-through estimator, as in
+BPDA, Athalye et al. 2018): APGD steps along the vote gradient and judges progress on the real model.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
 
 from capsrobust.adapters import AttackObjective, AttackTarget, ObjectiveError, ScoreKind, resolve_objective
-from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, CapsNet, capsule_length, squash
+from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, CapsNet, capsule_length, route_by_agreement, squash
+
+VoteValues = Literal["votes", "routed"]
 
 
 class VoteView(nn.Module):
-    """``images (B, 1, 28, 28) → scores (B, 10)`` from the averaged, squashed votes of a CapsNet."""
+    """``images (B, 1, 28, 28) → scores (B, 10)`` from the averaged, squashed votes of a CapsNet.
 
-    def __init__(self, model: CapsNet, scores: ScoreKind) -> None:
+    ``values="routed"``: the scores' values are the routed model's and only their gradient is the votes' (see the
+    module docstring); ``"votes"``: values and gradient both from the votes (what PGD needs, and cheaper).
+    """
+
+    def __init__(self, model: CapsNet, scores: ScoreKind, values: VoteValues = "votes") -> None:
         super().__init__()
         if scores == "logits":
             raise ObjectiveError("the vote view scores capsule lengths; use 'lengths' or 'log-lengths'")
         self.model = model
         self.scores: ScoreKind = scores
+        self.values: VoteValues = values
         self.model.eval()
 
     def train(self, mode: bool = True) -> VoteView:
@@ -37,21 +53,31 @@ class VoteView(nn.Module):
         self.model.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16)
-        lengths = capsule_length(squash(votes.mean(dim=1)))  # (B, 10)
+    def _scored(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.scores == "lengths":
             return lengths
         return torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG))
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16)
+        surrogate = self._scored(capsule_length(squash(votes.mean(dim=1))))  # (B, 10)
+        if self.values == "votes":
+            return surrogate
+        with torch.no_grad():
+            poses, _ = route_by_agreement(votes, self.model.config.routing_iterations)  # (B, 10, 16)
+            routed = self._scored(capsule_length(poses))  # (B, 10), the model's own scores
+        return surrogate + (routed - surrogate).detach()  # value: routed; gradient: votes
 
-def vote_target(model: nn.Module, objective: str | AttackObjective | None = None) -> AttackTarget:
+
+def vote_target(
+    model: nn.Module, objective: str | AttackObjective | None = None, values: VoteValues = "votes"
+) -> AttackTarget:
     """The vote view of a CapsNet with the objective's scores and loss; other models are refused."""
     if not isinstance(model, CapsNet):
         raise ObjectiveError(
-            f"the vote attack needs a CapsNet (it averages the primary capsules' votes); "
-            f"{type(model).__name__} has none — drop vote-pgd-linf for this model"
+            f"the vote attacks need a CapsNet (they average the primary capsules' votes); "
+            f"{type(model).__name__} has none — drop the vote-* attacks for this model"
         )
     chosen = resolve_objective(model, objective)
     scores = chosen.capsule_scores
-    return AttackTarget(view=VoteView(model, scores), scores=scores, loss=chosen.loss, via="votes")
+    return AttackTarget(view=VoteView(model, scores, values), scores=scores, loss=chosen.loss, via="votes")

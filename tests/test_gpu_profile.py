@@ -1,0 +1,115 @@
+"""The gpu profile end to end on the CPU with tiny recipes and two training seeds (its GPU sizing is in docs/gpu.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from capsrobust.attacks.suites import load_suite
+from capsrobust.benchmark import BenchmarkError, get_profile, parse_seeds, run_benchmark
+from capsrobust.cli import main
+from capsrobust.sweep import load_sweep
+
+TINY = [("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)]
+
+
+# The gpu suite's entries, seeds and backends with budgets a CPU runs in seconds.
+SHORTER = {"steps": 3, "apgd_steps": 3, "targets": 2, "square_queries": 10, "queries": 10, "binary_search_steps": 1,
+           "max_iter": 5}
+
+
+def shortened_gpu_suite(folder: Path) -> Path:
+    suite = load_suite("gpu").to_dict()
+    for entry in suite["attack"]:
+        entry["params"] = {key: SHORTER.get(key, value) for key, value in entry["params"].items()}
+    path = folder / "gpu-short.toml"
+    path.write_text(dump_toml(suite), encoding="utf-8")
+    return path
+
+
+def dump_toml(suite: dict) -> str:
+    """The few TOML shapes a suite needs: a [suite] table and [[attack]] tables with an [attack.params] table."""
+    def value(item: object) -> str:
+        return json.dumps(item) if not isinstance(item, bool) else str(item).lower()
+
+    lines = ["[suite]", *(f"{key} = {value(item)}" for key, item in suite["suite"].items())]
+    for entry in suite["attack"]:
+        lines += ["", "[[attack]]", *(f"{key} = {value(item)}" for key, item in entry.items() if key != "params")]
+        lines += ["[attack.params]", *(f"{key} = {value(item)}" for key, item in entry["params"].items())]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def gpu_on_cpu(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("gpu-profile")
+    result = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
+                           seeds=(0, 1), n=6, recipes=TINY, suite=shortened_gpu_suite(root), progress=False)
+    return root, result
+
+
+def test_the_profile_names_three_seeds_the_paper_models_and_its_suite():
+    profile = get_profile("gpu")
+    assert profile.seeds == (0, 1, 2) and profile.n == 1000 and profile.report == "gpu-mnist-5k"
+    assert [name for name, _ in profile.recipes] == ["capsnet-paper", "cnn-small", "cnn-recon", "cnn-baseline"]
+    suite = load_suite(profile.suite)
+    everywhere = {entry.label for entry in suite.attacks if not entry.seeds}
+    assert {"fgsm", "pgd-linf", "apgd-ce"} <= everywhere
+    assert {"autoattack", "cw-l2", "square"} <= {entry.label for entry in suite.attacks if entry.seeds == (0,)}
+
+
+@pytest.mark.slow
+def test_every_seed_is_trained_attacked_and_reported(gpu_on_cpu):
+    root, result = gpu_on_cpu
+    assert result.finished and set(result.runs) == {f"{name}-s{seed}" for name, _ in TINY for seed in (0, 1)}
+    tables = load_sweep(root / "bench" / "sweep")
+    seeds = tables.results.drop_duplicates("model").set_index("model")["train_seed"]
+    assert seeds["capsnet-tiny-s1"] == 1 and seeds["cnn-tiny-s0"] == 0
+    # the expensive attacks ran on seed 0 only, the cheap ones on both
+    ran = tables.results.groupby("label")["train_seed"].agg(lambda s: sorted(set(s)))
+    assert ran["autoattack"] == [0] and ran["square"] == [0] and ran["pgd-linf"] == [0, 1]
+    coverage = tables.checks[(tables.checks["check"] == "coverage") & (tables.checks["model"] == "cnn-tiny-s1")]
+    assert "training seeds 0" in coverage["detail"].iloc[0]
+    seeds_table = pd.read_csv(root / "report" / "tables" / "seeds.csv")
+    assert set(seeds_table["group"]) == {"capsnet-tiny", "cnn-tiny", "cnn-recon-tiny"}
+    assert (seeds_table["n_seeds"] == 2).all() and (seeds_table["ci_low"] <= seeds_table["robust_accuracy"]).all()
+    # seed 0 faced every attack: its full-suite worst case can only be lower than its number over the shared ones
+    seed0 = seeds_table["per_seed"].str.extract(r"s0:([0-9.]+)")[0].astype(float)
+    assert (seeds_table["full_suite_seed"] == 0).all()
+    assert (seeds_table["full_suite_robust_accuracy"] <= seed0 + 1e-3).all()  # per_seed shows 3 decimals
+    report = (root / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Across training seeds" in report and "## Capsules against CNNs across training seeds" in report
+    assert (root / "report" / "tables" / "seed_comparison.csv").is_file()
+    figures = {path.name for path in (root / "bench" / "sweep" / "figures").glob("*.png")}
+    assert "reconstruction-capsnet-tiny-s0.png" in figures and "reconstruction-capsnet-tiny-s1.png" not in figures
+    state = json.loads((root / "bench" / "benchmark.json").read_text(encoding="utf-8"))
+    assert state["seeds"] == [0, 1] and state["stages"]["sweep"]["last_run"]["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_compare_takes_multi_seed_recipes(gpu_on_cpu):
+    root, _ = gpu_on_cpu
+    result = CliRunner().invoke(main, ["compare", str(root / "bench" / "sweep"), "--baseline", "cnn-tiny",
+                                       "--candidate", "capsnet-tiny", "--n-resamples", "200"])
+    assert result.exit_code == 0, result.output
+    assert "averaged over training seeds" in result.output and "s0:" in result.output and "s1:" in result.output
+
+
+@pytest.mark.slow
+def test_a_finished_multi_seed_benchmark_is_skipped_and_other_seeds_are_refused(gpu_on_cpu, mnist5k):
+    root, _ = gpu_on_cpu
+    again = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
+                          seeds=(0, 1), n=6, recipes=TINY, suite=root / "gpu-short.toml", progress=False)
+    assert set(again.stages.values()) == {"skipped"}
+    with pytest.raises(BenchmarkError, match="started with seeds"):
+        run_benchmark("gpu", out_dir=root / "bench", data=mnist5k, device="cpu", seeds=(0, 2), n=6, recipes=TINY)
+
+
+@pytest.mark.parametrize("text", ["0,x", "1,1", "", "0;1", "-1"])
+def test_bad_seed_lists_are_refused_with_one_line(text):
+    with pytest.raises(BenchmarkError, match="seeds"):
+        parse_seeds(text)
+    assert parse_seeds(" 2, 0 ,1") == (2, 0, 1)
