@@ -1,30 +1,99 @@
-"""Forward and train-step throughput of the paper models, against this machine's fp32 matmul speed.
+"""Forward, train-step and PGD-step throughput of the models, per batch size and precision.
 
 Not a test: it measures wall-clock speed. Run it on an idle machine:
 
-    .venv/bin/python benchmarks/throughput.py                 # CPU (or CUDA when present)
-    .venv/bin/python benchmarks/throughput.py --device cuda --batch-size 100
+    .venv/bin/python benchmarks/throughput.py                      # CPU (or CUDA when present), batch 100
+    .venv/bin/python benchmarks/throughput.py --device cuda --precision fp32 tf32 bf16 \\
+        --batch-sizes 100 1000 --plain --json throughput.json
 
-For each recipe it prints images/s for inference (eval mode, no gradients) and for a full training step
-(forward, loss, backward, Adam update) at the given batch size, the FLOPs of each counted by torch's FLOP
-counter, the FLOP/s that achieves, and that as a fraction of a large fp32 matrix product on the same device
-(a practical ceiling for dense float work there).
+One row per (recipe, batch size, precision): images/s for inference (eval mode, no gradients), for a full
+training step (forward and loss in the precision, backward, Adam update, as ``capsrobust train`` does it) and
+image-steps/s of PGD (one step: forward in eval mode, CW margin loss on the model's class scores, gradient to
+the input, signed step, projection onto the ε-ball and [0, 1]); the FLOPs of each counted by torch's FLOP
+counter, the FLOP/s that achieves, that as a fraction of a large matrix product in the same precision on the
+same device (a practical ceiling for dense work there), and the peak GPU memory of the row. ``--plain`` adds
+rows for ``plain_capsnet.PlainCapsNet``, a straightforward CapsNet of the paper's shape that capsnet-paper must
+never be slower than. A precision the device cannot run gives a row marked skipped, with the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import torch
+import torch.nn.functional as F
+from plain_capsnet import PlainCapsNet
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from capsrobust.models import CapsRobustModel
+from capsrobust.precision import Precision, PrecisionError, precision_scope, resolve_precision
 from capsrobust.recipes import build_model, load_recipe
-from capsrobust.runtime import device_description, resolve_device, versions
+from capsrobust.runtime import command_line, device_description, resolve_device, versions
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+PLAIN_OF = "capsnet-paper"  # the recipe whose shape PlainCapsNet has
+PGD_EPS, PGD_STEP = 0.3, 0.01
+COMPILED_WARMUP = 5  # torch.compile compiles again for eval, input gradients, training and autocast
+COLUMNS = [
+    "recipe", "model", "batch", "precision", "status", "reason", "forward_img_s", "train_img_s",
+    "pgd_image_steps_s", "peak_memory_mib", "forward_gflop_per_image", "train_gflop_per_image",
+    "forward_tflop_s", "train_tflop_s", "matmul_tflop_s", "train_fraction_of_matmul", "channels_last",
+    "compiled", "device", "torch",
+]
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What is measured, whatever its class: class scores for attacks, and the training loss."""
+
+    module: nn.Module  # the eager model: parameters, train/eval mode, FLOP counting
+    run: Callable[..., Any]  # the module itself, or torch.compile of it
+
+    @property
+    def name(self) -> str:
+        return "plain" if isinstance(self.module, PlainCapsNet) else "capsrobust"
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.module, PlainCapsNet):
+            return torch.log(self.run(images)[0].clamp_min(1e-12))
+        return self.run(images).logits
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.module, PlainCapsNet):
+            lengths, reconstruction = self.run(images, labels)
+            return PlainCapsNet.loss(lengths, reconstruction, images, labels)
+        assert isinstance(self.module, CapsRobustModel)
+        return self.module.loss(self.run(images, labels), images, labels).total
+
+    def eager(self) -> Subject:
+        return replace(self, run=self.module)
+
+
+def convolutions_channels_last(model: nn.Module) -> nn.Module:
+    """Only the convolutions: ``Module.to(memory_format=...)`` would also restride 4-D parameters such as W."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            module.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_subject(recipe: str, plain: bool, device: torch.device, channels_last: bool, compiled: bool) -> Subject:
+    model = PlainCapsNet() if plain else build_model(load_recipe(recipe))
+    model = model.to(device)
+    if channels_last:
+        convolutions_channels_last(model)
+    return Subject(model, torch.compile(model) if compiled else model)
 
 
 def synchronize(device: torch.device) -> None:
@@ -45,15 +114,20 @@ def timed_runs(step: Callable[[], None], device: torch.device, repeats: int, war
     return times
 
 
-def median_seconds(step: Callable[[], None], device: torch.device, repeats: int) -> float:
-    return statistics.median(timed_runs(step, device, repeats))
+def median_seconds(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    return statistics.median(timed_runs(step, device, repeats, warmup))
 
 
-def matmul_flops_per_second(device: torch.device, size: int, repeats: int) -> float:
-    """The best of ``repeats`` large fp32 matrix products: a ceiling, so the fastest run is the fair one."""
+def matmul_flops_per_second(device: torch.device, precision: Precision, size: int, repeats: int) -> float:
+    """The best of ``repeats`` large matrix products in ``precision``: a ceiling, so the fastest run is fair."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    return 2 * size**3 / min(timed_runs(lambda: torch.mm(a, b), device, max(repeats, 10)))
+
+    def product() -> None:
+        with precision_scope(precision, device):
+            torch.mm(a, b)
+
+    return 2 * size**3 / min(timed_runs(product, device, max(repeats, 10)))
 
 
 def counted_flops(step: Callable[[], None]) -> int:
@@ -62,67 +136,196 @@ def counted_flops(step: Callable[[], None]) -> int:
     return counter.get_total_flops()
 
 
-def measure(model: CapsRobustModel, device: torch.device, batch: int, repeats: int) -> dict[str, float]:
+def cw_margin(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over the batch of (best other class's score − true class's score): what PGD ascends."""
+    scores = scores.float()
+    true = scores.gather(1, labels[:, None]).squeeze(1)  # (B,)
+    others = scores.masked_fill(F.one_hot(labels, scores.shape[1]).bool(), float("-inf"))  # (B, C)
+    return (others.amax(dim=1) - true).sum()
+
+
+def measure(
+    subject: Subject,
+    device: torch.device,
+    precision: Precision,
+    batch: int,
+    repeats: int,
+    channels_last: bool,
+    warmup: int = 2,
+) -> dict[str, float]:
+    """Images/s of ``subject``'s forward, train step and PGD step at ``batch``, and the FLOPs of each.
+
+    FLOPs are counted on the eager model: torch.compile'd code hides its operations from the counter.
+    """
     images = torch.rand(batch, 1, 28, 28, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(subject.module.parameters(), lr=1e-3)
+    adversarial = [images.clone()]
 
-    def forward() -> None:
-        with torch.no_grad():
-            model(images)
+    def forward(measured: Subject) -> None:
+        with torch.no_grad(), precision_scope(precision, device):
+            measured.scores(images)
 
-    def train_step() -> None:
-        output = model(images, labels)
-        loss = model.loss(output, images, labels).total
+    def train_step(measured: Subject) -> None:
+        with precision_scope(precision, device):
+            loss = measured.loss(images, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    model.eval()
-    forward_seconds = median_seconds(forward, device, repeats)
-    forward_flops = counted_flops(forward)
-    model.train()
-    train_seconds = median_seconds(train_step, device, repeats)
-    train_flops = counted_flops(train_step)
+    def pgd_step(measured: Subject) -> None:
+        current = adversarial[0].detach().requires_grad_(True)
+        with precision_scope(precision, device):
+            objective = cw_margin(measured.scores(current), labels)
+        (gradient,) = torch.autograd.grad(objective, current)
+        stepped = current.detach() + PGD_STEP * gradient.sign()
+        adversarial[0] = torch.min(torch.max(stepped, images - PGD_EPS), images + PGD_EPS).clamp(0.0, 1.0)
+
+    def seconds(step: Callable[[Subject], None]) -> float:
+        return median_seconds(lambda: step(subject), device, repeats, warmup)
+
+    subject.module.eval()
+    forward_seconds = seconds(forward)
+    pgd_seconds = seconds(pgd_step)
+    forward_flops = counted_flops(lambda: forward(subject.eager()))
+    subject.module.train()
+    train_seconds = seconds(train_step)
+    train_flops = counted_flops(lambda: train_step(subject.eager()))
     return {
-        "forward_images_per_s": batch / forward_seconds,
-        "forward_gflop_per_s": forward_flops / forward_seconds / 1e9,
-        "train_images_per_s": batch / train_seconds,
-        "train_gflop_per_s": train_flops / train_seconds / 1e9,
+        "forward_img_s": batch / forward_seconds,
+        "train_img_s": batch / train_seconds,
+        "pgd_image_steps_s": batch / pgd_seconds,
         "forward_gflop_per_image": forward_flops / batch / 1e9,
+        "train_gflop_per_image": train_flops / batch / 1e9,
+        "forward_tflop_s": forward_flops / forward_seconds / 1e12,
+        "train_tflop_s": train_flops / train_seconds / 1e12,
     }
 
 
-def main() -> None:
+def measure_row(
+    recipe: str,
+    plain: bool,
+    batch: int,
+    precision_name: str,
+    device: torch.device,
+    arguments: argparse.Namespace,
+    matmul_peaks: dict[Precision, float],
+) -> dict[str, Any]:
+    """One table row; a precision the device cannot run, or a batch that does not fit, is a skipped row."""
+    row: dict[str, Any] = {
+        "recipe": recipe, "model": "plain" if plain else "capsrobust", "batch": batch, "precision": precision_name,
+        "status": "ok", "reason": "", "channels_last": arguments.channels_last, "compiled": arguments.compile,
+        "device": device_description(device), "torch": torch.__version__,
+    }
+    try:
+        precision = resolve_precision(precision_name, device, training=True)
+    except PrecisionError as error:
+        return {**row, "status": "skipped", "reason": str(error)}
+    torch.manual_seed(0)
+    subject = make_subject(recipe, plain, device, arguments.channels_last, arguments.compile)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        warmup = COMPILED_WARMUP if arguments.compile else 2
+        row.update(measure(subject, device, precision, batch, arguments.repeats, arguments.channels_last, warmup))
+    except torch.cuda.OutOfMemoryError:
+        return {**row, "status": "skipped", "reason": f"out of GPU memory at batch {batch}"}
+    row["peak_memory_mib"] = (
+        torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    )
+    if precision not in matmul_peaks and arguments.matmul_size > 0:
+        matmul_peaks[precision] = matmul_flops_per_second(device, precision, arguments.matmul_size, arguments.repeats)
+    peak = matmul_peaks.get(precision, float("nan"))
+    row["matmul_tflop_s"] = peak / 1e12
+    row["train_fraction_of_matmul"] = row["train_tflop_s"] * 1e12 / peak
+    return row
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="one or more of fp32, tf32, bf16 (default: all; the device's impossible ones skip)")
+    parser.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", nargs="+", type=int, default=[100])
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median counts)")
     parser.add_argument("--recipes", nargs="+", default=["capsnet-paper", "cnn-baseline", "cnn-small"])
-    parser.add_argument("--matmul-size", type=int, default=4096)
-    args = parser.parse_args()
+    parser.add_argument("--plain", action="store_true", help=f"also measure the plain CapsNet ({PLAIN_OF}'s shape)")
+    parser.add_argument("--matmul-size", type=int, default=4096, help="side of the reference matmul; 0: none")
+    parser.add_argument("--channels-last", action="store_true", help="convolutions in channels-last layout")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models (warm-up compiles)")
+    parser.add_argument("--json", type=Path, help="write the rows to this file: .csv as a table, else JSON")
+    arguments = parser.parse_args(argv)
+    if min(arguments.batch_sizes) < 1 or arguments.repeats < 1:
+        parser.error("batch sizes and --repeats must be positive")
+    return arguments
 
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
-    peak = matmul_flops_per_second(device, args.matmul_size, args.repeats) / 1e9
-    print(f"load average before measuring: {', '.join(f'{load:.2f}' for load in os.getloadavg())} (want < 0.5)")
-    print(f"device: {device_description(device)}; torch {versions()['torch']}; batch {args.batch_size}")
-    print(f"fp32 matmul ({args.matmul_size}²): {peak:,.0f} GFLOP/s\n")
-    header = (
-        f"| {'recipe':<14} | GFLOP/img fwd | fwd img/s | fwd GFLOP/s | fwd % of matmul "
-        f"| train img/s | train GFLOP/s | train % of matmul |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
-    for name in args.recipes:
-        model = build_model(load_recipe(name)).to(device)
-        row = measure(model, device, args.batch_size, args.repeats)
-        print(
-            f"| {name:<14} | {row['forward_gflop_per_image']:>13.3f} | {row['forward_images_per_s']:>9,.0f} "
-            f"| {row['forward_gflop_per_s']:>11,.0f} | {row['forward_gflop_per_s'] / peak:>15.0%} "
-            f"| {row['train_images_per_s']:>11,.0f} | {row['train_gflop_per_s']:>13,.0f} "
-            f"| {row['train_gflop_per_s'] / peak:>17.0%} |"
-        )
+
+def run(arguments: argparse.Namespace) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The header (device, versions, command) and one row per (recipe or plain model, batch, precision)."""
+    device = resolve_device(arguments.device)
+    header = {
+        "device": device_description(device), "torch": versions()["torch"], "command": command_line(),
+        "load_average": os.getloadavg()[0], "repeats": arguments.repeats,
+    }
+    subjects = [(recipe, False) for recipe in arguments.recipes]
+    if arguments.plain:
+        subjects.append((PLAIN_OF, True))
+    matmul_peaks: dict[Precision, float] = {}
+    rows = [
+        measure_row(recipe, plain, batch, precision, device, arguments, matmul_peaks)
+        for recipe, plain in subjects
+        for batch in arguments.batch_sizes
+        for precision in arguments.precision
+    ]
+    return header, pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def write_rows(path: Path, header: dict[str, Any], rows: pd.DataFrame) -> None:
+    """CSV for spreadsheets (device and torch are columns), JSON with the header for reports; NaN as empty/null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        rows.to_csv(path, index=False)
+        return
+    records = [
+        {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
+        for row in rows.to_dict("records")
+    ]
+    path.write_text(json.dumps({"header": header, "rows": records}, indent=2) + "\n", encoding="utf-8")
+
+
+def markdown(rows: pd.DataFrame) -> str:
+    """The rows as a Markdown table of the numbers people compare."""
+    shown = [
+        ("recipe", "{}"), ("model", "{}"), ("batch", "{}"), ("precision", "{}"), ("forward_img_s", "{:,.0f}"),
+        ("train_img_s", "{:,.0f}"), ("pgd_image_steps_s", "{:,.0f}"), ("peak_memory_mib", "{:,.0f}"),
+        ("train_tflop_s", "{:.2f}"), ("train_fraction_of_matmul", "{:.0%}"),
+    ]
+    lines = ["| " + " | ".join(name for name, _ in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    for _, row in rows.iterrows():
+        if row["status"] != "ok":
+            cells = [str(row[name]) for name, _ in shown[:4]] + [f"skipped: {row['reason']}"]
+            lines.append("| " + " | ".join(cells) + " |" + " |" * (len(shown) - 5))
+            continue
+        cells = [
+            "" if isinstance(row[name], float) and math.isnan(row[name]) else form.format(row[name])
+            for name, form in shown
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    header, rows = run(arguments)
+    print(f"device: {header['device']}; torch {header['torch']}; load average {header['load_average']:.2f}"
+          f" (want < 0.5); median of {arguments.repeats}")
+    print(markdown(rows))
+    if arguments.json:
+        write_rows(arguments.json, header, rows)
+        print(f"rows in {arguments.json}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import click
 
 from capsrobust.errors import CapsRobustError, DataError, RunError
 
+PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # capsrobust.precision.Precision; cli imports lazily
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
 
 
@@ -53,6 +54,8 @@ def main(verbose: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="default: the recipe's (100)")
 @click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
+              help="auto: tf32 on a GPU, fp32 on the CPU; bf16: autocast (see docs/precision.md)")
 def train(
     recipe: str,
     data_name: str,
@@ -65,6 +68,7 @@ def train(
     batch_size: int | None,
     resume: bool,
     no_progress: bool,
+    precision: str,
 ) -> None:
     """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
     from capsrobust.data import load_dataset
@@ -75,7 +79,7 @@ def train(
     loaded = load_recipe(recipe)
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
-    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress)
+    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)
     metrics = run_training(loaded, dataset, out, settings)
     if metrics.empty:
         raise RunError(f"{out}: no epoch was trained; ask for at least one with --epochs")
@@ -83,8 +87,14 @@ def train(
     click.echo(
         f"{loaded.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f} "
         f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
-        f"{metrics['images_per_second'].mean():.0f} images/s; run in {out}"
+        f"{metrics['images_per_second'].mean():.0f} images/s in {_run_precision(out)}; run in {out}"
     )
+
+
+def _run_precision(run_dir: Path) -> str:
+    """The precision a run recorded in its run.json (what ``auto`` became)."""
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    return str(record.get("precision", "fp32"))
 
 
 @main.command()
@@ -93,6 +103,8 @@ def train(
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of tables")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
+              help="auto means fp32 here; bf16 is faster but not what attacks use (see docs/precision.md)")
 def evaluate(
     checkpoint: str,
     data_name: str,
@@ -101,17 +113,20 @@ def evaluate(
     split: str,
     device: str,
     as_json: bool,
+    precision: str,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
     from capsrobust.checkpoints import load_checkpoint
     from capsrobust.data import load_dataset
     from capsrobust.evaluate import evaluate as run_evaluation
+    from capsrobust.precision import resolve_precision
     from capsrobust.runtime import resolve_device
 
     torch_device = resolve_device(device)
+    resolved = resolve_precision(precision, torch_device, training=False)
     loaded = load_checkpoint(checkpoint, torch_device)
     dataset = load_dataset(data_name, data_dir, download)
-    result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device)
+    result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device, precision=resolved)
     if as_json:
         record = {
             "checkpoint": str(loaded.path),
@@ -124,7 +139,7 @@ def evaluate(
         return
     click.echo(
         f"{loaded.recipe.name} ({loaded.path}) on {dataset.name.value}/{split}: "
-        f"accuracy {result.accuracy:.4f} over {result.n} images"
+        f"accuracy {result.accuracy:.4f} over {result.n} images ({result.precision})"
     )
     click.echo("\nper-class accuracy:")
     click.echo(result.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -250,12 +265,12 @@ RESULT_SUMMARY = [
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--objective", help=OBJECTIVE_HELP)
-@click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), help="images per attack batch [1,000 on a GPU, 100 on a CPU]")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def sweep(
     runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
     backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
-    objective: str | None, batch_size: int, no_progress: bool,
+    objective: str | None, batch_size: int | None, no_progress: bool,
 ) -> None:
     """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
     from capsrobust.adapters import AttackObjective
@@ -314,8 +329,9 @@ def report(
 
 @main.command()
 @click.argument("result_dir", type=click.Path())
-@click.option("--baseline", required=True, help="model name as in the sweep (its run directory's name)")
-@click.option("--candidate", required=True, help="model name as in the sweep")
+@click.option("--baseline", required=True, help="model name as in the sweep (its run directory's name), or a recipe "
+              "trained with several seeds (capsnet-paper for capsnet-paper-s0, -s1, ...)")
+@click.option("--candidate", required=True, help="model name or multi-seed recipe, as --baseline")
 @click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="bootstrap resamples")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the bootstrap")
@@ -323,12 +339,23 @@ def report(
 def compare(
     result_dir: str, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
 ) -> None:
-    """Candidate minus baseline robust accuracy per cell of a sweep, with bootstrap 95% CI and McNemar's p."""
+    """Candidate minus baseline robust accuracy per cell of a sweep, with bootstrap 95% CI and McNemar's p.
+
+    Given two recipes trained with several seeds, the best-attack difference averaged over seeds, with an interval
+    over seeds and images, and seed-by-seed differences.
+    """
     from capsrobust.compare import compare_models
     from capsrobust.report import resolve_result_dir
     from capsrobust.runtime import atomic_write
+    from capsrobust.seeds import multi_seed_groups
+    from capsrobust.sweep import load_sweep
 
-    frame = compare_models(resolve_result_dir(result_dir), baseline, candidate, n_resamples=n_resamples, seed=seed)
+    tables = load_sweep(resolve_result_dir(result_dir))
+    groups = multi_seed_groups(tables.results)
+    if baseline in groups and candidate in groups:
+        _compare_groups(tables, baseline, candidate, n_resamples, seed, out_file)
+        return
+    frame = compare_models(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
     if out_file:
         atomic_write(Path(out_file), lambda path: frame.to_csv(path, index=False))
     shown = frame.assign(
@@ -393,6 +420,33 @@ def benchmark(
         click.echo(f"report: {result.report_dir / 'report.html'} (also report.md, tables/, figures/)")
     else:
         click.echo(f"stopped after {stop_after}; run the same command without --stop-after to continue")
+
+
+def _compare_groups(
+    tables: Any, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
+) -> None:
+    from capsrobust.runtime import atomic_write
+    from capsrobust.seeds import compare_across_seeds
+
+    frame = compare_across_seeds(tables.results, tables.examples, baseline, candidate, n_resamples=n_resamples,
+                                 seed=seed)
+    if out_file:
+        atomic_write(Path(out_file), lambda path: frame.to_csv(path, index=False))
+    shown = frame.assign(
+        baseline_robust=[f"{100 * v:.1f}" for v in frame["baseline_robust_accuracy"]],
+        candidate_robust=[f"{100 * v:.1f}" for v in frame["candidate_robust_accuracy"]],
+        difference_pts=[f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" for d, low, high in
+                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
+    )[["norm", "eps", "n", "baseline_seeds", "candidate_seeds", "baseline_robust", "candidate_robust",
+       "difference_pts", "per_seed_differences"]]
+    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), best-attack robust accuracy in % averaged "
+               f"over training seeds, over the attacks every seed of both faced:")
+    with pd_display_width():
+        click.echo(shown.to_string(index=False))
+    click.echo("difference in points with a 95% bootstrap interval over seeds and images; per seed: seed k against "
+               "seed k, interval over images")
+    if out_file:
+        click.echo(f"table in {out_file}")
 
 
 DETECTION_SUMMARY = [

@@ -1,4 +1,8 @@
-"""Clean accuracy, per-class accuracy and the confusion matrix of a model on one split."""
+"""Clean accuracy, per-class accuracy and the confusion matrix of a model on one split.
+
+Evaluation runs in fp32 unless a caller names another precision (``capsrobust.precision``): accuracies that
+reports compare with attacked accuracies should come from the same arithmetic the attacks use.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +15,31 @@ import torch
 
 from capsrobust.data import Split
 from capsrobust.models import CapsRobustModel
+from capsrobust.precision import Precision, precision_scope, resolve_precision
 
 
 @torch.no_grad()
 def predict(
-    model: CapsRobustModel, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 500
+    model: CapsRobustModel,
+    images: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    precision: Precision | str = Precision.FP32,
 ) -> torch.Tensor:
-    """Predicted classes (N,) on the CPU, computed in eval mode batch by batch."""
+    """Predicted classes (N,) on the CPU, computed in eval mode batch by batch in ``precision``.
+
+    ``precision`` may be ``auto`` (fp32 here, as for any evaluation); one the device cannot run raises
+    ``PrecisionError``.
+    """
+    resolved = resolve_precision(precision, torch.device(device), training=False)
     was_training = model.training
     model.eval()
     try:
-        predictions = [
-            model(images[start : start + batch_size].to(device)).predictions.cpu()
-            for start in range(0, images.shape[0], batch_size)
-        ]
+        predictions = []
+        for start in range(0, images.shape[0], batch_size):
+            with precision_scope(resolved, device):
+                scores = model(images[start : start + batch_size].to(device)).logits
+            predictions.append(scores.argmax(dim=1).cpu())
     finally:
         model.train(was_training)
     return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)
@@ -38,6 +53,7 @@ class Evaluation:
     n: int
     confusion: np.ndarray  # (C, C) int64
     classes: tuple[str, ...]
+    precision: str = Precision.FP32.value  # the arithmetic the predictions were made in
 
     @property
     def per_class(self) -> pd.DataFrame:
@@ -66,6 +82,7 @@ class Evaluation:
             },
             "confusion_matrix": self.confusion.tolist(),
             "classes": list(self.classes),
+            "precision": self.precision,
         }
 
 
@@ -75,8 +92,11 @@ def evaluate(
     classes: tuple[str, ...],
     device: torch.device | str = "cpu",
     batch_size: int = 500,
+    precision: Precision | str = Precision.FP32,
 ) -> Evaluation:
-    predictions = predict(model, split.images, device, batch_size).numpy()
+    """Accuracy and confusion matrix of ``model`` on ``split`` (fp32 unless ``precision`` says otherwise)."""
+    resolved = resolve_precision(precision, torch.device(device), training=False)
+    predictions = predict(model, split.images, device, batch_size, resolved).numpy()
     labels = split.labels.numpy()
     n_classes = len(classes)
     confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(
@@ -84,4 +104,6 @@ def evaluate(
     )
     n = int(labels.shape[0])
     accuracy = float((predictions == labels).mean()) if n else float("nan")
-    return Evaluation(accuracy=accuracy, n=n, confusion=confusion.astype(np.int64), classes=classes)
+    return Evaluation(
+        accuracy=accuracy, n=n, confusion=confusion.astype(np.int64), classes=classes, precision=resolved.value
+    )

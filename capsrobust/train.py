@@ -6,9 +6,14 @@ checkpoints. Every epoch draws its shuffling, augmentation and dropout from gene
 so a run resumed after epoch k continues exactly as the uninterrupted run would have, and two runs with the same
 seed on the CPU give the same weights.
 
+Training forward passes and losses run in the run's precision (``capsrobust.precision``: ``auto`` is tf32 on a
+GPU, fp32 on the CPU), backward passes outside autocast as autocast requires. Validation, which picks the
+``best`` checkpoint, runs in fp32 like every other evaluation. The precision is recorded in ``run.json`` and in
+each checkpoint; it is not part of what ``--resume`` checks, so a run may continue in another precision.
+
 A run directory holds::
 
-    run.json                      what was asked for: recipe, data set, settings, versions, command line
+    run.json                      what was asked for: recipe, data set, settings, precision, versions, command line
     metrics.csv                   one row per finished epoch
     best.safetensors / best.json  the epoch with the highest validation accuracy
     last.safetensors / last.json  the latest finished epoch (plus last.optim.safetensors for --resume)
@@ -40,6 +45,7 @@ from capsrobust.checkpoints import (
 from capsrobust.data import Dataset, Split
 from capsrobust.errors import CheckpointError, RunError
 from capsrobust.models import CapsRobustModel
+from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.recipes import Recipe, build_model
 from capsrobust.runtime import (
     atomic_write,
@@ -69,6 +75,7 @@ class TrainSettings:
     device: str = "auto"
     resume: bool = False
     progress: bool = True
+    precision: str = "auto"  # auto, fp32, tf32 or bf16; see capsrobust.precision
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -89,15 +96,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def validate(model: CapsRobustModel, split: Split, device: torch.device) -> tuple[float, float]:
-    """Mean loss and accuracy on ``split`` in eval mode."""
+def validate(
+    model: CapsRobustModel, split: Split, device: torch.device, precision: Precision = Precision.FP32
+) -> tuple[float, float]:
+    """Mean loss and accuracy on ``split`` in eval mode and ``precision`` (fp32 unless asked: it picks ``best``)."""
     model.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(split), EVAL_BATCH_SIZE):
         images = split.images[start : start + EVAL_BATCH_SIZE].to(device)
         labels = split.labels[start : start + EVAL_BATCH_SIZE].to(device)
-        output = model(images, labels)
-        total_loss += float(model.loss(output, images, labels).total) * labels.shape[0]
+        with precision_scope(precision, device):
+            output = model(images, labels)
+            loss = model.loss(output, images, labels).total
+        total_loss += float(loss) * labels.shape[0]
         correct += int((output.predictions == labels).sum())
     return total_loss / len(split), correct / len(split)
 
@@ -113,6 +124,7 @@ def train(
     """
     out = Path(out_dir)
     device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device, training=True)
     epochs = settings.epochs or recipe.train.epochs
     batch_size = settings.batch_size or recipe.train.batch_size
     if epochs <= 0 or batch_size <= 0:
@@ -150,6 +162,7 @@ def train(
                 "versions": versions(),
                 "command": command_line(),
                 "device_name": device_description(device),
+                "precision": precision.value,
             },
             indent=2,
         )
@@ -181,8 +194,9 @@ def train(
                 index = order[start : start + batch_size]
                 images = random_shift(images_all[index], recipe.train.max_shift, generator)
                 labels = labels_all[index]
-                output = model(images, labels)
-                loss = model.loss(output, images, labels).total
+                with precision_scope(precision, device):
+                    output = model(images, labels)
+                    loss = model.loss(output, images, labels).total
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -201,6 +215,7 @@ def train(
                     "epoch": epoch,
                     "batches_done": seen // batch_size,
                     "interrupted": True,
+                    "precision": precision.value,
                     "versions": versions(),
                 },
             )
@@ -220,7 +235,9 @@ def train(
             "images_per_second": seen / seconds,
         }
         history.append(row)
-        metadata = {**run_record, "epoch": epoch + 1, "metrics": row, "versions": versions()}
+        metadata = {
+            **run_record, "epoch": epoch + 1, "metrics": row, "precision": precision.value, "versions": versions()
+        }
         save_checkpoint(out / LAST, model, recipe, metadata)
         _save_optimizer(out, optimizer)
         if val_accuracy > best_accuracy:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from capsrobust.checkpoints import load_checkpoint
 from capsrobust.data import Dataset
 from capsrobust.errors import RunError
 from capsrobust.evaluate import evaluate
+from capsrobust.precision import PrecisionError, cpu_supports_bf16
 from capsrobust.train import TrainSettings, random_shift, train
 from tests.conftest import recipe
 
@@ -33,7 +35,9 @@ def test_run_directory_records_what_made_it(trained_runs):
     run = json.loads((trained_runs["capsnet-tiny"] / "run.json").read_text())
     assert run["recipe"]["name"] == "capsnet-tiny" and run["dataset"] == "mnist-5k" and run["seed"] == 0
     assert {"torch", "capsrobust", "python"} <= set(run["versions"])
+    assert run["precision"] == "fp32"  # what "auto" means on the CPU
     best = json.loads((trained_runs["capsnet-tiny"] / "best.json").read_text())
+    assert best["precision"] == "fp32"
     metrics = pd.read_csv(trained_runs["capsnet-tiny"] / "metrics.csv")
     assert best["metrics"]["val_accuracy"] == metrics["val_accuracy"].max()
 
@@ -74,6 +78,26 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, small):
     assert list(metrics["epoch"]) == [1, 2]
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert all(torch.allclose(straight[key], resumed[key], atol=1e-6) for key in straight)
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no oneDNN bf16 kernels (needs AVX-512 or AMX)")
+def test_bf16_training_has_finite_loss_is_recorded_and_may_resume_in_another_precision(tmp_path, small):
+    tiny = dataclasses.replace(small, train=small.train.head(300), val=small.val.head(100))
+    settings = TrainSettings(epochs=1, device="cpu", progress=False, precision="bf16")
+    metrics = train(recipe("capsnet-tiny"), tiny, tmp_path, settings)
+    assert metrics["train_loss"].map(math.isfinite).all() and (metrics["train_loss"] > 0).all()
+    assert json.loads((tmp_path / "run.json").read_text())["precision"] == "bf16"
+    assert load_checkpoint(tmp_path / "last.json").metadata["precision"] == "bf16"
+    resumed = train(recipe("capsnet-tiny"), tiny, tmp_path,
+                    dataclasses.replace(settings, epochs=2, resume=True, precision="fp32"))
+    assert list(resumed["epoch"]) == [1, 2]
+    assert load_checkpoint(tmp_path / "last.json").metadata["precision"] == "fp32"
+
+
+def test_a_precision_the_device_cannot_run_stops_training_before_anything_is_written(tmp_path, small):
+    with pytest.raises(PrecisionError, match="use --precision fp32 or bf16"):
+        train(recipe("cnn-tiny"), small, tmp_path / "run", TrainSettings(device="cpu", precision="tf32"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path, small):

@@ -21,10 +21,12 @@ distribution, keeps the argmax, and gives cross-entropy its usual gradients. The
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from capsrobust.models.base import (
     CapsRobustModel,
@@ -42,18 +44,26 @@ NORM_EPS = 1e-8
 MIN_LENGTH_FOR_LOG = 1e-12
 
 
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 when it is in a narrower float type (bf16/fp16 under autocast), else unchanged."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def squash(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Shrink vectors to length |s|² / (1 + |s|²) keeping their direction (the paper's eq. 1).
 
     Written as s · sqrt(|s|² + ε) / (1 + |s|²), which equals the paper's form for |s| ≫ √ε and, unlike
-    s / |s|, has a finite gradient at s = 0.
+    s / |s|, has a finite gradient at s = 0. Computed in at least float32: ε = 1e-8 and the squared norms of
+    near-zero capsules are below what bfloat16 resolves next to 1, so under autocast they would round away.
     """
+    vectors = at_least_fp32(vectors)
     squared_norm = (vectors * vectors).sum(dim=dim, keepdim=True)
     return vectors * (torch.sqrt(squared_norm + NORM_EPS) / (1.0 + squared_norm))
 
 
 def capsule_length(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Euclidean length with a finite gradient at the zero vector."""
+    """Euclidean length with a finite gradient at the zero vector, in at least float32 (see ``squash``)."""
+    vectors = at_least_fp32(vectors)
     return torch.sqrt((vectors * vectors).sum(dim=dim) + NORM_EPS)
 
 
@@ -63,19 +73,94 @@ def route_by_agreement(predictions: torch.Tensor, iterations: int) -> tuple[torc
     ``predictions`` are the votes û of shape (B, N_in, C, D). Returns the output capsules (B, C, D) and the
     coupling coefficients of the last iteration (B, N_in, C), which sum to 1 over the C classes. Only the
     iterations are a Python loop; everything inside is a batched tensor operation, the same on CPU and CUDA.
+
+    The votes are read as (B, C, N_in, D), so that both contractions (over the N_in inputs, and over the D pose
+    dimensions) are batched matrix products over B·C contiguous (N_in, D) blocks; ``CapsNet.votes`` lays its
+    result out that way, so the transpose below costs nothing (other layouts are copied once, not per
+    iteration). The votes, the biggest tensor of the network, stay in their own dtype (bfloat16 under autocast);
+    the routing logits, their softmax and the small (B, C, D) sums are float32. The backward pass is written out
+    by hand (``_Routing``) because autograd's would touch the votes about four times as often.
     """
     if iterations < 1:
         raise ValueError(f"routing needs at least one iteration, got {iterations}")
-    batch, n_in, n_out, _ = predictions.shape
-    routing_logits = predictions.new_zeros(batch, n_in, n_out)  # b_ij, (B, N_in, C)
-    for iteration in range(iterations):
-        coupling = routing_logits.softmax(dim=2)  # c_ij, (B, N_in, C)
-        weighted_sum = torch.einsum("bnc,bncd->bcd", coupling, predictions)  # s_j, (B, C, D)
-        outputs = squash(weighted_sum)  # v_j, (B, C, D)
-        if iteration < iterations - 1:
-            agreement = torch.einsum("bncd,bcd->bnc", predictions, outputs)  # û·v, (B, N_in, C)
-            routing_logits = routing_logits + agreement
-    return outputs, coupling
+    votes = predictions.transpose(1, 2).contiguous()  # (B, C, N_in, D); no copy for CapsNet.votes' layout
+    outputs, coupling = _Routing.apply(votes, iterations)
+    return outputs, coupling.transpose(1, 2)  # (B, C, D), (B, N_in, C)
+
+
+def _weighted_sum(weights: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+    """Σ_i w_i û_i per (batch, class): (B, C, N_in) float weights, (B, C, N_in, D) votes → (B, C, D) float."""
+    return torch.matmul(weights.to(votes.dtype).unsqueeze(2), votes).squeeze(2).to(weights.dtype)
+
+
+def _agreement(votes: torch.Tensor, poses: torch.Tensor) -> torch.Tensor:
+    """û_i · v per (batch, class, input): (B, C, N_in, D) votes, (B, C, D) float poses → (B, C, N_in) float."""
+    return torch.matmul(votes, poses.to(votes.dtype).unsqueeze(3)).squeeze(3).to(poses.dtype)
+
+
+class _Routing(torch.autograd.Function):
+    """Routing by agreement on (B, C, N_in, D) votes with a backward pass that reads the votes 2·iterations − 2
+    times and writes their gradient once.
+
+    Autograd would differentiate each of the 2·iterations − 1 products with the votes separately: one full-size
+    gradient per product, summed pairwise, about twenty passes over the network's biggest tensor. But that
+    gradient is a sum of outer products, ∂L/∂û = Σ_t c_t ⊗ ∂L/∂s_t + Σ_t ∂L/∂b_{t+1} ⊗ v_t, of rank
+    2·iterations − 1 per (batch, class), so it is one batched matrix product of small factors. The small
+    steps (squash, softmax) are differentiated by autograd on their own small tensors.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, votes: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, n_out, n_in, _ = votes.shape
+        logits = votes.new_zeros(batch, n_out, n_in, dtype=torch.promote_types(votes.dtype, torch.float32))  # b
+        couplings, sums, poses = [], [], []
+        for iteration in range(iterations):
+            coupling = logits.softmax(dim=1)  # c over the C classes, (B, C, N_in)
+            weighted_sum = _weighted_sum(coupling, votes)  # s, (B, C, D)
+            outputs = squash(weighted_sum)  # v, (B, C, D)
+            couplings.append(coupling)
+            sums.append(weighted_sum)
+            poses.append(outputs)
+            if iteration < iterations - 1:
+                logits = logits + _agreement(votes, outputs)  # b += û·v, (B, C, N_in)
+        ctx.iterations = iterations
+        ctx.save_for_backward(votes, *couplings, *sums, *poses)
+        return outputs, coupling
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad_outputs: torch.Tensor | None, grad_coupling: torch.Tensor | None
+    ) -> tuple[torch.Tensor, None]:
+        iterations = ctx.iterations
+        votes, *saved = ctx.saved_tensors
+        couplings, sums, poses = (saved[k * iterations : (k + 1) * iterations] for k in range(3))
+        grad_poses = grad_outputs if grad_outputs is not None else torch.zeros_like(poses[-1])
+        grad_logits: torch.Tensor | None = None  # ∂L/∂b_{t+1}, summed over the iterations after t
+        left: list[torch.Tensor] = []  # (B, C, N_in) factors of ∂L/∂û
+        right: list[torch.Tensor] = []  # (B, C, D) factors of ∂L/∂û
+        for t in reversed(range(iterations)):
+            if t < iterations - 1:
+                assert grad_logits is not None
+                grad_poses = _weighted_sum(grad_logits, votes)  # v_t only fed the agreement b_{t+1} − b_t
+                left.append(grad_logits)
+                right.append(poses[t])
+            with torch.enable_grad():
+                weighted_sum = sums[t].detach().requires_grad_(True)
+                (grad_sum,) = torch.autograd.grad(squash(weighted_sum), weighted_sum, grad_poses)
+            left.append(couplings[t])
+            right.append(grad_sum)
+            if t == 0:
+                break  # c_0 is the softmax of constant zeros: nothing upstream of it
+            grad_c = _agreement(votes, grad_sum)  # (B, C, N_in)
+            if t == iterations - 1 and grad_coupling is not None:
+                grad_c = grad_c + grad_coupling
+            coupling = couplings[t]
+            grad_b = coupling * (grad_c - (grad_c * coupling).sum(dim=1, keepdim=True))  # softmax over C
+            grad_logits = grad_b if grad_logits is None else grad_logits + grad_b
+        factors = torch.stack([factor.to(votes.dtype) for factor in left], dim=3)  # (B, C, N_in, R)
+        weights = torch.stack([factor.to(votes.dtype) for factor in right], dim=2)  # (B, C, R, D)
+        return torch.matmul(factors, weights), None  # (B, C, N_in, D)
 
 
 def margin_loss(
@@ -83,8 +168,9 @@ def margin_loss(
 ) -> torch.Tensor:
     """The paper's eq. 4, summed over classes and averaged over the batch.
 
-    L_k = T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)².
+    L_k = T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)², in at least float32.
     """
+    lengths = at_least_fp32(lengths)
     present = F.one_hot(labels, num_classes=lengths.shape[1]).to(lengths.dtype)  # (B, C)
     per_class = present * F.relu(m_plus - lengths) ** 2 + down_weight * (1.0 - present) * F.relu(lengths - m_minus) ** 2
     return per_class.sum(dim=1).mean()
@@ -149,20 +235,22 @@ class CapsNet(CapsRobustModel):
         c = self.config
         features = F.relu(self.conv1(self.normalize(images)))  # (B, 256, 20, 20)
         grid = self.primary(features)  # (B, 32·8, 6, 6)
-        batch, _, height, width = grid.shape
-        capsules = grid.view(batch, c.primary_channels, c.primary_dim, height, width)  # (B, 32, 8, 6, 6)
+        batch = grid.shape[0]
+        capsules = grid.unflatten(1, (c.primary_channels, c.primary_dim))  # (B, 32, 8, 6, 6)
         capsules = capsules.permute(0, 1, 3, 4, 2).reshape(batch, -1, c.primary_dim)  # (B, 1152, 8)
         return squash(capsules)
 
     def votes(self, primary: torch.Tensor) -> torch.Tensor:
         """Prediction vectors û_j|i = W_ij u_i: (B, 1152, 8) → (B, 1152, 10, 16).
 
-        The result is a view whose memory is laid out as (B, 10, 1152, 16), so that both contractions of the
-        routing loop (over the 1,152 inputs and over the 16 pose dimensions) run as batched matrix products on
-        contiguous memory, with no copies inside the loop.
+        One batched matrix product over the 1,152 primary capsules, then one copy into (B, 10, 1152, 16) memory,
+        returned as a (B, 1152, 10, 16) view: both contractions of the routing loop (over the 1,152 inputs and
+        over the 16 pose dimensions) then run as batched matrix products on contiguous (1152, 16) blocks, with
+        no copies inside the loop. Under autocast the votes are bfloat16, which halves the traffic of the
+        network's biggest tensor.
         """
-        n_in, n_out, out_dim, in_dim = self.weights.shape
-        flat_weights = self.weights.view(n_in, n_out * out_dim, in_dim)  # (1152, 160, 8)
+        n_in, n_out, out_dim, _ = self.weights.shape
+        flat_weights = self.weights.flatten(1, 2)  # (1152, 160, 8); a view unless W was made channels-last
         votes = torch.matmul(primary.transpose(0, 1), flat_weights.transpose(1, 2))  # (1152, B, 160)
         votes = votes.view(n_in, -1, n_out, out_dim).permute(1, 2, 0, 3).contiguous()  # (B, 10, 1152, 16)
         return votes.transpose(1, 2)  # (B, 1152, 10, 16), a view
@@ -170,7 +258,8 @@ class CapsNet(CapsRobustModel):
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
         size = self.config.image_size
-        return self.decoder(mask_by_class(poses, classes)).view(-1, 1, size, size)  # (B, 1, 28, 28)
+        pixels = self.decoder(mask_by_class(poses, classes))  # (B, 784), bfloat16 under autocast
+        return at_least_fp32(pixels).view(-1, 1, size, size)  # (B, 1, 28, 28)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         poses, _ = route_by_agreement(

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The measurements of one short GPU session, as two steps (docs/gpu.md holds what they gave):
+#
+#   bash benchmarks/gpu_session.sh check     # ~3 min: a tiny benchmark on CUDA (smoke test), the throughput table
+#                                            # (fp32 / tf32 / bf16 at batch 100 and 1,000, with the plain CapsNet),
+#                                            # capsnet-paper trained in fp32 and in bf16 (15 epochs, seed 0)
+#   bash benchmarks/gpu_session.sh profile   # ≤ 8 min: `capsrobust benchmark --profile gpu` into reports/gpu-mnist-5k
+#   bash benchmarks/gpu_session.sh short     # the fp32/bf16 training check, then the profile until DEADLINE seconds
+#
+# Run from the project's root on a machine with a GPU and no network, with the wheels of ../shared/gpu/wheels.sh in
+# .whl/ (ART, Foolbox, mlxtend and their needs). Results go to $OUT (default /tmp/capsrobust-gpu): logs, JSON, and
+# a tarball of the report and the benchmark's tables (the adversarials stay behind). BUDGET (seconds, default 470)
+# stops the profile with Ctrl-C semantics, so its finished cells are kept and the same command resumes it.
+set -uo pipefail
+step=${1:?usage: gpu_session.sh check|profile}
+out=${OUT:-/tmp/capsrobust-gpu}
+mkdir -p "$out"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/capsrobust-site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/capsrobust-site:$PWD"
+fi
+export PYTHONUNBUFFERED=1
+capsrobust() { python3 -c 'from capsrobust.cli import main; main()' "$@"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
+
+case "$step" in
+  check)
+    started=$(date +%s)
+    { time capsrobust benchmark --profile tiny --device cuda --out /tmp/tiny-cuda --report /tmp/tiny-report \
+        --no-progress; } > "$out/tiny.log" 2>&1 || { echo "tiny benchmark on CUDA failed"; tail -30 "$out/tiny.log"; }
+    python3 benchmarks/throughput.py --device cuda --precision fp32 tf32 bf16 --batch-sizes 100 1000 \
+      --recipes capsnet-paper cnn-small cnn-recon cnn-baseline --plain --json "$out/throughput.json" \
+      > "$out/throughput.md" 2>&1 || { echo "throughput failed"; tail -30 "$out/throughput.md"; }
+    for precision in fp32 bf16; do
+      run=/tmp/precision-$precision
+      { time capsrobust train models/capsnet-paper.toml --data mnist-5k --out "$run" --seed 0 --device cuda \
+          --precision "$precision" --no-progress; } > "$out/train-$precision.log" 2>&1
+      capsrobust evaluate "$run" --data mnist-5k --device cuda --json > "$out/evaluate-$precision.json" 2>&1
+      cp "$run/metrics.csv" "$out/metrics-$precision.csv"
+    done
+    echo "check took $(( $(date +%s) - started )) s"
+    cat "$out/throughput.md"; tail -3 "$out"/train-*.log; cat "$out"/evaluate-*.json | head -c 600
+    ;;
+  profile)
+    started=$(date +%s)
+    timeout -s INT "${BUDGET:-470}" python3 -c 'from capsrobust.cli import main; main()' benchmark --profile gpu \
+      --device cuda --out runs/benchmark/gpu-mnist-5k --no-progress > "$out/profile.log" 2>&1
+    status=$?
+    echo "benchmark exit $status after $(( $(date +%s) - started )) s"
+    if [ ! -f reports/gpu-mnist-5k/report.md ] && [ -f runs/benchmark/gpu-mnist-5k/sweep/results.csv ]; then
+      # stopped inside the sweep: a report of the cells that finished, marked as such by its own tables
+      capsrobust report runs/benchmark/gpu-mnist-5k/sweep --out reports/gpu-mnist-5k-partial >> "$out/profile.log" 2>&1
+    fi
+    tail -20 "$out/profile.log"
+    tar -czf "$out/gpu-profile.tgz" reports/gpu-mnist-5k* runs/benchmark/gpu-mnist-5k/benchmark.json \
+      runs/benchmark/gpu-mnist-5k/sweep/{sweep.json,results.csv,checks.csv,examples.csv} \
+      runs/benchmark/gpu-mnist-5k/sweep/detection runs/benchmark/gpu-mnist-5k/runs/*/{run.json,metrics.csv,best.json} \
+      2>/dev/null
+    ls -la "$out"
+    ;;
+  short)
+    # What fits in five minutes of device time: the bf16-vs-fp32 accuracy check, then as much of the gpu profile as
+    # BUDGET allows (its stage times and per-cell costs; the same command resumes it on a later machine).
+    started=$(date +%s)
+    for precision in fp32 bf16; do
+      run=/tmp/precision-$precision
+      timeout 55 python3 -c 'from capsrobust.cli import main; main()' train models/capsnet-paper.toml --data mnist-5k \
+        --out "$run" --seed 0 --device cuda --precision "$precision" --no-progress > "$out/train-$precision.log" 2>&1
+      capsrobust evaluate "$run" --data mnist-5k --device cuda --json > "$out/evaluate-$precision.json" 2>&1
+      cp "$run/metrics.csv" "$out/metrics-$precision.csv" 2>/dev/null
+      echo "$precision: $(( $(date +%s) - started )) s"; tail -2 "$out/train-$precision.log"
+    done
+    BUDGET=$(( ${DEADLINE:-270} - ($(date +%s) - started) )) bash "$0" profile
+    ;;
+  *) echo "unknown step $step: use check, profile or short"; exit 2 ;;
+esac
