@@ -121,11 +121,13 @@ class ObjectiveView(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # Scores leave in float32 whatever the precision inside (bf16 autocast): losses and the libraries'
+        # NumPy conversions need it, and it costs one (B, C) cast.
         output = self.model(images)
         if self.scores == "lengths":
             assert output.lengths is not None
-            return output.lengths  # (B, C) in [0, 1)
-        return output.logits  # (B, C): log-lengths for CapsNet, logits otherwise
+            return output.lengths.float()  # (B, C) in [0, 1)
+        return output.logits.float()  # (B, C): log-lengths for CapsNet, logits otherwise
 
 
 class MarginLoss(nn.Module):

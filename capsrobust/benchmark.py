@@ -96,6 +96,10 @@ class BenchmarkProfile:
     # Training seeds of every recipe; empty: the benchmark's one seed. With several, run RECIPE-sK is trained with
     # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.seeds).
     seeds: tuple[int, ...] = ()
+    train_precision: str = "auto"  # capsrobust.precision: auto is tf32 on a GPU, fp32 on a CPU
+    # What the attacks compute gradients in. fp32 unless a profile says otherwise; tf32 means fp32 on a CPU (which
+    # has no TF32). Robustness is always judged by fp32 predictions, whatever the attack computed in.
+    attack_precision: str = "fp32"
 
 
 PROFILES: dict[str, BenchmarkProfile] = {}
@@ -150,6 +154,7 @@ register_profile(BenchmarkProfile(
                 "test images, both libraries on the main PGD cells",
     recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
     seeds=(0, 1, 2), suite="gpu", n=1000, backend="both", data="mnist-5k", report="gpu-mnist-5k",
+    attack_precision="tf32",
     estimate="about 8 minutes on one H100 (see docs/gpu.md for the measured stage times); many hours on a CPU — "
              "try it there with --n 20 and tiny recipes",
     gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,
@@ -252,15 +257,17 @@ def run_benchmark(
         return result
 
     # What the later stages' outputs depend on: a stage recorded as done with another key runs again.
+    attack_precision = _attack_precision(chosen, device)
     key = _key(load_suite(chosen.suite).digest(), count, chosen.backend, seed, data_name,
-               [(name, read_metadata(path / "best").get("weights_sha256")) for name, path in runs.items()])
+               [(name, read_metadata(path / "best").get("weights_sha256")) for name, path in runs.items()],
+               *([attack_precision] if attack_precision != "fp32" else []))  # keys of fp32 benchmarks unchanged
     started = time.perf_counter()
     if state.done(Stage.SWEEP, key) and (sweep_dir / "results.csv").is_file():
         status = "skipped"
     else:
         run_sweep(list(runs.values()), chosen.suite, dataset.get(), out_dir=sweep_dir, n=count, backend=chosen.backend,
                   resume=(sweep_dir / SWEEP_FILE).is_file(), save_adversarials=True, device=device, seed=seed,
-                  data_dir=data_dir, progress=progress)
+                  data_dir=data_dir, precision=attack_precision, progress=progress)
         state.mark(Stage.SWEEP, key)
         status = "ran"
     if stage(Stage.SWEEP, status, started):
@@ -402,10 +409,18 @@ def _train_stage(
                 runs[name], statuses[name] = run, "finished"
                 continue
             train(recipe, dataset.get(), run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
-                                                      progress=progress))
+                                                      progress=progress, precision=profile.train_precision))
             runs[name], statuses[name] = run, "trained"
     state.note(Stage.TRAIN, {name: {"run": str(path), "status": statuses[name]} for name, path in runs.items()})
     return runs, statuses
+
+
+def _attack_precision(profile: BenchmarkProfile, device: str) -> str:
+    """The profile's attack precision on ``device``: a CPU has no TF32, so tf32 there is fp32 (and logged)."""
+    if profile.attack_precision == "tf32" and resolve_device(device).type != "cuda":
+        log.info("%s: attacks in fp32 on the CPU (tf32 is a GPU mode)", profile.name)
+        return "fp32"
+    return profile.attack_precision
 
 
 def _finished(run: Path, recipe: Recipe, data_name: str, seed: int, epochs: int) -> bool:

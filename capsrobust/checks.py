@@ -289,12 +289,17 @@ def check_backends_agree(model: str, rows: pd.DataFrame) -> Check:
     bounded = rows[(rows["kind"] == "bounded")]
     art = bounded[bounded["backend"] == "art"]
     foolbox = bounded[bounded["backend"] == "foolbox"]
-    pairs = art.merge(foolbox, on=["label", "role", "eps"], suffixes=("_art", "_fb"))
+    # The same attack with the same parameters and objective at the same eps, whatever the suite entries' labels
+    # (a suite may run Foolbox on fewer models or seeds, as a separate entry); old tables pair by label.
+    key = ["attack", "params", "objective", "role", "eps"] if {"params", "objective"} <= set(rows) else \
+        ["label", "role", "eps"]
+    pairs = art.merge(foolbox, on=key, suffixes=("_art", "_fb"))
     if pairs.empty:
         return Check("backends-agree", model, Status.SKIP, "no cell run in both ART and Foolbox (--backend both)")
     gaps = (pairs["robust_accuracy_art"] - pairs["robust_accuracy_fb"]).abs()
     worst = pairs.loc[gaps.idxmax()]
-    detail = (f"largest gap {_pct(gaps.max())} ({worst['label']}@{worst['eps']:g}: ART "
+    label = worst["label"] if "label" in worst else worst["label_art"]
+    detail = (f"largest gap {_pct(gaps.max())} ({label}@{worst['eps']:g}: ART "
               f"{_pct(worst['robust_accuracy_art'])}, Foolbox {_pct(worst['robust_accuracy_fb'])}) over "
               f"{len(pairs)} pairs")
     if gaps.max() > BACKEND_TOLERANCE + ROUNDING:

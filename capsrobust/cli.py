@@ -266,11 +266,13 @@ RESULT_SUMMARY = [
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--objective", help=OBJECTIVE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), help="images per attack batch [1,000 on a GPU, 100 on a CPU]")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
+              help="what attacks compute gradients in (robustness is always judged in fp32; docs/precision.md)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 def sweep(
     runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
     backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
-    objective: str | None, batch_size: int | None, no_progress: bool,
+    objective: str | None, batch_size: int | None, precision: str, no_progress: bool,
 ) -> None:
     """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
     from capsrobust.adapters import AttackObjective
@@ -287,7 +289,7 @@ def sweep(
     run_sweep(
         list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
         save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
-        batch_size=batch_size, data_dir=data_dir, progress=not no_progress,
+        batch_size=batch_size, data_dir=data_dir, precision=precision, progress=not no_progress,
     )
     tables = load_sweep(out)
     click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}):")

@@ -149,13 +149,15 @@ class CudaFlags:
         torch.backends.cudnn.benchmark = self.cudnn_benchmark
 
 
-def cuda_flags_for(precision: Precision) -> CudaFlags:
+def cuda_flags_for(precision: Precision, autotune: bool = True) -> CudaFlags:
     """TF32 only for ``tf32``: under ``bf16`` whatever autocast leaves in float32 stays exact float32.
 
-    cuDNN autotuning is on for every precision: shapes repeat batch after batch, so the search pays once.
+    cuDNN autotuning (``autotune``) pays where shapes repeat batch after batch (training, evaluation); attacks
+    that shrink their batch to the images still robust (APGD, Square, AutoAttack) meet a new shape at almost every
+    step, and would search again each time.
     """
     tf32 = precision is Precision.TF32
-    return CudaFlags(matmul_tf32=tf32, cudnn_tf32=tf32, cudnn_benchmark=True)
+    return CudaFlags(matmul_tf32=tf32, cudnn_tf32=tf32, cudnn_benchmark=autotune)
 
 
 @contextmanager
@@ -174,9 +176,10 @@ def _cuda_flags(flags: CudaFlags) -> Iterator[None]:
 
 
 @contextmanager
-def precision_scope(precision: Precision, device: DeviceLike) -> Iterator[None]:
+def precision_scope(precision: Precision, device: DeviceLike, *, autotune: bool = True) -> Iterator[None]:
     """Run the block in ``precision`` on ``device``: CUDA flags for fp32/tf32, autocast to bfloat16 for bf16.
 
+    ``autotune`` switches cuDNN's algorithm search on (see ``cuda_flags_for``).
     Backward passes belong outside the scope (autocast's rule); the CUDA flags are restored on exit, so the
     scope leaves no global state behind. ``precision`` must be resolved (``resolve_precision``), not ``auto``.
     """
@@ -186,7 +189,7 @@ def precision_scope(precision: Precision, device: DeviceLike) -> Iterator[None]:
     kind = _device_type(device)
     with ExitStack() as stack:
         if kind == "cuda":
-            stack.enter_context(_cuda_flags(cuda_flags_for(precision)))
+            stack.enter_context(_cuda_flags(cuda_flags_for(precision, autotune)))
         if precision is Precision.BF16:
             stack.enter_context(torch.autocast(device_type=kind, dtype=torch.bfloat16))
         yield

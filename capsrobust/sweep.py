@@ -60,6 +60,7 @@ from capsrobust.checks import Check, Status, check_model, check_results, checks_
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluate import predict
+from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ TOLERANCE = 1e-6
 BACKEND_CHOICES = ("art", "foolbox", "both")
 SWEEP_FILE = "sweep.json"
 CPU_BATCH_SIZE, GPU_BATCH_SIZE = 100, 1000
+DEFAULTS = {"precision": Precision.FP32.value}  # what a sweep started before a setting existed ran with
 CELLS_DIR = "cells"
 ADVERSARIALS_DIR = "adversarials"
 RESULT_COLUMNS = [
@@ -76,7 +78,7 @@ RESULT_COLUMNS = [
     "objective_used", "params", "n", "clean_accuracy", "robust_accuracy", "attack_success_rate",
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
-    "train_seed",
+    "train_seed", "precision",
 ]
 EXAMPLE_COLUMNS = [
     "cell_id", "model", "index", "label", "clean_pred", "adv_pred", "l2", "linf", "in_bounds", "in_ball",
@@ -244,12 +246,15 @@ def run_sweep(
     objective: str | AttackObjective | None = None,
     batch_size: int | None = None,
     data_dir: str | Path | None = None,
+    precision: str | Precision = Precision.FP32,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Attack every model in ``runs`` (run directories or checkpoints) with ``suite``; returns the results table.
 
     ``n`` test images (default: the suite's ``n``; the first ones of the split, the same for every model);
     ``batch_size`` images per attack batch (default: ``default_batch_size(device)``, 1,000 on a GPU);
+    ``precision`` is what the attacks compute their gradients in (fp32 unless asked; ``capsrobust.precision``):
+    whatever it is, every prediction that decides robustness (clean and adversarial) is made in fp32;
     ``backend`` is ``art``, ``foolbox`` or ``both``; ``objective`` (default: each model's, see
     ``capsrobust.adapters``) is what gradient attacks differentiate. The per-example outcomes and the checks
     table are in ``out_dir`` (``load_sweep``). Raises ``SweepError`` when ``out_dir`` holds another sweep, or
@@ -264,6 +269,7 @@ def run_sweep(
     batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
     if batch_size < 1:
         raise SweepError(f"batch size must be ≥ 1, got {batch_size}")
+    attack_precision = resolve_precision(precision, torch_device, training=False)
     dataset = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
     count = chosen_suite.n if n is None else n
     if count < 1:
@@ -285,13 +291,14 @@ def run_sweep(
                    for m in models],
         "dataset": dataset.name.value, "split": "test", "n": len(split), "backend": backend, "seed": seed,
         "objective": None if objective is None else AttackObjective.parse(objective).value,
-        "batch_size": batch_size, "save_adversarials": save_adversarials,
+        "batch_size": batch_size, "save_adversarials": save_adversarials, "precision": attack_precision.value,
     }
     _prepare(out, request, resume, cells)
 
     store = _Store(out, cells)
     context = {
         "dataset": dataset.name.value, "n": len(split), "batch_size": batch_size, "device": str(torch_device),
+        "precision": attack_precision,
         "versions": json.dumps(_library_versions(), sort_keys=True), "command": command_line(),
     }
     bar = tqdm(total=len(cells), initial=len(store.done), desc="sweep", unit="cell", disable=not progress)
@@ -368,7 +375,7 @@ def _prepare(out: Path, request: dict[str, Any], resume: bool, cells: Sequence[C
         except (OSError, ValueError, KeyError) as error:
             raise SweepError(f"{path} is corrupt ({error}); remove {out} and start again") from None
         for key, value in request.items():
-            if key not in {"suite_source", "suite", "suite_sha256"} and previous.get(key) != value:
+            if key not in {"suite_source", "suite", "suite_sha256"} and previous.get(key, DEFAULTS.get(key)) != value:
                 raise SweepError(
                     f"cannot resume {out}: it was started with another {key} ({previous.get(key)!r}); "
                     f"resume with the same settings or choose another --out"
@@ -414,10 +421,11 @@ def _attack_cell(
         result, seconds = shared[cell.run_key]
     else:
         started = time.perf_counter()
-        result = run_attack(
-            cell.attack, entry.loaded.model, images, labels, eps=cell.eps, params=dict(cell.params),
-            objective=cell.objective, backend=cell.backend, device=device, seed=cell.seed, batch_size=batch_size,
-        )
+        with precision_scope(context["precision"], device, autotune=False):  # attacks shrink their batches
+            result = run_attack(
+                cell.attack, entry.loaded.model, images, labels, eps=cell.eps, params=dict(cell.params),
+                objective=cell.objective, backend=cell.backend, device=device, seed=cell.seed, batch_size=batch_size,
+            )
         seconds = time.perf_counter() - started
         if spec.kind is AttackKind.MINIMIZATION:
             shared[cell.run_key] = (result, seconds)
@@ -458,7 +466,7 @@ def _attack_cell(
         "n_out_of_bounds": int((~in_bounds).sum()), "n_out_of_ball": int((~in_ball).sum()),
         "steps_or_queries": result.steps_or_queries, "seconds": round(seconds, 3), "seed": cell.seed,
         "batch_size": context["batch_size"], "device": context["device"], "versions": context["versions"],
-        "command": context["command"], "train_seed": entry.train_seed,
+        "command": context["command"], "train_seed": entry.train_seed, "precision": context["precision"].value,
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),

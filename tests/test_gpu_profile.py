@@ -57,8 +57,9 @@ def test_the_profile_names_three_seeds_the_paper_models_and_its_suite():
     assert [name for name, _ in profile.recipes] == ["capsnet-paper", "cnn-small", "cnn-recon", "cnn-baseline"]
     suite = load_suite(profile.suite)
     everywhere = {entry.label for entry in suite.attacks if not entry.seeds}
-    assert {"fgsm", "pgd-linf", "apgd-ce"} <= everywhere
-    assert {"autoattack", "cw-l2", "square"} <= {entry.label for entry in suite.attacks if entry.seeds == (0,)}
+    assert {"fgsm", "pgd-linf", "vote-apgd-ce"} <= everywhere
+    assert {"autoattack", "apgd-ce", "cw-l2", "square", "pgd-linf-foolbox"} <= {
+        entry.label for entry in suite.attacks if entry.seeds == (0,)}
 
 
 @pytest.mark.slow
@@ -73,6 +74,9 @@ def test_every_seed_is_trained_attacked_and_reported(gpu_on_cpu):
     assert ran["autoattack"] == [0] and ran["square"] == [0] and ran["pgd-linf"] == [0, 1]
     coverage = tables.checks[(tables.checks["check"] == "coverage") & (tables.checks["model"] == "cnn-tiny-s1")]
     assert "training seeds 0" in coverage["detail"].iloc[0]
+    # seed 0's Foolbox PGD entry pairs with the ART entry every seed runs (same attack and parameters)
+    agree = tables.checks[tables.checks["check"] == "backends-agree"].set_index("model")["status"]
+    assert agree["cnn-tiny-s0"] != "skip" and agree["cnn-tiny-s1"] == "skip"
     seeds_table = pd.read_csv(root / "report" / "tables" / "seeds.csv")
     assert set(seeds_table["group"]) == {"capsnet-tiny", "cnn-tiny", "cnn-recon-tiny"}
     assert (seeds_table["n_seeds"] == 2).all() and (seeds_table["ci_low"] <= seeds_table["robust_accuracy"]).all()

@@ -234,3 +234,22 @@ def test_cli_sweep_prints_results_and_checks(trained_runs, tmp_path):
     assert unknown.exit_code == 2 and "suite nope not found" in unknown.output
     bad_objective = CliRunner().invoke(main, [*args[:-2], "--objective", "hinge"])
     assert bad_objective.exit_code == 2 and "unknown attack objective" in bad_objective.output
+
+
+def test_attack_precision_is_recorded_and_judged_in_fp32(trained_runs, mnist5k, tmp_path):
+    from capsrobust.precision import PrecisionError, cpu_supports_bf16
+
+    suite = suite_from_dict({"attack": [{"name": "pgd-linf", "eps": [0.2], "params": {"steps": 3}}]})
+    run = trained_runs["cnn-tiny"]
+    fp32 = run_sweep([run], suite, mnist5k, out_dir=tmp_path / "fp32", n=8, device="cpu", progress=False)
+    assert set(fp32["precision"]) == {"fp32"} and set(fp32["batch_size"]) == {100}  # the CPU's batch
+    assert json.loads((tmp_path / "fp32" / "sweep.json").read_text())["request"]["precision"] == "fp32"
+    with pytest.raises(PrecisionError, match="tf32"):
+        run_sweep([run], suite, mnist5k, out_dir=tmp_path / "tf32", n=8, device="cpu", precision="tf32")
+    assert not (tmp_path / "tf32").exists()  # refused before anything is written
+    if cpu_supports_bf16():
+        bf16 = run_sweep([run], suite, mnist5k, out_dir=tmp_path / "bf16", n=8, device="cpu", precision="bf16",
+                         progress=False)
+        assert set(bf16["precision"]) == {"bf16"}
+        # the clean predictions that decide robustness are fp32 in both sweeps
+        assert bf16["clean_accuracy"].tolist() == fp32["clean_accuracy"].tolist()

@@ -145,3 +145,41 @@ def test_ctrl_c_saves_the_current_weights_before_stopping(tmp_path, small, monke
     saved = load_checkpoint(tmp_path / "interrupted.json")
     assert saved.metadata["interrupted"] is True and saved.metadata["batches_done"] == 2
     assert not (tmp_path / "last.json").exists()  # no epoch finished, so nothing claims to have
+
+
+def test_throttled_checkpoints_resume_from_the_last_written_epoch_to_the_same_weights(tmp_path, small):
+    cnn = recipe("cnn-tiny")
+    settings = TrainSettings(epochs=3, device="cpu", progress=False)
+    train(cnn, small, tmp_path / "straight", settings)
+    # a run killed after epoch 2 whose `last` was written only at epoch 1 (the throttle): keep that state
+    train(cnn, small, tmp_path / "killed", dataclasses.replace(settings, epochs=1))
+    saved = {name: (tmp_path / "killed" / name).read_bytes() for name in
+             ("last.safetensors", "last.json", "last.optim.safetensors", "last.optim.json")}
+    throttled = dataclasses.replace(settings, epochs=2, resume=True, checkpoint_seconds=1e9)
+    train(cnn, small, tmp_path / "killed", throttled)
+    assert load_checkpoint(tmp_path / "killed" / "last.json").metadata["epoch"] == 2  # the final epoch is written
+    for name, data in saved.items():
+        (tmp_path / "killed" / name).write_bytes(data)
+    metrics = train(cnn, small, tmp_path / "killed", dataclasses.replace(settings, resume=True))
+    assert list(metrics["epoch"]) == [1, 2, 3]  # epoch 2 trained again, from the epoch-1 state
+    straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert all(torch.allclose(straight[key], resumed[key], atol=1e-6) for key in straight)
+
+
+def test_last_is_written_after_the_final_epoch_only_when_epochs_are_quick(tmp_path, small, monkeypatch):
+    import capsrobust.train as training
+
+    written: list[tuple[str, int]] = []
+    original = training.save_checkpoint
+
+    def spy(stem, model, recipe_, metadata):
+        written.append((stem.name, metadata["epoch"]))
+        return original(stem, model, recipe_, metadata)
+
+    monkeypatch.setattr(training, "save_checkpoint", spy)
+    settings = TrainSettings(epochs=3, device="cpu", progress=False, checkpoint_seconds=1e9)
+    train(recipe("cnn-tiny"), small, tmp_path / "quick", settings)
+    assert [epoch for name, epoch in written if name == "last"] == [3]
+    written.clear()
+    train(recipe("cnn-tiny"), small, tmp_path / "every", dataclasses.replace(settings, checkpoint_seconds=0.0))
+    assert [epoch for name, epoch in written if name == "last"] == [1, 2, 3]

@@ -63,9 +63,9 @@ class ReconstructionAwareView(ObjectiveView):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         output = self.model(images)  # reconstruction from the predicted class, as the detector sees it
         assert output.reconstruction is not None
-        difference = (output.reconstruction - images).flatten(1)  # (B, 784)
+        difference = (output.reconstruction.float() - images).flatten(1)  # (B, 784), float32 under autocast too
         self.distances = torch.sqrt((difference * difference).sum(dim=1) + DISTANCE_EPS)  # (B,)
-        return output.logits  # (B, C): log-lengths for CapsNet, logits otherwise
+        return output.logits.float()  # (B, C): log-lengths for CapsNet, logits otherwise
 
 
 class ReconstructiveLoss(nn.Module):

@@ -62,11 +62,11 @@ class VoteView(nn.Module):
         votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16)
         surrogate = self._scored(capsule_length(squash(votes.mean(dim=1))))  # (B, 10)
         if self.values == "votes":
-            return surrogate
+            return surrogate.float()
         with torch.no_grad():
             poses, _ = route_by_agreement(votes, self.model.config.routing_iterations)  # (B, 10, 16)
             routed = self._scored(capsule_length(poses))  # (B, 10), the model's own scores
-        return surrogate + (routed - surrogate).detach()  # value: routed; gradient: votes
+        return (surrogate + (routed - surrogate).detach()).float()  # value: routed; gradient: votes; float32
 
 
 def vote_target(
