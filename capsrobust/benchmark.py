@@ -155,8 +155,9 @@ register_profile(BenchmarkProfile(
     recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
     seeds=(0, 1, 2), suite="gpu", n=1000, backend="both", data="mnist-5k", report="gpu-mnist-5k",
     attack_precision="tf32",
-    estimate="about 8 minutes on one H100 (see docs/gpu.md for the measured stage times); many hours on a CPU — "
-             "try it there with --n 20 and tiny recipes",
+    estimate="7.5-8.5 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py gpu; "
+             "training measured at 91 s, the whole profile not yet timed end to end: docs/gpu.md); many hours on "
+             "a CPU",
     gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,
 ))
 register_profile(BenchmarkProfile(
@@ -164,7 +165,9 @@ register_profile(BenchmarkProfile(
     description="full MNIST (--data-dir) on one GPU: longer training, the full suite in both libraries",
     recipes=(("capsnet-paper", 30), ("cnn-small", 20), ("cnn-recon", 20), ("cnn-baseline", 20)),
     suite="full", n=1000, backend="both", data="mnist", report="benchmark-full",
-    estimate="roughly half a day on one H100 (not measured): ART's Carlini-Wagner and AutoAttack dominate",
+    estimate="up to about 10.5 hours on one H100, estimated from measured per-cell costs (benchmarks/"
+             "estimate_profile.py full --train-images 55000): cnn-baseline's fp32 attacks and ART's Carlini-Wagner "
+             "dominate; adaptive attacks are priced as upper bounds",
 ))
 
 

@@ -75,7 +75,7 @@ def vote_target(
     """The vote view of a CapsNet with the objective's scores and loss; other models are refused."""
     if not isinstance(model, CapsNet):
         raise ObjectiveError(
-            f"the vote attacks need a CapsNet (they average the primary capsules' votes); "
+            f"a vote attack needs a CapsNet (it averages the primary capsules' votes); "
             f"{type(model).__name__} has none — drop the vote-* attacks for this model"
         )
     chosen = resolve_objective(model, objective)
