@@ -301,3 +301,13 @@ def test_on_a_real_gpu_tf32_and_bf16_run_and_flags_come_back(cuda_flags_restored
         loss.backward()
         assert math.isfinite(loss.item())
         assert CudaFlags.read() == cuda_flags_restored
+
+
+@needs_cpu_bf16
+@pytest.mark.parametrize("name", ["cnn-tiny", "cnn-recon-tiny", "capsnet-tiny"])
+def test_every_model_returns_float32_outputs_under_bf16_autocast(name):
+    model = build_model(recipe(name)).eval()
+    with precision_scope(Precision.BF16, "cpu"):
+        output = model(torch.rand(3, 1, 28, 28))
+    tensors = [t for t in (output.logits, output.lengths, output.poses, output.reconstruction) if t is not None]
+    assert all(t.dtype == torch.float32 for t in tensors)

@@ -63,6 +63,15 @@ def build_decoder(in_features: int, hidden: tuple[int, ...], image_size: int) ->
     return nn.Sequential(*layers)
 
 
+def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32 when it is in a narrower float type (bf16/fp16 under autocast), else unchanged.
+
+    Every model returns its ``ModelOutput`` in float32 whatever the precision inside, so losses, attack libraries
+    (NumPy has no bfloat16) and comparisons see one dtype.
+    """
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 def mask_by_class(groups: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Keep only the vector of ``classes`` in (B, C, D) groups, zero the others, flatten to (B, C·D)."""
     mask = F.one_hot(classes, num_classes=groups.shape[1]).to(groups.dtype)  # (B, C)

@@ -33,6 +33,7 @@ from capsrobust.models.base import (
     LossTerms,
     ModelOutput,
     Normalize,
+    at_least_fp32,
     build_decoder,
     mask_by_class,
     sum_squared_error,
@@ -42,11 +43,6 @@ from capsrobust.models.registry import register_architecture
 # Keeps |s| and its gradient finite at the zero vector, where attacks and early training do land.
 NORM_EPS = 1e-8
 MIN_LENGTH_FOR_LOG = 1e-12
-
-
-def at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` in float32 when it is in a narrower float type (bf16/fp16 under autocast), else unchanged."""
-    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def squash(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:

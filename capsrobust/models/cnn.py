@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize
+from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize, at_least_fp32
 from capsrobust.models.registry import register_architecture
 
 
@@ -63,7 +63,7 @@ class CNN(CapsRobustModel):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         features = self.features(self.normalize(images))  # (B, C_last, H, W)
-        return ModelOutput(logits=self.classifier(features.flatten(1)))  # (B, 10)
+        return ModelOutput(logits=at_least_fp32(self.classifier(features.flatten(1))))  # (B, 10), float32
 
     def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         cross_entropy = F.cross_entropy(output.logits, labels)

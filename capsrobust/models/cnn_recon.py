@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsrobust.models.base import LossTerms, ModelOutput, build_decoder, mask_by_class, sum_squared_error
+from capsrobust.models.base import (
+    LossTerms,
+    ModelOutput,
+    at_least_fp32,
+    build_decoder,
+    mask_by_class,
+    sum_squared_error,
+)
 from capsrobust.models.cnn import CNN, CNNConfig
 from capsrobust.models.registry import register_architecture
 
@@ -53,7 +60,9 @@ class CNNRecon(CNN):
         class_vectors = self.classifier(features).view(-1, c.num_classes, c.class_dim)  # (B, 10, 16)
         logits = self.readout(class_vectors.flatten(1))  # (B, 10)
         classes = labels if labels is not None else logits.argmax(dim=1)
-        return ModelOutput(logits=logits, poses=class_vectors, reconstruction=self.reconstruct(class_vectors, classes))
+        reconstruction = self.reconstruct(class_vectors, classes)  # (B, 1, 28, 28)
+        return ModelOutput(logits=at_least_fp32(logits), poses=at_least_fp32(class_vectors),
+                           reconstruction=at_least_fp32(reconstruction))  # float32 under bf16 autocast too
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the vector of ``classes`` only: (B, 10, 16) → (B, 1, 28, 28)."""
