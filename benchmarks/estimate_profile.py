@@ -28,11 +28,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from capsrobust.adapters import AttackObjective
+from capsrobust.adapters import AttackObjective, has_capsule_lengths
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import get_profile, run_name
-from capsrobust.models.capsnet import CapsNet
 from capsrobust.recipes import build_model, load_recipe
 from capsrobust.sweep import plan_cells
 
@@ -107,7 +106,7 @@ def estimate(profile_name: str, train_images: int, precision: str | None = None)
             model = build_model(recipe)
             label = run_name(recipe_name, seed, seeds)
             backends = (Backend.ART, Backend.FOOLBOX) if profile.backend == "both" else (Backend(profile.backend),)
-            planned = (label, AttackObjective.MARGIN, isinstance(model, CapsNet), model.can_reconstruct, seed)
+            planned = (label, AttackObjective.MARGIN, has_capsule_lengths(model), model.can_reconstruct, seed)
             cells, _ = plan_cells(suite, [planned], backends, 0)
             attack_rate, train_rate = measured[PROXIES.get(recipe_name, recipe_name)]
             runs = {cell.run_key: cell for cell in cells}  # a minimisation attack runs once for all thresholds

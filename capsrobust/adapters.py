@@ -38,7 +38,7 @@ from torch import nn
 
 from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import CapsRobustModel
-from capsrobust.models.capsnet import CapsNet
+from capsrobust.models.base import Capability, capabilities_of
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
@@ -87,8 +87,12 @@ LOGITS_DEFAULT_OBJECTIVE = AttackObjective.CE_LOG_LENGTHS
 
 
 def has_capsule_lengths(model: nn.Module) -> bool:
-    """Whether ``model`` scores classes by capsule lengths (and so whether the objective changes the scores)."""
-    return isinstance(model, CapsNet)
+    """Whether ``model`` scores classes by capsule lengths (and so whether the objective changes the scores).
+
+    Asked of the model's declared capabilities, not its class: any architecture that declares
+    ``Capability.CAPSULE_LENGTHS`` is attacked like a CapsNet.
+    """
+    return Capability.CAPSULE_LENGTHS in capabilities_of(model)
 
 
 def default_objective(model: nn.Module) -> AttackObjective:

@@ -155,7 +155,7 @@ register_profile(BenchmarkProfile(
     recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
     seeds=(0, 1, 2), suite="gpu", n=1000, backend="both", data="mnist-5k", report="gpu-mnist-5k",
     attack_precision="tf32",
-    estimate="7.5-8.5 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py gpu; "
+    estimate="7.3-8 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py gpu; "
              "training measured at 91 s, the whole profile not yet timed end to end: docs/gpu.md); many hours on "
              "a CPU",
     gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,

@@ -24,6 +24,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
+from torch import nn
 
 from capsrobust.checkpoints import LoadedCheckpoint
 from capsrobust.data import Dataset, load_dataset
@@ -39,12 +40,21 @@ from capsrobust.detection import (
 )
 from capsrobust.figures import choose_examples, save_figure
 from capsrobust.models import ModelOutput
+from capsrobust.models.base import Capability, capabilities_of
 from capsrobust.runtime import resolve_device
 
 HISTOGRAM_FILE = "detection_histograms.png"
 ROC_FILE = "detection_roc.png"
 HISTOGRAM_BINS = 30
-CNN_RECON_ARCHITECTURE = "cnn-recon"
+
+
+def _is_cnn_recon(model: nn.Module) -> bool:
+    """Whether ``model`` is a CNN+R in what it declares: a class-conditional decoder and no capsule lengths.
+
+    The gallery shows such a model's reconstructions beside those of models that have no decoder of their own.
+    """
+    capabilities = capabilities_of(model)
+    return Capability.CLASS_DECODER in capabilities and Capability.CAPSULE_LENGTHS not in capabilities
 
 
 def _panels(tables: DetectionTables) -> tuple[list[str], list[str], pd.DataFrame]:
@@ -235,8 +245,7 @@ def gallery_rows(
     models = load_sweep_models(record, torch_device)
     _, test = load_test_split(record, data_dir, dataset)
     thresholds, distance = _known_thresholds(record.path / "detection")
-    recon_model = next((label for label, loaded in models.items()
-                        if loaded.recipe.architecture == CNN_RECON_ARCHITECTURE), None)
+    recon_model = next((label for label, loaded in models.items() if _is_cnn_recon(loaded.model)), None)
     cells = record.results[(record.results["role"] == "attack") & (record.results["eps"] > 0)]
     if labels:
         unknown = sorted(set(labels) - set(cells["label"]))

@@ -46,6 +46,7 @@ from capsrobust.attacks import attack_names, get_attack
 from capsrobust.compare import BEST_ATTACK, NORM_ORDER, compare_models, worst_case
 from capsrobust.detection import DetectionTables
 from capsrobust.document import Alert, Draft, Heading, Paragraph, Table, write_report_dir
+from capsrobust.models.base import Capability, parse_capabilities
 from capsrobust.report_sources import (
     PathDisplay,
     ReportError,
@@ -63,7 +64,8 @@ MANIFEST = "report.json"
 MANIFEST_FORMAT = "capsrobust-report/1"
 # Attacks that also push the reconstruction distance down: the registry's attacks that need a decoder.
 DEFENSE_AWARE_ATTACKS = frozenset(name for name in attack_names() if get_attack(name).needs_reconstruction)
-CAPSULE_ARCHITECTURES = frozenset({"capsnet"})
+#: How rows of sweeps written before the ``capabilities`` column tell a capsule network: by architecture name.
+LEGACY_CAPSULE_ARCHITECTURES = frozenset({"capsnet"})
 MINIMIZATION = "minimization"
 
 
@@ -585,11 +587,23 @@ def _roc_scores(context: _Context, source: Source, tables: DetectionTables) -> p
     return _concat(frames)
 
 
+def is_capsule_model(row: pd.Series) -> bool:
+    """Whether a results row's model scores classes by capsule lengths, as its ``capabilities`` record.
+
+    Rows without that column, or with it empty (a model with no capabilities reads back from CSV as missing),
+    fall back to the architecture name, which gives the same answer for every architecture those sweeps knew.
+    """
+    recorded = row.get("capabilities")
+    if isinstance(recorded, str) and recorded:
+        return Capability.CAPSULE_LENGTHS in parse_capabilities(recorded)
+    return row["architecture"] in LEGACY_CAPSULE_ARCHITECTURES
+
+
 def _capsule_pairs(results: pd.DataFrame, names: dict[str, str]) -> list[tuple[str, str]]:
     """(baseline, candidate) for every CNN and capsule network among ``names`` (name → one of its models)."""
-    kinds = results.drop_duplicates("model").set_index("model")["architecture"]
-    capsules = [name for name, model in names.items() if kinds[model] in CAPSULE_ARCHITECTURES]
-    others = [name for name, model in names.items() if kinds[model] not in CAPSULE_ARCHITECTURES]
+    rows = results.drop_duplicates("model").set_index("model")
+    capsules = [name for name, model in names.items() if is_capsule_model(rows.loc[model])]
+    others = [name for name, model in names.items() if not is_capsule_model(rows.loc[model])]
     return [(baseline, candidate) for candidate in capsules for baseline in others]
 
 

@@ -18,6 +18,8 @@ Definitions used in every row:
   suite (an L2 threshold) it breaks an image only if the adversarial is misclassified and its L2 norm ≤ eps.
 * perturbation norms (``l2_*``, ``linf_*``) are the median and mean over the *successful* adversarials only
   (empty when there are none).
+* capabilities — what the model declared it offers (``capsrobust.models.base.Capability``), sorted and
+  comma-joined, empty for none; reports read "capsule model" from it rather than from the architecture name.
 
 An output directory holds::
 
@@ -60,6 +62,7 @@ from capsrobust.checks import Check, Status, check_model, check_results, checks_
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluate import predict
+from capsrobust.models.base import capabilities_of, capabilities_text
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
 
@@ -78,7 +81,7 @@ RESULT_COLUMNS = [
     "objective_used", "params", "n", "clean_accuracy", "robust_accuracy", "attack_success_rate",
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
-    "train_seed", "precision",
+    "train_seed", "precision", "capabilities",
 ]
 EXAMPLE_COLUMNS = [
     "cell_id", "model", "index", "label", "clean_pred", "adv_pred", "l2", "linf", "in_bounds", "in_ball",
@@ -467,6 +470,7 @@ def _attack_cell(
         "steps_or_queries": result.steps_or_queries, "seconds": round(seconds, 3), "seed": cell.seed,
         "batch_size": context["batch_size"], "device": context["device"], "versions": context["versions"],
         "command": context["command"], "train_seed": entry.train_seed, "precision": context["precision"].value,
+        "capabilities": capabilities_text(capabilities_of(entry.loaded.model)),
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),

@@ -57,7 +57,7 @@ def test_the_profile_names_three_seeds_the_paper_models_and_its_suite():
     assert [name for name, _ in profile.recipes] == ["capsnet-paper", "cnn-small", "cnn-recon", "cnn-baseline"]
     suite = load_suite(profile.suite)
     everywhere = {entry.label for entry in suite.attacks if not entry.seeds}
-    assert {"fgsm", "pgd-linf", "vote-apgd-ce"} <= everywhere
+    assert {"fgsm", "pgd-linf", "vote-pgd-linf"} <= everywhere
     assert {"autoattack", "apgd-ce", "cw-l2", "square", "pgd-linf-foolbox"} <= {
         entry.label for entry in suite.attacks if entry.seeds == (0,)}
 

@@ -27,19 +27,23 @@ import torch
 from torch import nn
 
 from capsrobust.adapters import AttackObjective, AttackTarget, ObjectiveError, ScoreKind, resolve_objective
-from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, CapsNet, capsule_length, route_by_agreement, squash
+from capsrobust.models.base import Capability, capabilities_of
+from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, capsule_length, route_by_agreement, squash
 
 VoteValues = Literal["votes", "routed"]
 
 
 class VoteView(nn.Module):
-    """``images (B, 1, 28, 28) → scores (B, 10)`` from the averaged, squashed votes of a CapsNet.
+    """``images (B, 1, 28, 28) → scores (B, 10)`` from the averaged, squashed votes of a capsule model.
+
+    The model is any module that declares ``Capability.VOTES``: it offers ``primary_capsules(images)``,
+    ``votes(primary)`` in the (B, N_in, C, D) layout of ``CapsNet.votes``, and ``routing_iterations``.
 
     ``values="routed"``: the scores' values are the routed model's and only their gradient is the votes' (see the
     module docstring); ``"votes"``: values and gradient both from the votes (what PGD needs, and cheaper).
     """
 
-    def __init__(self, model: CapsNet, scores: ScoreKind, values: VoteValues = "votes") -> None:
+    def __init__(self, model: nn.Module, scores: ScoreKind, values: VoteValues = "votes") -> None:
         super().__init__()
         if scores == "logits":
             raise ObjectiveError("the vote view scores capsule lengths; use 'lengths' or 'log-lengths'")
@@ -59,12 +63,12 @@ class VoteView(nn.Module):
         return torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16)
+        votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16) for CapsNet
         surrogate = self._scored(capsule_length(squash(votes.mean(dim=1))))  # (B, 10)
         if self.values == "votes":
             return surrogate.float()
         with torch.no_grad():
-            poses, _ = route_by_agreement(votes, self.model.config.routing_iterations)  # (B, 10, 16)
+            poses, _ = route_by_agreement(votes, self.model.routing_iterations)  # (B, 10, 16)
             routed = self._scored(capsule_length(poses))  # (B, 10), the model's own scores
         return (surrogate + (routed - surrogate).detach()).float()  # value: routed; gradient: votes; float32
 
@@ -72,11 +76,15 @@ class VoteView(nn.Module):
 def vote_target(
     model: nn.Module, objective: str | AttackObjective | None = None, values: VoteValues = "votes"
 ) -> AttackTarget:
-    """The vote view of a CapsNet with the objective's scores and loss; other models are refused."""
-    if not isinstance(model, CapsNet):
+    """The vote view of a model with capsule votes, with the objective's scores and loss; others are refused.
+
+    Only ``Capability.VOTES`` is asked for, not the ``CapsNet`` class, so a new capsule architecture that declares
+    it is attacked the same way.
+    """
+    if Capability.VOTES not in capabilities_of(model):
         raise ObjectiveError(
-            f"a vote attack needs a CapsNet (it averages the primary capsules' votes); "
-            f"{type(model).__name__} has none — drop the vote-* attacks for this model"
+            "a vote attack needs a CapsNet or another model with capsule votes (it averages the primary capsules' "
+            f"votes); {type(model).__name__} has none — drop the vote-* attacks for this model"
         )
     chosen = resolve_objective(model, objective)
     scores = chosen.capsule_scores

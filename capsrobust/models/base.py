@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -83,11 +85,53 @@ def sum_squared_error(reconstruction: torch.Tensor, images: torch.Tensor) -> tor
     return ((reconstruction - images) ** 2).flatten(1).sum(dim=1).mean()
 
 
+class Capability(str, Enum):
+    """Something a model offers beyond logits, declared as data so that code asks for it instead of a class name.
+
+    A new architecture states what it can do in its ``capabilities``; adapters, attacks, the detector and the
+    report then treat it like the built-in models that declare the same, with no edits of their own.
+    """
+
+    #: ``forward`` returns capsule ``lengths`` (B, C) in [0, 1) that score the classes; the objective then picks
+    #: between raw and log lengths.
+    CAPSULE_LENGTHS = "capsule-lengths"
+    #: The model exposes ``primary_capsules(images)`` (B, N_in, D_in), ``votes(primary)`` (B, N_in, C, D) and
+    #: ``routing_iterations``: what the vote attack (Gu & Tresp 2021) needs.
+    VOTES = "votes"
+    #: ``reconstruct(poses, classes)`` decodes the input from the pose vector of one class (the detector's need).
+    CLASS_DECODER = "class-decoder"
+
+
+def capabilities_of(model: nn.Module) -> frozenset[Capability]:
+    """What ``model`` declares in its ``capabilities`` (none for a module that declares nothing)."""
+    return frozenset(getattr(model, "capabilities", frozenset()))
+
+
+def capabilities_text(capabilities: frozenset[Capability]) -> str:
+    """The capabilities as one sorted, comma-joined string, as result tables record them ("" for none)."""
+    return ",".join(sorted(capability.value for capability in capabilities))
+
+
+def parse_capabilities(text: str) -> frozenset[Capability]:
+    """The inverse of ``capabilities_text``; unknown names (from a newer capsrobust) are ignored."""
+    known = {capability.value: capability for capability in Capability}
+    return frozenset(known[name] for name in (part.strip() for part in text.split(",")) if name in known)
+
+
 class CapsRobustModel(nn.Module, ABC):
     """Base of every model: a forward that returns ``ModelOutput`` and a training loss over it."""
 
-    #: Whether ``forward`` can reconstruct the input conditioned on a class (needed by the detector).
-    can_reconstruct: bool = False
+    #: What the model offers beyond logits (see ``Capability``); a subclass declares its own set.
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def has(self, capability: Capability) -> bool:
+        """Whether the model declares ``capability``."""
+        return capability in self.capabilities
+
+    @property
+    def can_reconstruct(self) -> bool:
+        """Whether ``forward`` can reconstruct the input conditioned on a class (needed by the detector)."""
+        return self.has(Capability.CLASS_DECODER)
 
     @abstractmethod
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from capsrobust.models.base import (
+    Capability,
     CapsRobustModel,
     LossTerms,
     ModelOutput,
@@ -208,7 +209,7 @@ class CapsNetConfig:
 class CapsNet(CapsRobustModel):
     """Conv1 → PrimaryCaps → DigitCaps (routing by agreement) → lengths, with a reconstruction decoder."""
 
-    can_reconstruct = True
+    capabilities = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES, Capability.CLASS_DECODER})
 
     def __init__(self, config: CapsNetConfig) -> None:
         super().__init__()
@@ -225,6 +226,11 @@ class CapsNet(CapsRobustModel):
         # W_ij of the paper, one (16 × 8) matrix per pair of primary capsule i and class j.
         self.weights = nn.Parameter(0.01 * torch.randn(n_in, c.num_classes, c.digit_dim, c.primary_dim))
         self.decoder = build_decoder(c.num_classes * c.digit_dim, c.decoder_hidden, c.image_size)
+
+    @property
+    def routing_iterations(self) -> int:
+        """How many rounds of routing by agreement ``forward`` runs (the vote attack routes its votes as often)."""
+        return self.config.routing_iterations
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1, 28, 28) → squashed primary capsules (B, 1152, 8)."""
@@ -259,7 +265,7 @@ class CapsNet(CapsRobustModel):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         poses, _ = route_by_agreement(
-            self.votes(self.primary_capsules(images)), self.config.routing_iterations
+            self.votes(self.primary_capsules(images)), self.routing_iterations
         )  # (B, 10, 16)
         lengths = capsule_length(poses)  # (B, 10)
         classes = labels if labels is not None else lengths.argmax(dim=1)

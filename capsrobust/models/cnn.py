@@ -35,6 +35,8 @@ class CNNConfig:
 class CNN(CapsRobustModel):
     """Convolutions → fully connected → logits, trained with cross-entropy."""
 
+    capabilities = frozenset()  # logits only: no capsules, no decoder
+
     def __init__(self, config: CNNConfig) -> None:
         super().__init__()
         self.config = config

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from capsrobust.models.base import (
+    Capability,
     LossTerms,
     ModelOutput,
     at_least_fp32,
@@ -44,7 +45,7 @@ class CNNReconConfig(CNNConfig):
 class CNNRecon(CNN):
     """CNN trunk → per-class vectors → logits and a class-masked reconstruction."""
 
-    can_reconstruct = True
+    capabilities = frozenset({Capability.CLASS_DECODER})
 
     def __init__(self, config: CNNReconConfig) -> None:
         super().__init__(config)
