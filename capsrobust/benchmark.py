@@ -33,8 +33,8 @@ from typing import Any
 from capsrobust.attacks.suites import load_suite
 from capsrobust.checkpoints import load_checkpoint, read_metadata
 from capsrobust.data import Dataset, DatasetName, load_dataset
-from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, run_detection, write_gallery
-from capsrobust.detection_figures import write_detection_figures
+from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, run_detection
+from capsrobust.detection_figures import write_detection_figures, write_gallery
 from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
 from capsrobust.figures import (
     capsule_tweaks,

@@ -25,8 +25,9 @@ from capsrobust.errors import CapsRobustError
 from capsrobust.models import CapsRobustModel
 
 
-class DetectorError(CapsRobustError):
-    """The detector cannot be used as asked (a model without a decoder, empty data, a bad percentile)."""
+class DetectionError(CapsRobustError):
+    """The detector cannot be used as asked: a model without a decoder, empty data, a bad percentile, or a sweep
+    it cannot score (no saved adversarials, no model with a decoder, changed inputs)."""
 
 
 class Distance(str, Enum):
@@ -38,7 +39,7 @@ class Distance(str, Enum):
 
 def require_reconstruction(model: CapsRobustModel, name: str = "this model") -> None:
     if not model.can_reconstruct:
-        raise DetectorError(
+        raise DetectionError(
             f"{name} has no class-conditional decoder (needed for reconstructions, tweaks and the detector); "
             f"use a capsnet or cnn-recon recipe"
         )
@@ -85,9 +86,9 @@ def calibrate(clean_scores: np.ndarray, percentile: float = 95.0, distance: Dist
     """The threshold that flags ``100 − percentile`` % of the clean calibration scores."""
     scores = np.asarray(clean_scores, dtype=np.float64)
     if scores.size == 0:
-        raise DetectorError("no clean scores to calibrate the threshold on")
+        raise DetectionError("no clean scores to calibrate the threshold on")
     if not 0.0 < percentile < 100.0:
-        raise DetectorError(f"percentile must lie in (0, 100), got {percentile}")
+        raise DetectionError(f"percentile must lie in (0, 100), got {percentile}")
     return Threshold(float(np.percentile(scores, percentile)), percentile, distance, int(scores.size))
 
 
@@ -132,7 +133,7 @@ def detection_outcome(
     adversarial = np.asarray(adversarial_scores, dtype=np.float64)
     success = np.asarray(adversarial_success, dtype=bool)
     if adversarial.shape != success.shape:
-        raise DetectorError(f"{adversarial.size} adversarial scores but {success.size} success flags")
+        raise DetectionError(f"{adversarial.size} adversarial scores but {success.size} success flags")
     flagged = threshold.flag(adversarial)
     n = int(adversarial.size)
     return DetectionOutcome(

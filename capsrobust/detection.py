@@ -45,8 +45,15 @@ import torch
 
 from capsrobust.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.data import Dataset, Split, load_dataset
-from capsrobust.detect import DetectorError, Distance, Threshold, calibrate, detection_outcome, reconstruction_distances
-from capsrobust.errors import CapsRobustError, CheckpointError
+from capsrobust.detect import (
+    DetectionError,
+    Distance,
+    Threshold,
+    calibrate,
+    detection_outcome,
+    reconstruction_distances,
+)
+from capsrobust.errors import CheckpointError
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,
@@ -71,10 +78,6 @@ DETECTION_EXAMPLE_COLUMNS = ["cell_id", "model", "index", "label", "clean_score"
 THRESHOLD_COLUMNS = ["model", "percentile", "distance", "threshold", "n_calibration", "clean_test_fpr"]
 SKIPPED_COLUMNS = ["model", "reason"]
 TABLE_FILES = {"detection": "detection.csv", "examples": "detection_examples.csv", "thresholds": "thresholds.csv"}
-
-
-class DetectionError(CapsRobustError):
-    """A sweep cannot be scored by the detector: no saved adversarials, no model with a decoder, changed inputs."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,7 @@ def run_detection(
     """
     chosen = parse_distance(distance)
     if not 0.0 < percentile < 100.0:
-        raise DetectorError(f"percentile must lie in (0, 100), got {percentile}")
+        raise DetectionError(f"percentile must lie in (0, 100), got {percentile}")
     if batch_size < 1:
         raise DetectionError(f"batch size must be ≥ 1, got {batch_size}")
     record = read_sweep(sweep_dir)
@@ -286,17 +289,6 @@ def load_detection(out_dir: str | Path) -> DetectionTables:
         thresholds=read_table(out / TABLE_FILES["thresholds"], THRESHOLD_COLUMNS),
         skipped=pd.DataFrame(record.get("skipped", []), columns=SKIPPED_COLUMNS),
     )
-
-
-def write_gallery(sweep_dir: str | Path, out_file: str | Path, **options: Any) -> Path:
-    """The adversarial gallery of a sweep as a PNG (``capsrobust.detection_figures.write_gallery``, same options).
-
-    Here so that the detection pipeline has one entry point for what it produces; the drawing itself lives
-    downstream, in ``detection_figures``.
-    """
-    from capsrobust.detection_figures import write_gallery as draw_gallery
-
-    return draw_gallery(sweep_dir, out_file, **options)
 
 
 def _score_cell(

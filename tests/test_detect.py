@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from capsrobust.detect import (
-    DetectorError,
+    DetectionError,
     Distance,
     calibrate,
     detection_outcome,
@@ -47,11 +47,11 @@ def test_undetected_success_rate_by_hand():
 
 
 def test_bad_inputs_are_refused():
-    with pytest.raises(DetectorError, match="percentile"):
+    with pytest.raises(DetectionError, match="percentile"):
         calibrate(np.ones(3), 100)
-    with pytest.raises(DetectorError, match="no clean scores"):
+    with pytest.raises(DetectionError, match="no clean scores"):
         calibrate(np.empty(0))
-    with pytest.raises(DetectorError, match="no class-conditional decoder"):
+    with pytest.raises(DetectionError, match="no class-conditional decoder"):
         reconstruction_distances(build_model(recipe("cnn-tiny")), torch.rand(2, 1, 28, 28))
 
 

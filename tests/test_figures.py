@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from capsrobust.checkpoints import load_checkpoint
-from capsrobust.detect import DetectorError
+from capsrobust.detect import DetectionError
 from capsrobust.figures import (
     capsule_tweaks,
     choose_examples,
@@ -60,5 +60,5 @@ def test_figures_are_written_non_blank_and_identical_for_the_same_seed(trained_r
 
 
 def test_models_without_a_decoder_are_refused(mnist5k):
-    with pytest.raises(DetectorError, match="no class-conditional decoder"):
+    with pytest.raises(DetectionError, match="no class-conditional decoder"):
         capsule_tweaks(build_model(recipe("cnn-tiny")), mnist5k.test.images[0], tweak_deltas())
