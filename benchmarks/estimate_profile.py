@@ -28,12 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from capsrobust.adapters import AttackObjective, has_capsule_lengths
+from capsrobust.adapters import AttackObjective
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import get_profile, run_name
+from capsrobust.models.base import capabilities_of
 from capsrobust.recipes import build_model, load_recipe
-from capsrobust.sweep import plan_cells
+from capsrobust.sweep import PlannedModel, plan_cells
 
 MEASURED = Path(__file__).resolve().parents[1] / "docs" / "gpu"
 CELL_OVERHEAD_S = 0.3  # predicting, scoring and saving one cell of 1,000 images (outside the attack)
@@ -106,7 +107,7 @@ def estimate(profile_name: str, train_images: int, precision: str | None = None)
             model = build_model(recipe)
             label = run_name(recipe_name, seed, seeds)
             backends = (Backend.ART, Backend.FOOLBOX) if profile.backend == "both" else (Backend(profile.backend),)
-            planned = (label, AttackObjective.MARGIN, has_capsule_lengths(model), model.can_reconstruct, seed)
+            planned = PlannedModel(label, AttackObjective.MARGIN, capabilities_of(model), seed)
             cells, _ = plan_cells(suite, [planned], backends, 0)
             attack_rate, train_rate = measured[PROXIES.get(recipe_name, recipe_name)]
             runs = {cell.run_key: cell for cell in cells}  # a minimisation attack runs once for all thresholds

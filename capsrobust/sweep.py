@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from capsrobust.adapters import AttackObjective, attack_target, has_capsule_lengths, resolve_objective
+from capsrobust.adapters import AttackObjective, attack_target, resolve_objective
 from capsrobust.attacks.registry import AttackKind, AttackResult, Backend, Norm, ParamValue, get_attack, run_attack
 from capsrobust.attacks.suites import Suite, load_suite
 from capsrobust.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
@@ -62,7 +62,7 @@ from capsrobust.checks import Check, Status, check_model, check_results, checks_
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluate import predict
-from capsrobust.models.base import capabilities_of, capabilities_text
+from capsrobust.models.base import Capability, capabilities_of, capabilities_text
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
 
@@ -160,15 +160,35 @@ def model_label(path: str | Path) -> str:
     return stem.parent.name if stem.name == "best" and stem.parent.name else f"{stem.parent.name}-{stem.name}"
 
 
+@dataclass(frozen=True)
+class PlannedModel:
+    """What planning needs of a model: its label, default objective, declared capabilities and training seed."""
+
+    label: str
+    objective: AttackObjective
+    capabilities: frozenset[Capability] = frozenset()
+    train_seed: int | None = None
+
+    @classmethod
+    def of(cls, model: PlannedModel | tuple[Any, ...]) -> PlannedModel:
+        """A ``PlannedModel``, or the short form (label, objective, capsules[, decoder[, training seed]])."""
+        if isinstance(model, PlannedModel):
+            return model
+        label, objective, capsules, *optional = model
+        decoder = optional[0] if optional else capsules
+        capabilities = ({Capability.CAPSULE_LENGTHS, Capability.VOTES} if capsules else set()) | \
+            ({Capability.CLASS_DECODER} if decoder else set())
+        return cls(label, objective, frozenset(capabilities), optional[1] if len(optional) > 1 else None)
+
+
 def plan_cells(
-    suite: Suite, models: Sequence[tuple[str, AttackObjective, bool] | tuple[str, AttackObjective, bool, bool]
-                                  | tuple[str, AttackObjective, bool, bool, int | None]],
-    backends: Sequence[Backend], seed: int,
+    suite: Suite, models: Sequence[PlannedModel | tuple[Any, ...]], backends: Sequence[Backend], seed: int,
 ) -> tuple[list[Cell], list[Check]]:
     """Every cell of the sweep in a fixed order, and a coverage note per model.
 
-    ``models`` are (label, objective, has capsules[, can reconstruct[, training seed]]). Attacks a model cannot
-    take (the vote attack on a CNN, the reconstructive attack on a model without a decoder), that the suite limits
+    ``models`` are ``PlannedModel``s (or their short form, ``PlannedModel.of``). Attacks a model cannot
+    take (the vote attack on a CNN, the reconstructive attack on a model without a decoder: what the attack
+    requires and the model does not declare), that the suite limits
     to other models (``models = [...]``) or training seeds (``seeds = [...]``) or that no chosen backend
     implements are left out and named in the coverage check, never silently dropped.
     With ``suite.double_steps_check`` every PGD L∞ entry gets one more cell, at its middle non-zero eps, with
@@ -176,9 +196,8 @@ def plan_cells(
     """
     cells: list[Cell] = []
     notes: list[Check] = []
-    for label, objective, capsules, *optional in models:
-        reconstructs = optional[0] if optional else capsules
-        train_seed = optional[1] if len(optional) > 1 else None
+    for planned in map(PlannedModel.of, models):
+        label, objective, train_seed = planned.label, planned.objective, planned.train_seed
         missing: list[str] = []
         for entry in suite.attacks:
             spec = entry.spec
@@ -187,11 +206,8 @@ def plan_cells(
                     ([f"training seeds {', '.join(map(str, entry.seeds))}"] if entry.seeds else [])
                 missing.append(f"{entry.label} (the suite runs it on {' and '.join(limits)} only)")
                 continue
-            if spec.needs_capsules and not capsules:
-                missing.append(f"{entry.label} (needs a capsule model)")
-                continue
-            if spec.needs_reconstruction and not reconstructs:
-                missing.append(f"{entry.label} (needs a model with a class-conditional decoder)")
+            if spec.missing(planned.capabilities):
+                missing.append(f"{entry.label} ({spec.missing(planned.capabilities)})")
                 continue
             chosen = [b for b in entry.backends if b in backends]
             if not chosen:
@@ -283,8 +299,7 @@ def run_sweep(
     models = _load_models(runs, torch_device, objective)
     cells, notes = plan_cells(
         chosen_suite,
-        [(m.label, m.objective, has_capsule_lengths(m.loaded.model), m.loaded.model.can_reconstruct, m.train_seed)
-         for m in models],
+        [PlannedModel(m.label, m.objective, capabilities_of(m.loaded.model), m.train_seed) for m in models],
         backends, seed,
     )
     request = {

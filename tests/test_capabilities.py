@@ -153,3 +153,21 @@ def test_a_sweep_records_each_models_capabilities(trained_runs, mnist5k, tmp_pat
     assert by_architecture["capsnet"]["capabilities"] == "capsule-lengths,class-decoder,votes"
     assert pd.isna(by_architecture["cnn"]["capabilities"])  # "" on disk
     assert is_capsule_model(by_architecture["capsnet"]) and not is_capsule_model(by_architecture["cnn"])
+
+
+def test_sweeps_plan_attacks_by_what_a_model_declares():
+    from capsrobust.adapters import AttackObjective
+    from capsrobust.attacks.registry import Backend
+    from capsrobust.attacks.suites import suite_from_dict
+    from capsrobust.sweep import PlannedModel, plan_cells
+
+    suite = suite_from_dict({"attack": [
+        {"name": "vote-pgd-linf", "eps": [0.1], "backends": ["art"]},
+        {"name": "apgd-ce-lengths", "eps": [0.1]},
+        {"name": "pgd-linf-recon", "eps": [0.1], "backends": ["art"]},
+    ]})
+    votes_only = PlannedModel("votes-only", AttackObjective.MARGIN, frozenset({Capability.VOTES}))
+    cells, notes = plan_cells(suite, [votes_only], [Backend.ART], seed=0)
+    assert [cell.label for cell in cells] == ["vote-pgd-linf"]
+    assert "apgd-ce-lengths (needs a capsule model (capsule lengths))" in notes[0].detail
+    assert "pgd-linf-recon (needs a model with a class-conditional decoder)" in notes[0].detail

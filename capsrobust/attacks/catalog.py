@@ -25,8 +25,13 @@ from capsrobust.attacks.registry import (
     register_attack,
 )
 from capsrobust.attacks.vote import vote_target
+from capsrobust.models import Capability
 
 BOTH = (Backend.ART, Backend.FOOLBOX)
+# What a model must declare to take an attack (capsrobust.models.Capability)
+VOTES = frozenset({Capability.VOTES})
+LENGTHS = frozenset({Capability.CAPSULE_LENGTHS})
+DECODER = frozenset({Capability.CLASS_DECODER})
 ART_ONLY = (Backend.ART,)  # Foolbox 3.3 has neither APGD nor Square
 BACKENDS: dict[Backend, ModuleType] = {Backend.ART: art_backend, Backend.FOOLBOX: foolbox_backend}
 
@@ -116,7 +121,7 @@ def apgd_ce(call: AttackCall) -> AttackResult:
     return art_backend.apgd_ce(attack_target(call.model, CE_OBJECTIVE), call)
 
 
-@register_attack("apgd-ce-lengths", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_capsules=True,
+@register_attack("apgd-ce-lengths", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, requires=LENGTHS,
                  needs_positive_eps=True)
 def apgd_ce_lengths(call: AttackCall) -> AttackResult:
     """APGD-CE on raw capsule lengths (capsule models only): measured stronger than on log-lengths under L∞.
@@ -191,7 +196,7 @@ def square(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "vote-pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, needs_capsules=True
+    "vote-pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES
 )
 def vote_pgd_linf(call: AttackCall) -> AttackResult:
     """Vote attack (Gu & Tresp 2021): PGD L∞ on the scores of the averaged votes, skipping routing."""
@@ -199,14 +204,14 @@ def vote_pgd_linf(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "vote-pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, needs_capsules=True
+    "vote-pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES
 )
 def vote_pgd_l2(call: AttackCall) -> AttackResult:
     """The vote attack in the L2 ball: without it, L2 robustness of a CapsNet rests on gradients through routing."""
     return BACKENDS[call.backend].pgd(vote_target(call.model, call.objective), call, Norm.L2)
 
 
-@register_attack("vote-apgd-ce", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_capsules=True,
+@register_attack("vote-apgd-ce", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, requires=VOTES,
                  needs_positive_eps=True)
 def vote_apgd_ce(call: AttackCall) -> AttackResult:
     """APGD-CE along the vote gradient: cross-entropy on the averaged votes' log-lengths, routing skipped backward.
@@ -217,7 +222,7 @@ def vote_apgd_ce(call: AttackCall) -> AttackResult:
 
 
 @register_attack("vote-apgd-t", norm=Norm.LINF, backends=ART_ONLY, params=(*APGD_PARAMS, TARGETS),
-                 check=_check_targets, needs_capsules=True, needs_positive_eps=True)
+                 check=_check_targets, requires=VOTES, needs_positive_eps=True)
 def vote_apgd_t(call: AttackCall) -> AttackResult:
     """APGD-T along the vote gradient: targeted DLR on the averaged votes, targets and success on the routed model."""
     return art_backend.apgd_t(vote_target(call.model, DLR_OBJECTIVE, values="routed"), call)
@@ -233,7 +238,7 @@ RECON_PARAMS = (
 
 
 @register_attack(
-    "pgd-linf-recon", norm=Norm.LINF, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, needs_reconstruction=True
+    "pgd-linf-recon", norm=Norm.LINF, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER
 )
 def pgd_linf_recon(call: AttackCall) -> AttackResult:
     """Reconstructive attack (Qin et al. 2020): PGD L∞ on min(margin, κ) − λ · reconstruction distance.
@@ -244,7 +249,7 @@ def pgd_linf_recon(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "pgd-l2-recon", norm=Norm.L2, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, needs_reconstruction=True
+    "pgd-l2-recon", norm=Norm.L2, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER
 )
 def pgd_l2_recon(call: AttackCall) -> AttackResult:
     """Reconstructive attack (Qin et al. 2020) in the L2 ball: PGD L2 on min(margin, κ) − λ · recon. distance."""

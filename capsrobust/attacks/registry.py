@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from capsrobust.adapters import AttackObjective, frozen_parameters, has_capsule_lengths
+from capsrobust.adapters import AttackObjective, frozen_parameters
 from capsrobust.errors import CapsRobustError, parse_choice
-from capsrobust.models import CapsRobustModel
+from capsrobust.models import Capability, CapsRobustModel
+from capsrobust.models.base import capabilities_of
 from capsrobust.runtime import seed_everything
 
 
@@ -128,13 +129,35 @@ class AttackSpec:
     kind: AttackKind = AttackKind.BOUNDED
     description: str = ""
     gradient_free: bool = False
-    needs_capsules: bool = False  # only for capsule models (the vote attacks, APGD on raw lengths)
-    needs_reconstruction: bool = False  # only for models with a class-conditional decoder (the reconstructive attack)
+    # What a model must declare (``CapsRobustModel.capabilities``) to be attacked: capsule votes for the vote
+    # attacks, capsule lengths for APGD on raw lengths, a class-conditional decoder for the reconstructive attack.
+    requires: frozenset[Capability] = frozenset()
     needs_positive_eps: bool = False  # the library refuses eps = 0
     # Several attacks per image, gradient-free ones included (AutoAttack): the checks that compare gradient attacks
     # with gradient-free ones leave it out of both sides.
     ensemble: bool = False
     check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
+
+    @property
+    def needs_capsules(self) -> bool:
+        """Whether only capsule models (votes or lengths) can take this attack."""
+        return bool(self.requires & {Capability.CAPSULE_LENGTHS, Capability.VOTES})
+
+    @property
+    def needs_reconstruction(self) -> bool:
+        """Whether only models with a class-conditional decoder can take this attack."""
+        return Capability.CLASS_DECODER in self.requires
+
+    def missing(self, capabilities: frozenset[Capability]) -> str:
+        """Why a model declaring ``capabilities`` cannot take this attack, as a coverage note ("" when it can)."""
+        lacking = self.requires - capabilities
+        if Capability.CLASS_DECODER in lacking:
+            return "needs a model with a class-conditional decoder"
+        if Capability.VOTES in lacking:
+            return "needs a capsule model (capsule votes)"
+        if lacking:
+            return "needs a capsule model (capsule lengths)"
+        return ""
 
     def resolve_params(self, given: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
         """Defaults overridden by ``given``; unknown keys and bad values raise ``ValueError`` naming the key."""
@@ -175,8 +198,7 @@ def register_attack(
     kind: AttackKind = AttackKind.BOUNDED,
     description: str = "",
     gradient_free: bool = False,
-    needs_capsules: bool = False,
-    needs_reconstruction: bool = False,
+    requires: frozenset[Capability] = frozenset(),
     needs_positive_eps: bool = False,
     ensemble: bool = False,
     check: Callable[[Mapping[str, ParamValue]], None] | None = None,
@@ -189,8 +211,7 @@ def register_attack(
         _REGISTRY[name] = AttackSpec(
             name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
             description=description or (run.__doc__ or "").strip().splitlines()[0], gradient_free=gradient_free,
-            needs_capsules=needs_capsules, needs_reconstruction=needs_reconstruction,
-            needs_positive_eps=needs_positive_eps, ensemble=ensemble, check=check,
+            requires=frozenset(requires), needs_positive_eps=needs_positive_eps, ensemble=ensemble, check=check,
         )
         return run
 
@@ -237,10 +258,11 @@ def run_attack(
     if chosen_backend not in spec.backends:
         supported = ", ".join(b.value for b in spec.backends)
         raise AttackError(f"{name} is not available in {chosen_backend.value} (it runs in: {supported})")
-    if spec.needs_capsules and not has_capsule_lengths(model):
-        raise AttackError(f"{name} attacks capsules (votes or lengths); {type(model).__name__} has none — "
-                          f"drop {name} for this model")
-    if spec.needs_reconstruction and not model.can_reconstruct:
+    lacking = spec.requires - capabilities_of(model)
+    if lacking and not spec.needs_reconstruction:
+        raise AttackError(f"{name} attacks capsules (votes or lengths); {type(model).__name__} has none (it does "
+                          f"not declare {', '.join(sorted(c.value for c in lacking))}) — drop {name} for this model")
+    if lacking:
         raise AttackError(
             f"{name} attacks the reconstruction detector; {type(model).__name__} has no class-conditional decoder "
             f"— use a capsnet or cnn-recon model, or drop {name} for this one"
