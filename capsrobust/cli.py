@@ -349,31 +349,43 @@ def compare(
     from capsrobust.compare import compare_models
     from capsrobust.report import resolve_result_dir
     from capsrobust.runtime import atomic_write
-    from capsrobust.seeds import multi_seed_groups
+    from capsrobust.seeds import compare_across_seeds, multi_seed_groups
     from capsrobust.sweep import load_sweep
 
     tables = load_sweep(resolve_result_dir(result_dir))
     groups = multi_seed_groups(tables.results)
     if baseline in groups and candidate in groups:
-        _compare_groups(tables, baseline, candidate, n_resamples, seed, out_file)
-        return
-    frame = compare_models(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
+        frame = compare_across_seeds(tables.results, tables.examples, baseline, candidate, n_resamples=n_resamples,
+                                     seed=seed)
+        columns = ["norm", "eps", "n", "baseline_seeds", "candidate_seeds"]
+        heading = "best-attack robust accuracy in % averaged over training seeds, over the attacks every seed of " \
+                  "both faced"
+        footnote = "difference in points with a 95% bootstrap interval over seeds and images; per seed: seed k " \
+                   "against seed k, interval over images"
+        extra = ["per_seed_differences"]
+    else:
+        frame = compare_models(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
+        frame = frame.assign(cell=[f"{label}/{backend}" for label, backend in
+                                   zip(frame["label"], frame["backend"], strict=True)],
+                             p=[f"{v:.3g}" for v in frame["mcnemar_p"]])
+        columns = ["cell", "norm", "eps", "objective_baseline", "objective_candidate", "n"]
+        heading = "robust accuracy in % on the same images"
+        footnote = "difference in points with its bootstrap 95% interval over images; p: exact McNemar on the " \
+                   "images where only one model is robust (per row, not corrected for the number of rows)"
+        extra = ["only_baseline", "only_candidate", "p"]
     if out_file:
-        atomic_write(Path(out_file), lambda path: frame.to_csv(path, index=False))
+        atomic_write(Path(out_file), lambda path: frame.drop(columns=["cell", "p"], errors="ignore").to_csv(
+            path, index=False))
     shown = frame.assign(
-        cell=[f"{label}/{backend}" for label, backend in zip(frame["label"], frame["backend"], strict=True)],
         baseline_robust=[f"{100 * v:.1f}" for v in frame["baseline_robust_accuracy"]],
         candidate_robust=[f"{100 * v:.1f}" for v in frame["candidate_robust_accuracy"]],
         difference_pts=[f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" for d, low, high in
                         zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
-        p=[f"{v:.3g}" for v in frame["mcnemar_p"]],
-    )[["cell", "norm", "eps", "objective_baseline", "objective_candidate", "n", "baseline_robust",
-       "candidate_robust", "difference_pts", "only_baseline", "only_candidate", "p"]]
-    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), robust accuracy in % on the same images:")
+    )[[*columns, "baseline_robust", "candidate_robust", "difference_pts", *extra]]
+    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), {heading}:")
     with pd_display_width():
         click.echo(shown.to_string(index=False))
-    click.echo("difference in points with its bootstrap 95% interval over images; p: exact McNemar on the images "
-               "where only one model is robust (per row, not corrected for the number of rows)")
+    click.echo(footnote)
     if out_file:
         click.echo(f"table in {out_file}")
 
@@ -422,33 +434,6 @@ def benchmark(
         click.echo(f"report: {result.report_dir / 'report.html'} (also report.md, tables/, figures/)")
     else:
         click.echo(f"stopped after {stop_after}; run the same command without --stop-after to continue")
-
-
-def _compare_groups(
-    tables: Any, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
-) -> None:
-    from capsrobust.runtime import atomic_write
-    from capsrobust.seeds import compare_across_seeds
-
-    frame = compare_across_seeds(tables.results, tables.examples, baseline, candidate, n_resamples=n_resamples,
-                                 seed=seed)
-    if out_file:
-        atomic_write(Path(out_file), lambda path: frame.to_csv(path, index=False))
-    shown = frame.assign(
-        baseline_robust=[f"{100 * v:.1f}" for v in frame["baseline_robust_accuracy"]],
-        candidate_robust=[f"{100 * v:.1f}" for v in frame["candidate_robust_accuracy"]],
-        difference_pts=[f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" for d, low, high in
-                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
-    )[["norm", "eps", "n", "baseline_seeds", "candidate_seeds", "baseline_robust", "candidate_robust",
-       "difference_pts", "per_seed_differences"]]
-    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), best-attack robust accuracy in % averaged "
-               f"over training seeds, over the attacks every seed of both faced:")
-    with pd_display_width():
-        click.echo(shown.to_string(index=False))
-    click.echo("difference in points with a 95% bootstrap interval over seeds and images; per seed: seed k against "
-               "seed k, interval over images")
-    if out_file:
-        click.echo(f"table in {out_file}")
 
 
 DETECTION_SUMMARY = [
