@@ -24,9 +24,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -242,81 +243,132 @@ def run_benchmark(
         dataset.get()  # IDX data sets need --data-dir: say so before anything is written
     state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "seeds": list(train_seeds),
                               "n": count}, asdict(chosen))
-    sweep_dir = out / "sweep"
-    result = BenchmarkResult(out, {}, sweep_dir, report)
-
-    def stage(which: Stage, status: str, started: float) -> bool:
+    context = _Context(chosen, dataset, state, out, report, device, seed, train_seeds, count, data_dir, progress,
+                       reuse, Path(reuse_dir))
+    result = BenchmarkResult(out, context.runs, context.sweep_dir, report)
+    for which, run_stage in STAGES:
+        started = time.perf_counter()
+        status = run_stage(context)
         result.stages[which.value] = status
         result.seconds[which.value] = round(time.perf_counter() - started, 3)
         state.timed(which, status, result.seconds[which.value])
         log.info("benchmark %s: %s %s (%.1f s)", chosen.name, which.value, status, result.seconds[which.value])
-        return which is last
+        if which is last:
+            break
+    return replace(result, finished=last is Stage.REPORT)
 
-    started = time.perf_counter()
-    runs, statuses = _train_stage(chosen, dataset, out, state, device, train_seeds, reuse, Path(reuse_dir), progress)
-    result.runs.update(runs)
+
+@dataclass
+class _Context:
+    """What the stages of one benchmark share; ``runs`` is filled by the training stage."""
+
+    profile: BenchmarkProfile
+    dataset: _Lazy
+    state: _State
+    out: Path
+    report: Path
+    device: str
+    seed: int
+    train_seeds: tuple[int, ...]
+    n: int
+    data_dir: str | Path | None
+    progress: bool
+    reuse: bool
+    reuse_dir: Path
+    runs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.out / "sweep"
+
+    @property
+    def attack_precision(self) -> str:
+        return _attack_precision(self.profile, self.device)
+
+    @cached_property
+    def key(self) -> str:
+        """What the stages after training depend on: a stage recorded as done with another key runs again.
+
+        Read after training (the runs' weights are part of it), once.
+        """
+        return _key(load_suite(self.profile.suite).digest(), self.n, self.profile.backend, self.seed,
+                    self.dataset.name,
+                    [(name, read_metadata(path / "best").get("weights_sha256")) for name, path in self.runs.items()],
+                    *([self.attack_precision] if self.attack_precision != "fp32" else []))  # fp32 keys unchanged
+
+    @cached_property
+    def reconstructing(self) -> dict[str, Path]:
+        """The runs whose models have a class-conditional decoder (the detector's and the figures' models)."""
+        return {name: path for name, path in self.runs.items() if load_checkpoint(path).model.can_reconstruct}
+
+    @property
+    def first_seed_runs(self) -> list[str]:
+        """The first training seed's runs: figures show those only (the other seeds' look alike)."""
+        return [run_name(recipe, self.train_seeds[0], self.train_seeds) for recipe, _ in self.profile.recipes]
+
+
+def _train(context: _Context) -> str:
+    runs, statuses = _train_stage(context.profile, context.dataset, context.out, context.state, context.device,
+                                  context.train_seeds, context.reuse, context.reuse_dir, context.progress)
+    context.runs.update(runs)
     done = set(statuses.values())
-    if stage(Stage.TRAIN, "ran" if "trained" in done else "reused" if "reused" in done else "skipped", started):
-        return result
+    return "ran" if "trained" in done else "reused" if "reused" in done else "skipped"
 
-    # What the later stages' outputs depend on: a stage recorded as done with another key runs again.
-    attack_precision = _attack_precision(chosen, device)
-    key = _key(load_suite(chosen.suite).digest(), count, chosen.backend, seed, data_name,
-               [(name, read_metadata(path / "best").get("weights_sha256")) for name, path in runs.items()],
-               *([attack_precision] if attack_precision != "fp32" else []))  # keys of fp32 benchmarks unchanged
-    started = time.perf_counter()
-    if state.done(Stage.SWEEP, key) and (sweep_dir / "results.csv").is_file():
-        status = "skipped"
-    else:
-        run_sweep(list(runs.values()), chosen.suite, dataset.get(), out_dir=sweep_dir, n=count, backend=chosen.backend,
-                  resume=(sweep_dir / SWEEP_FILE).is_file(), save_adversarials=True, device=device, seed=seed,
-                  data_dir=data_dir, precision=attack_precision, progress=progress)
-        state.mark(Stage.SWEEP, key)
-        status = "ran"
-    if stage(Stage.SWEEP, status, started):
-        return result
 
-    started = time.perf_counter()
-    reconstructing = {name: path for name, path in runs.items() if load_checkpoint(path).model.can_reconstruct}
-    # figures show the first training seed's models only: the other seeds' look alike and would multiply them
-    first_seed = [run_name(recipe, train_seeds[0], train_seeds) for recipe, _ in chosen.recipes]
-    if not reconstructing:
-        status = "skipped (no model with a decoder)"
-    elif state.done(Stage.DETECT, key) and (sweep_dir / DETECTION_DIR / DETECTION_FILE).is_file():
-        status = "skipped"
-    else:
-        run_detection(sweep_dir, device=device, data_dir=data_dir)
-        write_detection_figures(sweep_dir / DETECTION_DIR)  # score histograms and ROC curves, as `capsrobust detect`
-        state.mark(Stage.DETECT, key)
-        status = "ran"
-    if stage(Stage.DETECT, status, started):
-        return result
+def _sweep(context: _Context) -> str:
+    key = context.key
+    if context.state.done(Stage.SWEEP, key) and (context.sweep_dir / "results.csv").is_file():
+        return "skipped"
+    run_sweep(list(context.runs.values()), context.profile.suite, context.dataset.get(), out_dir=context.sweep_dir,
+              n=context.n, backend=context.profile.backend, resume=(context.sweep_dir / SWEEP_FILE).is_file(),
+              save_adversarials=True, device=context.device, seed=context.seed, data_dir=context.data_dir,
+              precision=context.attack_precision, progress=context.progress)
+    context.state.mark(Stage.SWEEP, key)
+    return "ran"
 
-    started = time.perf_counter()
-    if state.done(Stage.FIGURES, key) and (sweep_dir / "figures").is_dir():
-        status = "skipped"
-    else:
-        write_figures(sweep_dir, {name: path for name, path in reconstructing.items() if name in first_seed},
-                      dataset.get(), device=device, seed=seed, data_dir=data_dir,
-                      gallery_labels=chosen.gallery_labels, gallery_per_row=chosen.gallery_per_row,
-                      gallery_models=first_seed if len(train_seeds) > 1 else None)
-        state.mark(Stage.FIGURES, key)
-        status = "ran"
-    if stage(Stage.FIGURES, status, started):
-        return result
 
-    started = time.perf_counter()
-    digest = inputs_digest([sweep_dir])
-    manifest = report / MANIFEST
+def _detect(context: _Context) -> str:
+    key = context.key
+    if not context.reconstructing:
+        return "skipped (no model with a decoder)"
+    if context.state.done(Stage.DETECT, key) and (context.sweep_dir / DETECTION_DIR / DETECTION_FILE).is_file():
+        return "skipped"
+    run_detection(context.sweep_dir, device=context.device, data_dir=context.data_dir)
+    write_detection_figures(context.sweep_dir / DETECTION_DIR)  # score histograms and ROC curves, as `detect`
+    context.state.mark(Stage.DETECT, key)
+    return "ran"
+
+
+def _figures(context: _Context) -> str:
+    key = context.key
+    if context.state.done(Stage.FIGURES, key) and (context.sweep_dir / "figures").is_dir():
+        return "skipped"
+    first = context.first_seed_runs
+    write_figures(context.sweep_dir, {name: path for name, path in context.reconstructing.items() if name in first},
+                  context.dataset.get(), device=context.device, seed=context.seed, data_dir=context.data_dir,
+                  gallery_labels=context.profile.gallery_labels, gallery_per_row=context.profile.gallery_per_row,
+                  gallery_models=first if len(context.train_seeds) > 1 else None)
+    context.state.mark(Stage.FIGURES, key)
+    return "ran"
+
+
+def _report(context: _Context) -> str:
+    digest = inputs_digest([context.sweep_dir])
+    manifest = context.report / MANIFEST
     previous = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-    if previous.get("inputs_sha256") == digest:
-        status = "skipped"
-    else:
-        build_report([sweep_dir], report, seed=seed)
+    status = "skipped"
+    if previous.get("inputs_sha256") != digest:
+        build_report([context.sweep_dir], context.report, seed=context.seed)
         status = "ran"
-    state.mark(Stage.REPORT, digest)
-    stage(Stage.REPORT, status, started)
-    return BenchmarkResult(out, result.runs, sweep_dir, report, result.stages, result.seconds, finished=True)
+    context.state.mark(Stage.REPORT, digest)
+    return status
+
+
+# The stages in the order they run: each skips itself when its outputs are complete and returns what it did.
+STAGES: tuple[tuple[Stage, Callable[[_Context], str]], ...] = (
+    (Stage.TRAIN, _train), (Stage.SWEEP, _sweep), (Stage.DETECT, _detect), (Stage.FIGURES, _figures),
+    (Stage.REPORT, _report),
+)
 
 
 def write_figures(
