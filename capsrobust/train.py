@@ -127,142 +127,128 @@ def train(
     to resume was made with another recipe or data set. On Ctrl-C the current weights are saved as
     ``interrupted`` and ``KeyboardInterrupt`` propagates.
     """
-    out = Path(out_dir)
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device, training=True)
-    epochs = settings.epochs or recipe.train.epochs
-    batch_size = settings.batch_size or recipe.train.batch_size
-    if epochs <= 0 or batch_size <= 0:
-        raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
-    run_record = {
-        "recipe": recipe.to_dict(),
-        "dataset": dataset.name.value,
-        "seed": settings.seed,
-        "batch_size": batch_size,
-        "device": str(device),
-    }
-
-    seed_everything(settings.seed)
-    model = build_model(recipe).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.learning_rate)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
-    if (out / f"{LAST}.json").is_file():
-        if not settings.resume:
-            raise RunError(
-                f"{out} already holds a training run; pass --resume to continue it or choose another --out"
-            )
-        start_epoch, history = _restore(out, model, optimizer, run_record, device)
-        if start_epoch >= epochs:
-            log.info("%s already has %d finished epochs; nothing to train", out, start_epoch)
-        else:
-            log.info("resuming %s after epoch %d", out, start_epoch)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        out / "run.json",
-        json.dumps(
-            {
-                **run_record,
-                "epochs": epochs,
-                "versions": versions(),
-                "command": command_line(),
-                "device_name": device_description(device),
-                "precision": precision.value,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
-    best_accuracy = max((row["val_accuracy"] for row in history), default=-1.0)
-    train_split = dataset.train
-    images_all, labels_all = train_split.images.to(device), train_split.labels.to(device)
-
-    last_saved = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.train.learning_rate * recipe.train.lr_decay**epoch
-        generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
-        torch.manual_seed(epoch_seed(settings.seed, epoch))  # dropout
-        order = torch.randperm(len(train_split), generator=generator).to(device)
-        model.train()
+    run = _Run.start(recipe, dataset, Path(out_dir), settings)
+    images, labels = dataset.train.images.to(run.device), dataset.train.labels.to(run.device)
+    for epoch in range(run.start_epoch, run.epochs):
         started = time.perf_counter()
-        seen, correct, loss_sum = 0, 0, 0.0
-        batches = range(0, len(train_split), batch_size)
-        bar = tqdm(
-            batches,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            unit="batch",
-            leave=False,
-            disable=not settings.progress,
-        )
-        try:
-            for start in bar:
-                index = order[start : start + batch_size]
-                images = random_shift(images_all[index], recipe.train.max_shift, generator)
-                labels = labels_all[index]
-                with precision_scope(precision, device):
-                    output = model(images, labels)
-                    loss = model.loss(output, images, labels).total
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                seen += labels.shape[0]
-                correct += int((output.predictions == labels).sum())
-                loss_sum += float(loss.detach()) * labels.shape[0]
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        except KeyboardInterrupt:
-            bar.close()
-            save_checkpoint(
-                out / INTERRUPTED,
-                model,
-                recipe,
-                {
-                    **run_record,
-                    "epoch": epoch,
-                    "batches_done": seen // batch_size,
-                    "interrupted": True,
-                    "precision": precision.value,
-                    "versions": versions(),
-                },
-            )
-            log.warning("interrupted during epoch %d; weights saved to %s", epoch + 1, out / INTERRUPTED)
-            raise
-        bar.close()
+        seen, correct, loss_sum = _train_epoch(run, epoch, images, labels)
         seconds = time.perf_counter() - started
-        val_loss, val_accuracy = validate(model, dataset.val, device)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
+        val_loss, val_accuracy = validate(run.model, dataset.val, run.device)
+        _end_epoch(run, {
+            "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
+            "val_loss": val_loss, "val_accuracy": val_accuracy,
+            "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
             "images_per_second": seen / seconds,
-        }
-        history.append(row)
-        metadata = {
-            **run_record, "epoch": epoch + 1, "metrics": row, "precision": precision.value, "versions": versions()
-        }
-        if epoch + 1 == epochs or time.perf_counter() - last_saved >= settings.checkpoint_seconds:
-            save_checkpoint(out / LAST, model, recipe, metadata)
-            _save_optimizer(out, optimizer)
-            last_saved = time.perf_counter()
-        if val_accuracy > best_accuracy:
-            best_accuracy = val_accuracy
-            save_checkpoint(out / BEST, model, recipe, metadata)
-        metrics = pd.DataFrame(history)
-        atomic_write(out / METRICS_FILE, lambda path, frame=metrics: frame.to_csv(path, index=False))
-        log.info(
-            "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s",
-            epoch + 1,
-            epochs,
-            row["train_loss"],
-            row["train_accuracy"],
-            val_accuracy,
-            row["images_per_second"],
-        )
-    return pd.DataFrame(history)
+        })
+    return pd.DataFrame(run.history)
+
+
+@dataclass
+class _Run:
+    """One training run in progress: what it was asked for, its model and optimizer, and its history so far."""
+
+    recipe: Recipe
+    out: Path
+    settings: TrainSettings
+    device: torch.device
+    precision: Precision
+    epochs: int
+    batch_size: int
+    record: dict[str, Any]  # what identifies the run (a resume must match it)
+    model: CapsRobustModel
+    optimizer: torch.optim.Optimizer
+    history: list[dict[str, Any]]
+    start_epoch: int
+    best_accuracy: float
+    last_saved: float  # when ``last`` was written (time.perf_counter)
+
+    @classmethod
+    def start(cls, recipe: Recipe, dataset: Dataset, out: Path, settings: TrainSettings) -> _Run:
+        """A new run in ``out``, or the run there resumed (``settings.resume``); writes run.json."""
+        device = resolve_device(settings.device)
+        precision = resolve_precision(settings.precision, device, training=True)
+        epochs = settings.epochs or recipe.train.epochs
+        batch_size = settings.batch_size or recipe.train.batch_size
+        if epochs <= 0 or batch_size <= 0:
+            raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
+        record = {"recipe": recipe.to_dict(), "dataset": dataset.name.value, "seed": settings.seed,
+                  "batch_size": batch_size, "device": str(device)}
+        seed_everything(settings.seed)
+        model = build_model(recipe).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.learning_rate)
+        start_epoch, history = 0, []
+        if (out / f"{LAST}.json").is_file():
+            if not settings.resume:
+                raise RunError(f"{out} already holds a training run; pass --resume to continue it or choose another "
+                               f"--out")
+            start_epoch, history = _restore(out, model, optimizer, record, device)
+            log.info("%s already has %d finished epochs; nothing to train" if start_epoch >= epochs else
+                     "resuming %s after epoch %d", out, start_epoch)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "run.json", json.dumps({
+            **record, "epochs": epochs, "versions": versions(), "command": command_line(),
+            "device_name": device_description(device), "precision": precision.value,
+        }, indent=2) + "\n")
+        best = max((row["val_accuracy"] for row in history), default=-1.0)
+        return cls(recipe, out, settings, device, precision, epochs, batch_size, record, model, optimizer, history,
+                   start_epoch, best, time.perf_counter())
+
+    def metadata(self, **extra: Any) -> dict[str, Any]:
+        return {**self.record, **extra, "precision": self.precision.value, "versions": versions()}
+
+
+def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: torch.Tensor) -> tuple[int, int, float]:
+    """One pass over the training split, seeded by (seed, epoch); returns images seen, correct, summed loss."""
+    recipe, settings = run.recipe, run.settings
+    for group in run.optimizer.param_groups:
+        group["lr"] = recipe.train.learning_rate * recipe.train.lr_decay**epoch
+    generator = torch.Generator().manual_seed(epoch_seed(settings.seed, epoch))
+    torch.manual_seed(epoch_seed(settings.seed, epoch))  # dropout
+    order = torch.randperm(len(labels_all), generator=generator).to(run.device)
+    run.model.train()
+    seen, correct, loss_sum = 0, 0, 0.0
+    bar = tqdm(range(0, len(labels_all), run.batch_size), desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch",
+               leave=False, disable=not settings.progress)
+    try:
+        for start in bar:
+            index = order[start : start + run.batch_size]
+            images = random_shift(images_all[index], recipe.train.max_shift, generator)
+            labels = labels_all[index]
+            with precision_scope(run.precision, run.device):
+                output = run.model(images, labels)
+                loss = run.model.loss(output, images, labels).total
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            seen += labels.shape[0]
+            correct += int((output.predictions == labels).sum())
+            loss_sum += float(loss.detach()) * labels.shape[0]
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    except KeyboardInterrupt:
+        bar.close()
+        save_checkpoint(run.out / INTERRUPTED, run.model, recipe,
+                        run.metadata(epoch=epoch, batches_done=seen // run.batch_size, interrupted=True))
+        log.warning("interrupted during epoch %d; weights saved to %s", epoch + 1, run.out / INTERRUPTED)
+        raise
+    bar.close()
+    return seen, correct, loss_sum
+
+
+def _end_epoch(run: _Run, row: dict[str, Any]) -> None:
+    """Record a finished epoch: metrics.csv, ``best`` when validation improved, ``last`` when it is due."""
+    run.history.append(row)
+    metadata = run.metadata(epoch=row["epoch"], metrics=row)
+    if row["epoch"] == run.epochs or time.perf_counter() - run.last_saved >= run.settings.checkpoint_seconds:
+        save_checkpoint(run.out / LAST, run.model, run.recipe, metadata)
+        _save_optimizer(run.out, run.optimizer)
+        run.last_saved = time.perf_counter()
+    if row["val_accuracy"] > run.best_accuracy:
+        run.best_accuracy = row["val_accuracy"]
+        save_checkpoint(run.out / BEST, run.model, run.recipe, metadata)
+    metrics = pd.DataFrame(run.history)
+    atomic_write(run.out / METRICS_FILE, lambda path: metrics.to_csv(path, index=False))
+    log.info("epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s", row["epoch"], run.epochs,
+             row["train_loss"], row["train_accuracy"], row["val_accuracy"], row["images_per_second"])
 
 
 def _save_optimizer(out: Path, optimizer: torch.optim.Optimizer) -> None:
