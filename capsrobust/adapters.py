@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -164,9 +164,15 @@ class AttackTarget:
     scores: ScoreKind
     loss: LossKind
     via: str = ""  # what the scores are computed from when not the model's own forward, e.g. "votes"
+    # A loss module of the attack's own replacing ``loss`` in both libraries (the reconstructive attack's), and how
+    # ``objective_used`` names it.
+    custom_loss: nn.Module | None = field(default=None, compare=False)
+    custom_description: str = ""
 
     def describe(self, loss: str | None = None) -> str:
         """E.g. ``margin(lengths)``; attacks with a loss of their own (CW, AutoAttack, Square) pass its name."""
+        if self.custom_description and loss is None:
+            return self.custom_description
         scores = f"{self.via} {self.scores}" if self.via else self.scores
         return f"{loss or self.loss}({scores})"
 
@@ -193,7 +199,7 @@ def art_classifier(
     target.view.to(device).eval()
     return PyTorchClassifier(
         model=target.view,
-        loss=loss_module(target.loss) if loss is None else loss,
+        loss=loss if loss is not None else target.custom_loss or loss_module(target.loss),
         input_shape=INPUT_SHAPE,
         nb_classes=NUM_CLASSES,
         clip_values=CLIP_VALUES,

@@ -17,21 +17,24 @@ from capsrobust.attacks.registry import AttackCall, AttackResult, Norm
 
 
 def _with_loss(attack_class: type, target: AttackTarget) -> type:
-    """``attack_class`` itself for cross-entropy; a subclass maximising the CW margin for the margin loss."""
-    if target.loss == "ce":
+    """``attack_class`` itself for cross-entropy; a subclass maximising the target's own loss or the CW margin.
+
+    The loss is swapped through ``get_loss_fn``, Foolbox's documented hook.
+    """
+    if target.custom_loss is None and target.loss == "ce":
         return attack_class
+    loss = target.custom_loss if target.custom_loss is not None else MarginLoss()
 
     def get_loss_fn(self: Any, model: Any, labels: Any) -> Any:
         import eagerpy as ep
 
-        margin = MarginLoss()
-
         def loss_fn(inputs: Any) -> Any:
-            return ep.astensor(margin(model(inputs).raw, labels.raw))
+            return ep.astensor(loss(model(inputs).raw, labels.raw))
 
         return loss_fn
 
-    return type(f"Margin{attack_class.__name__}", (attack_class,), {"get_loss_fn": get_loss_fn})
+    prefix = "Custom" if target.custom_loss is not None else "Margin"
+    return type(f"{prefix}{attack_class.__name__}", (attack_class,), {"get_loss_fn": get_loss_fn})
 
 
 def _run(attack: Any, target: AttackTarget, call: AttackCall, epsilon: float | None, restarts: int = 1) -> torch.Tensor:

@@ -27,22 +27,11 @@ which the library calls right after that forward pass (ART's ``loss_gradient``, 
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import nn
 
-from capsrobust.adapters import (
-    CLIP_VALUES,
-    INPUT_SHAPE,
-    NUM_CLASSES,
-    AttackTarget,
-    ObjectiveView,
-    has_capsule_lengths,
-)
-from capsrobust.attacks.art_backend import MIN_STEP
-from capsrobust.attacks.foolbox_backend import _run as run_foolbox_batches
+from capsrobust.adapters import AttackTarget, ObjectiveView, has_capsule_lengths
+from capsrobust.attacks import art_backend, foolbox_backend
 from capsrobust.attacks.registry import AttackCall, AttackError, AttackResult, Backend, Norm
 from capsrobust.models import CapsRobustModel
 
@@ -94,71 +83,29 @@ class ReconstructiveLoss(nn.Module):
         return margin.clamp(max=self.confidence).sum() - self.weight * distances.sum()
 
 
-def reconstructive_target(model: CapsRobustModel, call: AttackCall, name: str) -> tuple[AttackTarget, nn.Module]:
-    """The view (log-scores and distances) and loss of the reconstructive attack; models without a decoder refused."""
+def reconstructive_target(model: CapsRobustModel, call: AttackCall, name: str) -> AttackTarget:
+    """The view (log-scores and distances) with the reconstructive loss; models without a decoder refused."""
     if not model.can_reconstruct:
         raise AttackError(
             f"{name} attacks the reconstruction detector; {type(model).__name__} has no class-conditional decoder "
             f"— use a capsnet or cnn-recon model, or drop {name} for this one"
         )
     view = ReconstructionAwareView(model)
-    loss = ReconstructiveLoss(view, float(call.params["recon_weight"]), float(call.params["confidence"]))
-    return AttackTarget(view=view, scores=view.scores, loss="margin"), loss
+    weight, confidence = float(call.params["recon_weight"]), float(call.params["confidence"])
+    return AttackTarget(view=view, scores=view.scores, loss="margin",
+                        custom_loss=ReconstructiveLoss(view, weight, confidence),
+                        custom_description=describe(view.scores, weight, confidence))
 
 
-def describe(target: AttackTarget, weight: float, confidence: float) -> str:
+def describe(scores: str, weight: float, confidence: float) -> str:
     """E.g. ``min(margin(log-lengths), 2) - 0.3*l2(reconstruction)``, for the ``objective_used`` column."""
-    return f"min(margin({target.scores}), {confidence:g}) - {weight:g}*l2(reconstruction)"
+    return f"min(margin({scores}), {confidence:g}) - {weight:g}*l2(reconstruction)"
 
 
 def reconstructive_pgd(call: AttackCall, norm: Norm, name: str) -> AttackResult:
-    """PGD (ART or Foolbox) on the reconstructive loss; parameters: pgd-linf's, ``recon_weight``, ``confidence``."""
-    target, loss = reconstructive_target(call.model, call, name)
-    p = call.params
-    if call.backend is Backend.ART:
-        adversarials = _art_pgd(target, loss, call, norm)
-    else:
-        adversarials = _foolbox_pgd(target, loss, call, norm)
-    budget = int(p["steps"]) * int(p["restarts"])
-    return AttackResult(adversarials, budget, describe(target, float(p["recon_weight"]), float(p["confidence"])))
+    """The libraries' own PGD (ART or Foolbox, the same glue as ``pgd-linf``) on the reconstructive loss.
 
-
-def _art_pgd(target: AttackTarget, loss: nn.Module, call: AttackCall, norm: Norm) -> torch.Tensor:
-    """ART's PGD with the reconstructive loss; ``restarts`` random starts are ART's ``num_random_init``."""
-    from art.attacks.evasion import ProjectedGradientDescent
-    from art.estimators.classification import PyTorchClassifier
-
-    p = call.params
-    target.view.to(call.device).eval()
-    classifier = PyTorchClassifier(
-        model=target.view, loss=loss, input_shape=INPUT_SHAPE, nb_classes=NUM_CLASSES, clip_values=CLIP_VALUES,
-        device_type="gpu" if call.device.type == "cuda" else "cpu",
-    )
-    attack = ProjectedGradientDescent(
-        classifier, norm=np.inf if norm is Norm.LINF else 2.0, eps=call.eps,
-        eps_step=max(float(p["rel_step"]) * call.eps, MIN_STEP), max_iter=int(p["steps"]),
-        num_random_init=int(p["restarts"]) if p["random_start"] else 0, batch_size=call.batch_size, verbose=False,
-    )
-    adversarials = attack.generate(x=call.images.numpy(), y=call.labels.numpy())
-    return torch.from_numpy(np.asarray(adversarials, dtype=np.float32))
-
-
-def _foolbox_pgd(target: AttackTarget, loss: nn.Module, call: AttackCall, norm: Norm) -> torch.Tensor:
-    """Foolbox's PGD with its loss replaced (``get_loss_fn``, Foolbox's documented hook) by the reconstructive one."""
-    import foolbox
-
-    def get_loss_fn(self: Any, model: Any, labels: Any) -> Any:
-        import eagerpy as ep
-
-        def loss_fn(inputs: Any) -> Any:
-            return ep.astensor(loss(model(inputs).raw, labels.raw))
-
-        return loss_fn
-
-    p = call.params
-    base = foolbox.attacks.LinfPGD if norm is Norm.LINF else foolbox.attacks.L2PGD
-    attack_class = type(f"Reconstructive{base.__name__}", (base,), {"get_loss_fn": get_loss_fn})
-    attack = attack_class(
-        rel_stepsize=float(p["rel_step"]), steps=int(p["steps"]), random_start=bool(p["random_start"])
-    )
-    return run_foolbox_batches(attack, target, call, call.eps, restarts=int(p["restarts"]))
+    Parameters: pgd-linf's, ``recon_weight`` and ``confidence``.
+    """
+    backend = art_backend if call.backend is Backend.ART else foolbox_backend
+    return backend.pgd(reconstructive_target(call.model, call, name), call, norm)
