@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from capsrobust.adapters import AttackTarget, loss_module
-from capsrobust.attacks.registry import AttackError, get_attack
+from capsrobust.attacks.registry import AttackError, AttackRole, AttackSpec, Norm, get_attack
 
 TOLERANCE = 1e-6
 MONOTONE_TOLERANCE = 0.01  # robust accuracy may rise by one point with eps before it is flagged
@@ -178,9 +178,27 @@ def _paired(rows: pd.DataFrame, left: str, right: str, on: list[str]) -> pd.Data
     return a.merge(b, on=on, suffixes=("_a", "_b"))
 
 
+def _spec(attack: str) -> AttackSpec | None:
+    """The registered attack of a results row, or None for a name this version does not know (old tables)."""
+    try:
+        return get_attack(attack)
+    except AttackError:
+        return None
+
+
+def _having(rows: pd.DataFrame, role: AttackRole, norm: Norm = Norm.LINF, surface: str = "model") -> pd.DataFrame:
+    """The rows of attacks with ``role`` in ``norm`` that differentiate ``surface`` (the model, or the votes)."""
+    def matches(attack: str) -> bool:
+        spec = _spec(attack)
+        return spec is not None and spec.role is role and spec.norm is norm and spec.surface == surface
+
+    return rows[rows["attack"].map(matches).astype(bool)] if not rows.empty else rows
+
+
 def check_pgd_vs_fgsm(model: str, rows: pd.DataFrame) -> Check:
-    fgsm = rows[(rows["attack"] == "fgsm") & (rows["role"] == "attack")]
-    pgd = rows[(rows["attack"] == "pgd-linf") & (rows["role"] == "attack")]
+    attacks = rows[rows["role"] == "attack"]
+    fgsm = _having(attacks, AttackRole.SINGLE_STEP)
+    pgd = _having(attacks, AttackRole.ITERATIVE)
     pairs = fgsm.merge(pgd, on=["backend", "eps"], suffixes=("_fgsm", "_pgd"))
     if pairs.empty:
         return Check("pgd-vs-fgsm", model, Status.SKIP, "no FGSM and PGD L∞ cells at the same eps and backend")
@@ -212,23 +230,20 @@ def check_double_steps(model: str, rows: pd.DataFrame) -> Check:
     return Check("double-steps", model, Status.PASS, detail)
 
 
-#: Each PGD attack and the APGD attacks that differentiate the same surface (the model, or the capsules' votes).
-APGD_OF_PGD = {
-    "pgd-linf": ("apgd-ce", "apgd-ce-lengths", "apgd-dlr", "apgd-t", "autoattack"),
-    "vote-pgd-linf": ("vote-apgd-ce", "vote-apgd-t"),
-}
-
-
 def check_pgd_vs_apgd(model: str, rows: pd.DataFrame) -> Check:
     """PGD under-attacks when APGD or AutoAttack (Croce & Hein 2020) leaves markedly fewer images robust at its eps.
 
-    Every cell of each side counts (restart entries, the 2×-steps check, both backends): the strongest PGD is
-    compared with the strongest APGD. A flag says the PGD rows overstate robustness; read the best-attack rows.
+    Every cell of each side counts (restart entries, the 2×-steps check, both backends): the strongest PGD L∞ is
+    compared with the strongest APGD (and AutoAttack) that differentiates the same surface, the model or the
+    capsules' votes. A flag says the PGD rows overstate robustness; read the best-attack rows.
     """
     compared, bad = 0, []
-    for pgd_name, apgd_names in APGD_OF_PGD.items():
-        pgd = rows[(rows["attack"] == pgd_name) & (rows["kind"] == "bounded")].groupby("eps")["robust_accuracy"].min()
-        apgd = rows[rows["attack"].isin(apgd_names) & (rows["kind"] == "bounded")]
+    for surface in ("model", "votes"):
+        iterative = _having(rows, AttackRole.ITERATIVE, surface=surface)
+        pgd_name = ", ".join(sorted(set(iterative["attack"])))
+        pgd = iterative.groupby("eps")["robust_accuracy"].min()
+        apgd = pd.concat([_having(rows, AttackRole.ADAPTIVE, surface=surface),
+                          _having(rows, AttackRole.ENSEMBLE, surface=surface)])
         for eps, group in apgd.groupby("eps"):
             if eps not in pgd.index:
                 continue
@@ -248,10 +263,8 @@ def check_pgd_vs_apgd(model: str, rows: pd.DataFrame) -> Check:
 
 def _is_ensemble(attack: str) -> bool:
     """Whether ``attack`` mixes gradient and gradient-free attacks (AutoAttack); unknown names count as not."""
-    try:
-        return get_attack(attack).ensemble
-    except AttackError:
-        return False
+    spec = _spec(attack)
+    return spec is not None and spec.ensemble
 
 
 def check_gradient_free(model: str, rows: pd.DataFrame) -> Check:

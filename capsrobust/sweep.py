@@ -55,7 +55,17 @@ import torch
 from tqdm.auto import tqdm
 
 from capsrobust.adapters import AttackObjective, attack_target, resolve_objective
-from capsrobust.attacks.registry import AttackKind, AttackResult, Backend, Norm, ParamValue, get_attack, run_attack
+from capsrobust.attacks.registry import (
+    AttackKind,
+    AttackResult,
+    AttackRole,
+    AttackSpec,
+    Backend,
+    Norm,
+    ParamValue,
+    get_attack,
+    run_attack,
+)
 from capsrobust.attacks.suites import Suite, load_suite
 from capsrobust.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
 from capsrobust.checks import Check, Status, check_model, check_results, checks_frame
@@ -219,7 +229,7 @@ def plan_cells(
                 for eps in entry.eps:
                     cells.append(_cell(label, "attack", entry.label, entry.attack, backend, eps, entry.params,
                                        differentiates, seed, spec.kind))
-                if suite.double_steps_check and entry.attack == "pgd-linf":
+                if suite.double_steps_check and _converges_by_steps(spec):
                     budgets = sorted(e for e in entry.eps if e > 0)
                     if budgets:
                         params = tuple((k, v * 2 if k == "steps" else v) for k, v in entry.params)
@@ -234,6 +244,11 @@ def plan_cells(
     if len(set(ids)) != len(ids):
         raise SweepError("two cells share an id; give suite entries distinct labels and models distinct names")
     return cells, notes
+
+
+def _converges_by_steps(spec: AttackSpec) -> bool:
+    """The attacks the double-steps check doubles: PGD L∞ on the model (its role, norm and surface, not its name)."""
+    return spec.role is AttackRole.ITERATIVE and spec.norm is Norm.LINF and spec.surface == "model"
 
 
 def _cell(

@@ -194,3 +194,27 @@ def test_a_sweep_counts_the_violations_of_a_broken_attack(broken_attack, trained
     assert checks.loc["in-bounds", "status"] == "flag" and "5 adversarials outside" in checks.loc["in-bounds", "detail"]
     examples = load_sweep(tmp_path).examples
     assert examples["linf"].max() > 1.0  # recorded as returned, never clipped
+
+
+def test_checks_find_the_attacks_they_compare_by_role_not_by_name():
+    from capsrobust.attacks import AttackRole, get_attack
+
+    assert get_attack("fgsm").role is AttackRole.SINGLE_STEP and get_attack("pgd-linf").role is AttackRole.ITERATIVE
+    assert get_attack("vote-pgd-linf").surface == "votes" and get_attack("apgd-t").surface == "model"
+    assert get_attack("square").gradient_free and get_attack("autoattack").ensemble
+
+    # a new iterative L∞ attack registered under another name is held to "PGD beats FGSM" like PGD itself
+    @register_attack("my-pgd", norm=Norm.LINF, backends=(Backend.ART,), role=AttackRole.ITERATIVE)
+    def my_pgd(call):
+        """A stand-in iterative attack (never run here)."""
+        raise AssertionError("not run")
+
+    try:
+        rows = pd.DataFrame([
+            {"attack": "fgsm", "role": "attack", "backend": "art", "eps": 0.1, "robust_accuracy": 0.5},
+            {"attack": "my-pgd", "role": "attack", "backend": "art", "eps": 0.1, "robust_accuracy": 0.7},
+        ])
+        flagged = check_pgd_vs_fgsm("m", rows)
+        assert flagged.status is Status.FLAG and "FGSM beats PGD" in flagged.detail
+    finally:
+        unregister_attack("my-pgd")

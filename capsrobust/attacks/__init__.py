@@ -6,6 +6,7 @@ from capsrobust.attacks.registry import (
     AttackError,
     AttackKind,
     AttackResult,
+    AttackRole,
     AttackSpec,
     Backend,
     Norm,
@@ -17,6 +18,6 @@ from capsrobust.attacks.registry import (
 )
 
 __all__ = [
-    "AttackCall", "AttackError", "AttackKind", "AttackResult", "AttackSpec", "Backend", "Norm", "Param",
+    "AttackCall", "AttackError", "AttackKind", "AttackResult", "AttackRole", "AttackSpec", "Backend", "Norm", "Param",
     "attack_names", "get_attack", "register_attack", "run_attack",
 ]

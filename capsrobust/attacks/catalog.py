@@ -18,6 +18,7 @@ from capsrobust.attacks.registry import (
     AttackCall,
     AttackKind,
     AttackResult,
+    AttackRole,
     Backend,
     Norm,
     Param,
@@ -28,6 +29,7 @@ from capsrobust.attacks.vote import vote_target
 from capsrobust.models import Capability
 
 BOTH = (Backend.ART, Backend.FOOLBOX)
+ITERATIVE, ADAPTIVE = AttackRole.ITERATIVE, AttackRole.ADAPTIVE
 # What a model must declare to take an attack (capsrobust.models.Capability)
 VOTES = frozenset({Capability.VOTES})
 LENGTHS = frozenset({Capability.CAPSULE_LENGTHS})
@@ -49,19 +51,19 @@ def _check_pgd(params: Mapping[str, ParamValue]) -> None:
         raise ValueError("parameter 'restarts' > 1 needs random_start = true (every start would be the same)")
 
 
-@register_attack("fgsm", norm=Norm.LINF, backends=BOTH)
+@register_attack("fgsm", norm=Norm.LINF, backends=BOTH, role=AttackRole.SINGLE_STEP)
 def fgsm(call: AttackCall) -> AttackResult:
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of eps · sign(∇loss)."""
     return BACKENDS[call.backend].fgsm(attack_target(call.model, call.objective), call)
 
 
-@register_attack("pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd)
+@register_attack("pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, role=ITERATIVE)
 def pgd_linf(call: AttackCall) -> AttackResult:
     """Projected gradient descent in the L∞ ball (Madry et al. 2018)."""
     return BACKENDS[call.backend].pgd(attack_target(call.model, call.objective), call, Norm.LINF)
 
 
-@register_attack("pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd)
+@register_attack("pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, role=ITERATIVE)
 def pgd_l2(call: AttackCall) -> AttackResult:
     """Projected gradient descent in the L2 ball (Madry et al. 2018)."""
     return BACKENDS[call.backend].pgd(attack_target(call.model, call.objective), call, Norm.L2)
@@ -72,6 +74,7 @@ def pgd_l2(call: AttackCall) -> AttackResult:
     norm=Norm.L2,
     backends=BOTH,
     kind=AttackKind.MINIMIZATION,
+    role=AttackRole.MINIMIZATION,
     params=(
         Param("binary_search_steps", int, 5, "binary-search steps over the trade-off constant c", minimum=1),
         Param("max_iter", int, 100, "optimiser iterations per binary-search step", minimum=1),
@@ -115,14 +118,15 @@ CE_OBJECTIVE = AttackObjective.CE_LOG_LENGTHS
 DLR_OBJECTIVE = AttackObjective.CE_LOG_LENGTHS
 
 
-@register_attack("apgd-ce", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_positive_eps=True)
+@register_attack("apgd-ce", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_positive_eps=True,
+                 role=ADAPTIVE)
 def apgd_ce(call: AttackCall) -> AttackResult:
     """APGD-CE (Croce & Hein 2020): step-size-free PGD on cross-entropy of the logits (log-lengths for capsules)."""
     return art_backend.apgd_ce(attack_target(call.model, CE_OBJECTIVE), call)
 
 
 @register_attack("apgd-ce-lengths", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, requires=LENGTHS,
-                 needs_positive_eps=True)
+                 needs_positive_eps=True, role=ADAPTIVE)
 def apgd_ce_lengths(call: AttackCall) -> AttackResult:
     """APGD-CE on raw capsule lengths (capsule models only): measured stronger than on log-lengths under L∞.
 
@@ -133,14 +137,15 @@ def apgd_ce_lengths(call: AttackCall) -> AttackResult:
     return art_backend.apgd_ce(attack_target(call.model, AttackObjective.CE_LENGTHS), call)
 
 
-@register_attack("apgd-dlr", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_positive_eps=True)
+@register_attack("apgd-dlr", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, needs_positive_eps=True,
+                 role=ADAPTIVE)
 def apgd_dlr(call: AttackCall) -> AttackResult:
     """APGD on the untargeted DLR loss (Croce & Hein 2020), invariant to the scale of the scores."""
     return art_backend.apgd_dlr(attack_target(call.model, DLR_OBJECTIVE), call)
 
 
 @register_attack("apgd-t", norm=Norm.LINF, backends=ART_ONLY, params=(*APGD_PARAMS, TARGETS), check=_check_targets,
-                 needs_positive_eps=True)
+                 needs_positive_eps=True, role=ADAPTIVE)
 def apgd_t(call: AttackCall) -> AttackResult:
     """APGD-T (Croce & Hein 2020): targeted DLR towards each of the 9 runner-up classes in turn (by clean score).
 
@@ -155,7 +160,7 @@ def apgd_t(call: AttackCall) -> AttackResult:
     norm=Norm.LINF,
     backends=ART_ONLY,
     needs_positive_eps=True,
-    ensemble=True,
+    role=AttackRole.ENSEMBLE,
     check=_check_targets,
     params=(
         Param("apgd_steps", int, 100, "iterations of APGD-CE and of each APGD-T target", minimum=1),
@@ -182,7 +187,7 @@ def autoattack(call: AttackCall) -> AttackResult:
     "square",
     norm=Norm.LINF,
     backends=(Backend.ART,),
-    gradient_free=True,
+    role=AttackRole.GRADIENT_FREE,
     needs_positive_eps=True,
     params=(
         Param("queries", int, 1000, "iterations (one model query each) per restart", minimum=1),
@@ -196,7 +201,8 @@ def square(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "vote-pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES
+    "vote-pgd-linf", norm=Norm.LINF, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES,
+    role=ITERATIVE,
 )
 def vote_pgd_linf(call: AttackCall) -> AttackResult:
     """Vote attack (Gu & Tresp 2021): PGD L∞ on the scores of the averaged votes, skipping routing."""
@@ -204,7 +210,8 @@ def vote_pgd_linf(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "vote-pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES
+    "vote-pgd-l2", norm=Norm.L2, backends=BOTH, params=PGD_PARAMS, check=_check_pgd, requires=VOTES,
+    role=ITERATIVE,
 )
 def vote_pgd_l2(call: AttackCall) -> AttackResult:
     """The vote attack in the L2 ball: without it, L2 robustness of a CapsNet rests on gradients through routing."""
@@ -212,7 +219,7 @@ def vote_pgd_l2(call: AttackCall) -> AttackResult:
 
 
 @register_attack("vote-apgd-ce", norm=Norm.LINF, backends=ART_ONLY, params=APGD_PARAMS, requires=VOTES,
-                 needs_positive_eps=True)
+                 needs_positive_eps=True, role=ADAPTIVE)
 def vote_apgd_ce(call: AttackCall) -> AttackResult:
     """APGD-CE along the vote gradient: cross-entropy on the averaged votes' log-lengths, routing skipped backward.
 
@@ -222,7 +229,7 @@ def vote_apgd_ce(call: AttackCall) -> AttackResult:
 
 
 @register_attack("vote-apgd-t", norm=Norm.LINF, backends=ART_ONLY, params=(*APGD_PARAMS, TARGETS),
-                 check=_check_targets, requires=VOTES, needs_positive_eps=True)
+                 check=_check_targets, requires=VOTES, needs_positive_eps=True, role=ADAPTIVE)
 def vote_apgd_t(call: AttackCall) -> AttackResult:
     """APGD-T along the vote gradient: targeted DLR on the averaged votes, targets and success on the routed model."""
     return art_backend.apgd_t(vote_target(call.model, DLR_OBJECTIVE, values="routed"), call)
@@ -238,7 +245,8 @@ RECON_PARAMS = (
 
 
 @register_attack(
-    "pgd-linf-recon", norm=Norm.LINF, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER
+    "pgd-linf-recon", norm=Norm.LINF, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER,
+    role=AttackRole.DEFENSE_AWARE,
 )
 def pgd_linf_recon(call: AttackCall) -> AttackResult:
     """Reconstructive attack (Qin et al. 2020): PGD L∞ on min(margin, κ) − λ · reconstruction distance.
@@ -249,7 +257,8 @@ def pgd_linf_recon(call: AttackCall) -> AttackResult:
 
 
 @register_attack(
-    "pgd-l2-recon", norm=Norm.L2, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER
+    "pgd-l2-recon", norm=Norm.L2, backends=BOTH, params=RECON_PARAMS, check=_check_pgd, requires=DECODER,
+    role=AttackRole.DEFENSE_AWARE,
 )
 def pgd_l2_recon(call: AttackCall) -> AttackResult:
     """Reconstructive attack (Qin et al. 2020) in the L2 ball: PGD L2 on min(margin, κ) − λ · recon. distance."""

@@ -43,6 +43,25 @@ class Backend(str, Enum):
         return parse_choice(cls, name, AttackError, "backend")
 
 
+class AttackRole(str, Enum):
+    """What an attack is, as the self-checks read it: they find the attacks they compare by role, never by name.
+
+    ``single-step`` (FGSM), ``iterative`` (PGD), ``adaptive`` (APGD: step size and restarts of its own),
+    ``ensemble`` (several attacks per image, gradient-free ones included: AutoAttack), ``gradient-free``
+    (Square), ``minimization`` (Carlini–Wagner), ``defense-aware`` (a loss that also fights the detector), and
+    ``other`` (what no check compares).
+    """
+
+    SINGLE_STEP = "single-step"
+    ITERATIVE = "iterative"
+    ADAPTIVE = "adaptive"
+    ENSEMBLE = "ensemble"
+    GRADIENT_FREE = "gradient-free"
+    MINIMIZATION = "minimization"
+    DEFENSE_AWARE = "defense-aware"
+    OTHER = "other"
+
+
 class AttackKind(str, Enum):
     """``bounded``: ``eps`` is the budget the attack must stay within (FGSM, PGD, APGD, AutoAttack, Square).
 
@@ -128,15 +147,28 @@ class AttackSpec:
     params: tuple[Param, ...] = ()
     kind: AttackKind = AttackKind.BOUNDED
     description: str = ""
-    gradient_free: bool = False
+    role: AttackRole = AttackRole.OTHER
     # What a model must declare (``CapsRobustModel.capabilities``) to be attacked: capsule votes for the vote
     # attacks, capsule lengths for APGD on raw lengths, a class-conditional decoder for the reconstructive attack.
     requires: frozenset[Capability] = frozenset()
     needs_positive_eps: bool = False  # the library refuses eps = 0
-    # Several attacks per image, gradient-free ones included (AutoAttack): the checks that compare gradient attacks
-    # with gradient-free ones leave it out of both sides.
-    ensemble: bool = False
     check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
+
+    @property
+    def gradient_free(self) -> bool:
+        """Queries scores only (Square): the gradient-masking check compares it with the gradient attacks."""
+        return self.role is AttackRole.GRADIENT_FREE
+
+    @property
+    def ensemble(self) -> bool:
+        """Several attacks per image, gradient-free ones included (AutoAttack): left out of both sides of the
+        gradient-free check."""
+        return self.role is AttackRole.ENSEMBLE
+
+    @property
+    def surface(self) -> str:
+        """What the gradients are taken of: ``votes`` (the vote attacks' surrogate) or the ``model`` itself."""
+        return "votes" if Capability.VOTES in self.requires else "model"
 
     @property
     def needs_capsules(self) -> bool:
@@ -197,10 +229,9 @@ def register_attack(
     params: tuple[Param, ...] = (),
     kind: AttackKind = AttackKind.BOUNDED,
     description: str = "",
-    gradient_free: bool = False,
+    role: AttackRole = AttackRole.OTHER,
     requires: frozenset[Capability] = frozenset(),
     needs_positive_eps: bool = False,
-    ensemble: bool = False,
     check: Callable[[Mapping[str, ParamValue]], None] | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Register the decorated run function as attack ``name``."""
@@ -210,8 +241,8 @@ def register_attack(
             raise ValueError(f"attack {name!r} is registered twice")
         _REGISTRY[name] = AttackSpec(
             name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
-            description=description or (run.__doc__ or "").strip().splitlines()[0], gradient_free=gradient_free,
-            requires=frozenset(requires), needs_positive_eps=needs_positive_eps, ensemble=ensemble, check=check,
+            description=description or (run.__doc__ or "").strip().splitlines()[0], role=role,
+            requires=frozenset(requires), needs_positive_eps=needs_positive_eps, check=check,
         )
         return run
 
