@@ -38,10 +38,16 @@ def data_options(function: Any) -> Any:
 
 @click.group(cls=CapsRobustGroup)
 @click.option("-v", "--verbose", is_flag=True, help="log debug messages")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
+              help="a Python file registering your own architectures (or attacks); repeat for several")
 @click.version_option(package_name="capsrobust")
-def main(verbose: bool) -> None:
+def main(verbose: bool, plugins: tuple[str, ...]) -> None:
     """Are capsule networks more robust than CNNs? Train, evaluate and attack them."""
+    from capsrobust.plugins import load_entry_points, load_plugins
+
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    load_entry_points()
+    load_plugins(plugins)
 
 
 @main.command()

@@ -1,0 +1,70 @@
+"""Plugins: a user's own architectures (or attacks), registered from a Python file or an installed package.
+
+A plugin is ordinary Python that calls ``capsrobust.models.registry.register_architecture`` (or
+``capsrobust.attacks.register_attack``) when imported. It reaches capsrobust in one of two ways:
+
+* a file, ``capsrobust --plugin path/to/my_models.py train recipe.toml ...`` (any command; repeat the option for
+  several files), or ``load_plugins([...])`` from Python;
+* an installed package that declares an entry point in the group ``capsrobust.architectures``, loaded by every
+  ``capsrobust`` command (``load_entry_points()``).
+
+A recipe then names the new architecture (``architecture = "my-caps"``), and training, sweeps, detection, figures
+and reports treat it by what its class declares (``CapsRobustModel.capabilities``), never by its name. Every
+command that loads a checkpoint of it needs the plugin again: checkpoints hold weights and a recipe, not code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+from capsrobust.errors import CapsRobustError
+
+ENTRY_POINT_GROUP = "capsrobust.architectures"
+
+
+class PluginError(CapsRobustError):
+    """A plugin file is missing or fails to import."""
+
+
+def load_plugins(paths: Sequence[str | Path]) -> list[ModuleType]:
+    """Import each plugin file once per process (loading one twice would register its classes twice)."""
+    return [_load_file(Path(path)) for path in paths]
+
+
+def load_entry_points() -> list[str]:
+    """Load the installed packages' plugins (entry-point group ``capsrobust.architectures``); returns their names."""
+    loaded = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            point.load()
+        except Exception as error:  # a broken third-party plugin must name itself, not crash with a traceback
+            raise PluginError(f"plugin {point.name!r} ({point.value}) failed to load: {error}; fix or uninstall "
+                              f"it") from None
+        loaded.append(point.name)
+    return loaded
+
+
+def _load_file(path: Path) -> ModuleType:
+    if not path.is_file() or path.suffix != ".py":
+        raise PluginError(f"plugin {path} is not a Python file; pass --plugin path/to/file.py")
+    resolved = path.resolve()
+    name = f"capsrobust_plugin_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin {path} cannot be imported; pass a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # whatever the user's file raises, say which file and why, in one line
+        del sys.modules[name]
+        raise PluginError(f"plugin {path} failed to import: {type(error).__name__}: {error}") from None
+    return module
