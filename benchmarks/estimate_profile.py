@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from capsrobust.adapters import AttackObjective
+from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import get_profile, run_name
+from capsrobust.evaluation.sweep import PlannedModel, plan_cells
 from capsrobust.models.base import capabilities_of
-from capsrobust.recipes import build_model, load_recipe
-from capsrobust.sweep import PlannedModel, plan_cells
+from capsrobust.models.recipes import build_model, load_recipe
 
 MEASURED = Path(__file__).resolve().parents[1] / "docs" / "gpu"
 CELL_OVERHEAD_S = 0.3  # predicting, scoring and saving one cell of 1,000 images (outside the attack)

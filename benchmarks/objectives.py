@@ -2,9 +2,9 @@
 
 Cross-entropy on raw capsule lengths has nearly flat gradients (lengths lie in [0, 1)), so an attack that uses
 it underestimates how breakable a CapsNet is. This benchmark measures robust accuracy under PGD L∞ for every
-objective of ``capsrobust.adapters.AttackObjective`` on the first N test images, with the same random starts
+objective of ``capsrobust.attacks.objectives.AttackObjective`` on the first N test images, with the same random starts
 (same seed) for every objective, and prints a Markdown table for docs/attack-objectives.md. The lowest robust
-accuracy marks the strongest objective, which ``capsrobust.adapters.CAPSNET_DEFAULT_OBJECTIVE`` should name.
+accuracy marks the strongest objective, which ``capsrobust.attacks.objectives.CAPSNET_DEFAULT_OBJECTIVE`` should name.
 
     .venv/bin/python benchmarks/objectives.py --run runs/capsnet-paper --n 500 --eps 0.1 0.2
 """
@@ -17,11 +17,11 @@ import time
 
 from attack_table import attack_parser, print_table
 
-from capsrobust.adapters import AttackObjective, attack_target, default_objective
 from capsrobust.attacks import run_attack
-from capsrobust.checkpoints import load_checkpoint
+from capsrobust.attacks.objectives import AttackObjective, attack_target, default_objective
 from capsrobust.data import load_dataset
-from capsrobust.evaluate import predict
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.inference import predict
 from capsrobust.runtime import command_line, resolve_device, versions
 
 

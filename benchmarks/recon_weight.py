@@ -23,10 +23,10 @@ import torch
 from attack_table import attack_parser, print_table
 
 from capsrobust.attacks import run_attack
-from capsrobust.checkpoints import load_checkpoint
 from capsrobust.data import load_dataset
-from capsrobust.detect import calibrate, reconstruction_distances
-from capsrobust.evaluate import predict
+from capsrobust.detection.detector import calibrate, reconstruction_distances
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.inference import predict
 from capsrobust.runtime import command_line, resolve_device, versions
 
 

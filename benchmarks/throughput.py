@@ -37,8 +37,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from capsrobust.models import CapsRobustModel
+from capsrobust.models.recipes import build_model, load_recipe
 from capsrobust.precision import Precision, PrecisionError, precision_scope, resolve_precision
-from capsrobust.recipes import build_model, load_recipe
 from capsrobust.runtime import command_line, device_description, resolve_device, versions
 
 PRECISIONS = ("fp32", "tf32", "bf16")

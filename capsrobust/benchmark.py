@@ -6,7 +6,7 @@ checkpoints, and builds the report from the tables on disk. A benchmark director
 
     benchmark.json           the profile, data, seed and n it was started with, and what each stage did
     runs/RECIPE/             one training run per recipe (capsrobust.train)
-    sweep/                   the sweep (capsrobust.sweep), with detection/ and figures/ inside it
+    sweep/                   the sweep (capsrobust.evaluation.sweep), with detection/ and figures/ inside it
 
 and the report goes to ``reports/REPORT``, the profile's report name (``report_dir`` to choose). Every stage is
 skipped when its outputs are complete: a run with its epochs finished, a sweep, detection or figure stage recorded
@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from capsrobust.attacks.suites import load_suite
-from capsrobust.checkpoints import load_checkpoint, read_metadata
 from capsrobust.data import Dataset, DatasetName, load_dataset
-from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, run_detection
-from capsrobust.detection_figures import write_detection_figures, write_gallery
+from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
 from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
-from capsrobust.figures import (
+from capsrobust.evaluation.sweep import SWEEP_FILE, run_sweep
+from capsrobust.figures.capsules import (
     capsule_tweaks,
     choose_examples,
     reconstruction_figure,
@@ -45,11 +44,12 @@ from capsrobust.figures import (
     tweak_deltas,
     tweak_figure,
 )
-from capsrobust.recipes import Recipe, load_recipe
-from capsrobust.report import MANIFEST, build_report
-from capsrobust.report_sources import inputs_digest
+from capsrobust.figures.detection import write_detection_figures, write_gallery
+from capsrobust.models.checkpoints import load_checkpoint, read_metadata
+from capsrobust.models.recipes import Recipe, load_recipe
+from capsrobust.reporting.report import MANIFEST, build_report
+from capsrobust.reporting.sources import inputs_digest
 from capsrobust.runtime import atomic_write_text, command_line, resolve_device
-from capsrobust.sweep import SWEEP_FILE, run_sweep
 from capsrobust.train import TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class BenchmarkProfile:
     gallery_labels: tuple[str, ...] = ()  # attack labels the gallery shows (one figure row per model and label); all
     gallery_per_row: int = 3  # examples per gallery row
     # Training seeds of every recipe; empty: the benchmark's one seed. With several, run RECIPE-sK is trained with
-    # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.seeds).
+    # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.evaluation.seeds).
     seeds: tuple[int, ...] = ()
     train_precision: str = "auto"  # capsrobust.precision: auto is tf32 on a GPU, fp32 on a CPU
     # What the attacks compute gradients in. fp32 unless a profile says otherwise; tf32 means fp32 on a CPU (which

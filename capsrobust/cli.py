@@ -78,7 +78,7 @@ def train(
 ) -> None:
     """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
     from capsrobust.data import load_dataset
-    from capsrobust.recipes import load_recipe
+    from capsrobust.models.recipes import load_recipe
     from capsrobust.train import TrainSettings
     from capsrobust.train import train as run_training
 
@@ -122,9 +122,9 @@ def evaluate(
     precision: str,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
-    from capsrobust.checkpoints import load_checkpoint
     from capsrobust.data import load_dataset
-    from capsrobust.evaluate import evaluate as run_evaluation
+    from capsrobust.evaluation.accuracy import evaluate as run_evaluation
+    from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.precision import resolve_precision
     from capsrobust.runtime import resolve_device
 
@@ -158,8 +158,8 @@ def evaluate(
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 def describe(recipe: str, as_json: bool) -> None:
     """Layers, parameter counts and FLOPs of RECIPE (built, not trained)."""
-    from capsrobust.describe import describe_model
-    from capsrobust.recipes import load_recipe
+    from capsrobust.models.describe import describe_model
+    from capsrobust.models.recipes import load_recipe
 
     description = describe_model(load_recipe(recipe))
     if as_json:
@@ -194,9 +194,9 @@ def reconstruct(
     device: str,
 ) -> None:
     """Inputs over their reconstructions from the winning capsule, with the 10 capsule lengths."""
-    from capsrobust.checkpoints import load_checkpoint
     from capsrobust.data import load_dataset
-    from capsrobust.figures import choose_examples, reconstruction_figure, save_figure
+    from capsrobust.figures.capsules import choose_examples, reconstruction_figure, save_figure
+    from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.runtime import resolve_device
 
     torch_device = resolve_device(device)
@@ -228,9 +228,9 @@ def tweak(
     device: str,
 ) -> None:
     """Move each dimension of the winning capsule over [-radius, radius] and decode: one grid row per dimension."""
-    from capsrobust.checkpoints import load_checkpoint
     from capsrobust.data import load_dataset
-    from capsrobust.figures import capsule_tweaks, save_figure, tweak_deltas, tweak_figure
+    from capsrobust.figures.capsules import capsule_tweaks, save_figure, tweak_deltas, tweak_figure
+    from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.runtime import resolve_device
 
     torch_device = resolve_device(device)
@@ -281,10 +281,10 @@ def sweep(
     objective: str | None, batch_size: int | None, precision: str, no_progress: bool,
 ) -> None:
     """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
-    from capsrobust.adapters import AttackObjective
+    from capsrobust.attacks.objectives import AttackObjective
     from capsrobust.attacks.suites import load_suite
     from capsrobust.data import load_dataset
-    from capsrobust.sweep import load_sweep, run_sweep
+    from capsrobust.evaluation.sweep import load_sweep, run_sweep
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
@@ -327,7 +327,7 @@ def report(
     result_dirs: tuple[str, ...], out_dir: str, formats: str, title: str | None, n_resamples: int, seed: int
 ) -> None:
     """Markdown and self-contained HTML report of RESULT_DIRS (sweep directories), from their tables on disk."""
-    from capsrobust.report import build_report, parse_formats
+    from capsrobust.reporting.report import build_report, parse_formats
 
     chosen = parse_formats(formats)
     path = build_report(list(result_dirs), out_dir, formats=chosen, title=title, n_resamples=n_resamples, seed=seed)
@@ -352,11 +352,11 @@ def compare(
     Given two recipes trained with several seeds, the best-attack difference averaged over seeds, with an interval
     over seeds and images, and seed-by-seed differences.
     """
-    from capsrobust.compare import compare_models
-    from capsrobust.report import resolve_result_dir
+    from capsrobust.evaluation.compare import compare_models
+    from capsrobust.evaluation.seeds import compare_across_seeds, multi_seed_groups
+    from capsrobust.evaluation.sweep import load_sweep
+    from capsrobust.reporting.report import resolve_result_dir
     from capsrobust.runtime import atomic_write
-    from capsrobust.seeds import compare_across_seeds, multi_seed_groups
-    from capsrobust.sweep import load_sweep
 
     tables = load_sweep(resolve_result_dir(result_dir))
     groups = multi_seed_groups(tables.results)
@@ -464,8 +464,8 @@ def detect(
     batch_size: int, force: bool,
 ) -> None:
     """Reconstruction-error detector on the saved adversarials of SWEEP_DIR: tables, score histograms, ROC curves."""
-    from capsrobust.detection import DETECTION_DIR, load_detection, run_detection
-    from capsrobust.detection_figures import write_detection_figures
+    from capsrobust.detection.pipeline import DETECTION_DIR, load_detection, run_detection
+    from capsrobust.figures.detection import write_detection_figures
 
     out = Path(out_dir) if out_dir else Path(sweep_dir) / DETECTION_DIR
     run_detection(sweep_dir, out_dir=out, percentile=percentile, distance=distance, device=device,
@@ -498,7 +498,7 @@ def gallery(
     backend: str | None, data_dir: str | None, device: str,
 ) -> None:
     """Clean, adversarial, scaled perturbation and reconstruction side by side: one row per model and attack."""
-    from capsrobust.detection_figures import write_gallery
+    from capsrobust.figures.detection import write_gallery
 
     path = write_gallery(sweep_dir, out_file, n_per_row=n_per_row, seed=seed, labels=list(labels) or None, eps=eps,
                          backend=backend, device=device, data_dir=data_dir)

@@ -36,17 +36,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from capsrobust.checkpoints import (
+from capsrobust.data import Dataset, Split
+from capsrobust.errors import CheckpointError, RunError
+from capsrobust.models import CapsRobustModel
+from capsrobust.models.checkpoints import (
     check_state_matches,
     read_metadata,
     save_checkpoint,
     save_tensors,
 )
-from capsrobust.data import Dataset, Split
-from capsrobust.errors import CheckpointError, RunError
-from capsrobust.models import CapsRobustModel
+from capsrobust.models.recipes import Recipe, build_model
 from capsrobust.precision import Precision, precision_scope, resolve_precision
-from capsrobust.recipes import Recipe, build_model
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from capsrobust.data import Dataset, load_dataset
-from capsrobust.recipes import Recipe, load_recipe
+from capsrobust.models.recipes import Recipe, load_recipe
 from capsrobust.train import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[1]

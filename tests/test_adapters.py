@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from capsrobust.adapters import (
+from capsrobust.attacks.objectives import (
     CAPSNET_DEFAULT_OBJECTIVE,
     AttackObjective,
     MarginLoss,
@@ -18,7 +18,7 @@ from capsrobust.adapters import (
     to_foolbox,
 )
 from capsrobust.attacks.vote import VoteView, vote_target
-from capsrobust.recipes import build_model
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

@@ -18,9 +18,9 @@ from capsrobust.attacks import (
     run_attack,
 )
 from capsrobust.attacks.registry import unregister_attack
-from capsrobust.checkpoints import load_checkpoint
 from capsrobust.models import CapsRobustModel, LossTerms, ModelOutput
-from capsrobust.recipes import build_model
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 BACKENDS = [Backend.ART, Backend.FOOLBOX]

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from capsrobust.adapters import ObjectiveError
 from capsrobust.attacks import AttackError, Norm, get_attack, run_attack
 from capsrobust.attacks import art_backend as art_backend_module
 from capsrobust.attacks.autoattack import (
@@ -19,13 +18,14 @@ from capsrobust.attacks.autoattack import (
     runner_up_targets,
     target_rows,
 )
+from capsrobust.attacks.objectives import ObjectiveError
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.attacks.vote import VoteView, vote_target
-from capsrobust.checkpoints import load_checkpoint
-from capsrobust.compare import worst_case
-from capsrobust.evaluate import predict
-from capsrobust.recipes import build_model
-from capsrobust.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.compare import worst_case
+from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.inference import predict
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 # ---------------------------------------------------------------------------------------------------------- losses
@@ -53,7 +53,7 @@ def test_untargeted_dlr_equals_arts_own():
     """ART builds its own DLR for loss_type="difference_logits_ratio"; capsrobust's must be the same function."""
     from art.attacks.evasion import AutoProjectedGradientDescent
 
-    from capsrobust.adapters import to_art
+    from capsrobust.attacks.objectives import to_art
 
     torch.manual_seed(0)
     classifier = to_art(build_model(recipe("cnn-tiny")).eval())

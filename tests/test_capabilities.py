@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsrobust.adapters import (
+from capsrobust.attacks.objectives import (
     CAPSNET_DEFAULT_OBJECTIVE,
     ObjectiveError,
     attack_target,
@@ -19,6 +19,7 @@ from capsrobust.adapters import (
 )
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.attacks.vote import VoteView, vote_target
+from capsrobust.evaluation.sweep import RESULT_COLUMNS, load_sweep, run_sweep
 from capsrobust.models.base import (
     Capability,
     CapsRobustModel,
@@ -29,9 +30,8 @@ from capsrobust.models.base import (
     parse_capabilities,
 )
 from capsrobust.models.capsnet import CapsNet, capsule_length, route_by_agreement, squash
-from capsrobust.recipes import build_model
-from capsrobust.report import is_capsule_model
-from capsrobust.sweep import RESULT_COLUMNS, load_sweep, run_sweep
+from capsrobust.models.recipes import build_model
+from capsrobust.reporting.report import is_capsule_model
 from tests.conftest import recipe
 
 ALL = frozenset(Capability)
@@ -156,10 +156,10 @@ def test_a_sweep_records_each_models_capabilities(trained_runs, mnist5k, tmp_pat
 
 
 def test_sweeps_plan_attacks_by_what_a_model_declares():
-    from capsrobust.adapters import AttackObjective
+    from capsrobust.attacks.objectives import AttackObjective
     from capsrobust.attacks.registry import Backend
     from capsrobust.attacks.suites import suite_from_dict
-    from capsrobust.sweep import PlannedModel, plan_cells
+    from capsrobust.evaluation.sweep import PlannedModel, plan_cells
 
     suite = suite_from_dict({"attack": [
         {"name": "vote-pgd-linf", "eps": [0.1], "backends": ["art"]},

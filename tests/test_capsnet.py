@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from capsrobust.describe import describe_model
 from capsrobust.models.capsnet import capsule_length, margin_loss, route_by_agreement, squash
-from capsrobust.recipes import build_model
+from capsrobust.models.describe import describe_model
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from capsrobust.checkpoints import load_checkpoint, save_checkpoint
 from capsrobust.errors import CheckpointError
-from capsrobust.recipes import build_model
+from capsrobust.models.checkpoints import load_checkpoint, save_checkpoint
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

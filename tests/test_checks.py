@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from capsrobust.adapters import AttackTarget, attack_target
 from capsrobust.attacks import AttackResult, Backend, Norm, register_attack
+from capsrobust.attacks.objectives import AttackTarget, attack_target
 from capsrobust.attacks.registry import unregister_attack
 from capsrobust.attacks.suites import suite_from_dict
-from capsrobust.checks import (
+from capsrobust.evaluation.checks import (
     Status,
     check_backends_agree,
     check_double_steps,
@@ -23,8 +23,8 @@ from capsrobust.checks import (
     check_pgd_vs_fgsm,
     checks_frame,
 )
-from capsrobust.recipes import build_model
-from capsrobust.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 
@@ -161,7 +161,7 @@ def test_model_checks_flag_zero_gradients_and_randomness():
 
 
 def test_checks_frame_puts_flags_first():
-    from capsrobust.checks import Check
+    from capsrobust.evaluation.checks import Check
 
     table = checks_frame([Check("a", "m", Status.PASS, ""), Check("b", "m", Status.FLAG, ""),
                           Check("c", "m", Status.SKIP, "")])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from capsrobust.describe import describe_model
-from capsrobust.recipes import build_model
+from capsrobust.models.describe import describe_model
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

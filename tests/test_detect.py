@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from capsrobust.detect import (
+from capsrobust.detection.detector import (
     DetectionError,
     Distance,
     calibrate,
@@ -14,7 +14,7 @@ from capsrobust.detect import (
     reconstruction_distances,
     roc_auc,
 )
-from capsrobust.recipes import build_model
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

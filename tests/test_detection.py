@@ -11,10 +11,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from capsrobust.checkpoints import load_checkpoint
 from capsrobust.cli import main
-from capsrobust.detect import Distance, reconstruction_distances
-from capsrobust.detection import (
+from capsrobust.detection.detector import Distance, reconstruction_distances
+from capsrobust.detection.pipeline import (
     DETECTION_COLUMNS,
     DETECTION_EXAMPLE_COLUMNS,
     THRESHOLD_COLUMNS,
@@ -22,7 +21,9 @@ from capsrobust.detection import (
     load_detection,
     run_detection,
 )
-from capsrobust.detection_figures import (
+from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.figures.capsules import save_figure
+from capsrobust.figures.detection import (
     GalleryExample,
     GalleryRow,
     gallery_figure,
@@ -30,8 +31,7 @@ from capsrobust.detection_figures import (
     write_detection_figures,
     write_gallery,
 )
-from capsrobust.figures import save_figure
-from capsrobust.sweep import load_sweep, run_sweep
+from capsrobust.models.checkpoints import load_checkpoint
 
 SUITE = '[suite]\nname = "detect"\nn = 40\n[[attack]]\nname = "fgsm"\neps = [0.3]\n'
 

@@ -7,9 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from capsrobust.checkpoints import load_checkpoint
-from capsrobust.detect import DetectionError
-from capsrobust.figures import (
+from capsrobust.detection.detector import DetectionError
+from capsrobust.figures.capsules import (
     capsule_tweaks,
     choose_examples,
     reconstruction_figure,
@@ -17,7 +16,8 @@ from capsrobust.figures import (
     tweak_deltas,
     tweak_figure,
 )
-from capsrobust.recipes import build_model
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 

@@ -12,8 +12,9 @@ import torch
 
 from capsrobust import precision as precision_module
 from capsrobust.data import Split
-from capsrobust.evaluate import evaluate, predict
+from capsrobust.evaluation.accuracy import evaluate, predict
 from capsrobust.models.capsnet import route_by_agreement, squash
+from capsrobust.models.recipes import build_model
 from capsrobust.precision import (
     PRECISION_CHOICES,
     CudaFlags,
@@ -22,7 +23,6 @@ from capsrobust.precision import (
     precision_scope,
     resolve_precision,
 )
-from capsrobust.recipes import build_model
 from tests.conftest import REPO, recipe
 
 FAKE_CUDA = SimpleNamespace(type="cuda")

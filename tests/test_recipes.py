@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from capsrobust.errors import RecipeError
-from capsrobust.recipes import load_recipe, recipe_from_dict
+from capsrobust.models.recipes import load_recipe, recipe_from_dict
 from tests.conftest import REPO
 
 

@@ -8,10 +8,10 @@ import torch
 from capsrobust.attacks import AttackError, Backend, get_attack, run_attack
 from capsrobust.attacks.reconstructive import ReconstructionAwareView, ReconstructiveLoss
 from capsrobust.attacks.suites import load_suite, suite_from_dict
-from capsrobust.checkpoints import load_checkpoint
-from capsrobust.detect import reconstruction_distances
-from capsrobust.recipes import build_model
-from capsrobust.sweep import load_sweep, run_sweep
+from capsrobust.detection.detector import reconstruction_distances
+from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 
 SETTINGS = {"steps": 10, "rel_step": 0.25}

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from capsrobust.cli import main
-from capsrobust.compare import worst_case
-from capsrobust.report import PathDisplay, ReportError, build_report
-from capsrobust.sweep import load_sweep
+from capsrobust.evaluation.compare import worst_case
+from capsrobust.evaluation.sweep import load_sweep
+from capsrobust.reporting.report import PathDisplay, ReportError, build_report
 
 SECTIONS = [
     "## Self-checks: flags",

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from capsrobust.attacks.suites import SuiteError, model_group, suite_from_dict
-from capsrobust.compare import CompareError
-from capsrobust.seeds import across_seeds, compare_across_seeds, multi_seed_groups, seed_models
-from capsrobust.stats import bootstrap_interval, two_level_interval
+from capsrobust.evaluation.compare import CompareError
+from capsrobust.evaluation.seeds import across_seeds, compare_across_seeds, multi_seed_groups, seed_models
+from capsrobust.evaluation.stats import bootstrap_interval, two_level_interval
 
 
 def test_two_level_interval_of_a_constant_is_that_constant():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capsrobust.stats import bootstrap_interval, compare_paired, mcnemar_exact, wilson_interval
+from capsrobust.evaluation.stats import bootstrap_interval, compare_paired, mcnemar_exact, wilson_interval
 
 
 def test_mcnemar_exact_matches_hand_computation():

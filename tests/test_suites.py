@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from capsrobust.adapters import AttackObjective
 from capsrobust.attacks import Backend
+from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.suites import SuiteError, load_suite, suite_from_dict
-from capsrobust.checks import Status
-from capsrobust.sweep import plan_cells
+from capsrobust.evaluation.checks import Status
+from capsrobust.evaluation.sweep import plan_cells
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "full", "cpu-standard"])

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.cli import main
-from capsrobust.sweep import EXAMPLE_COLUMNS, RESULT_COLUMNS, SweepError, load_sweep, run_sweep
+from capsrobust.evaluation.sweep import EXAMPLE_COLUMNS, RESULT_COLUMNS, SweepError, load_sweep, run_sweep
 from tests.conftest import REPO
 
 SMALL_SUITE = {
@@ -112,7 +112,7 @@ def test_minimisation_attack_counts_only_adversarials_within_the_threshold(train
 
 SUBPROCESS = textwrap.dedent("""
     import os, signal, sys
-    from capsrobust import sweep
+    from capsrobust.evaluation import sweep
     from capsrobust.attacks.suites import suite_from_dict
 
     kill_at, target = int(sys.argv[1]), sys.argv[2]

@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from capsrobust.checkpoints import load_checkpoint
 from capsrobust.data import Dataset
 from capsrobust.errors import RunError
-from capsrobust.evaluate import evaluate
+from capsrobust.evaluation.accuracy import evaluate
+from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.precision import PrecisionError, cpu_supports_bf16
 from capsrobust.train import TrainSettings, random_shift, train
 from tests.conftest import recipe

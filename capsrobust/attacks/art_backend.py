@@ -1,8 +1,8 @@
 """The attacks as the Adversarial Robustness Toolbox (ART) implements them, on an ``AttackTarget``.
 
-Each function builds ART's ``PyTorchClassifier`` over the target's score view (``capsrobust.adapters``), runs the
-ART attack with true labels (never the model's predictions, to avoid label leaking) and returns the adversarials
-exactly as ART returned them.
+Each function builds ART's ``PyTorchClassifier`` over the target's score view (``capsrobust.attacks.objectives``),
+runs the ART attack with true labels (never the model's predictions, to avoid label leaking) and returns the
+adversarials exactly as ART returned them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from capsrobust.adapters import NUM_CLASSES, AttackTarget, art_classifier
 from capsrobust.attacks.autoattack import DLRLoss, Member, Predict, first_success, runner_up_targets, target_rows
+from capsrobust.attacks.objectives import NUM_CLASSES, AttackTarget, art_classifier
 from capsrobust.attacks.registry import AttackCall, AttackResult, Norm, ParamValue
-from capsrobust.evaluate import predict
+from capsrobust.models.inference import predict
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier

@@ -2,8 +2,8 @@
 
 Every entry names its threat model, the libraries that implement it and its parameters with defaults; its run
 function builds the ``AttackTarget`` (what is differentiated: the objective's scores and loss, see
-``capsrobust.adapters``) and hands it to the chosen backend. Step sizes are relative to eps (``rel_step · eps``),
-so one setting serves every budget.
+``capsrobust.attacks.objectives``) and hands it to the chosen backend. Step sizes are relative to eps (``rel_step ·
+eps``), so one setting serves every budget.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import ModuleType
 
-from capsrobust.adapters import NUM_CLASSES, AttackObjective, attack_target
 from capsrobust.attacks import art_backend, foolbox_backend
+from capsrobust.attacks.objectives import NUM_CLASSES, AttackObjective, attack_target
 from capsrobust.attacks.reconstructive import RECON_CONFIDENCE, RECON_WEIGHT, reconstructive_pgd
 from capsrobust.attacks.registry import (
     AttackCall,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from capsrobust.adapters import AttackTarget, MarginLoss, foolbox_model
+from capsrobust.attacks.objectives import AttackTarget, MarginLoss, foolbox_model
 from capsrobust.attacks.registry import AttackCall, AttackResult, Norm
 
 

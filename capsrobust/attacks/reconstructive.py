@@ -1,7 +1,7 @@
 """The reconstructive attack of Qin et al. (ICLR 2020): PGD against the classifier *and* the reconstruction detector.
 
-The detector (``capsrobust.detect``) flags an input when its reconstruction from the predicted class lies far from
-it. An attacker who knows this looks for a perturbation that changes the class *and* keeps that distance small:
+The detector (``capsrobust.detection.detector``) flags an input when its reconstruction from the predicted class lies
+far from it. An attacker who knows this looks for a perturbation that changes the class *and* keeps that distance small:
 
     maximise over ‖x' − x‖ ≤ eps:   min(m(x'), κ) − λ · ‖r(x') − x'‖₂,   m(x') = max_{j≠y} z_j(x') − z_y(x')
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from capsrobust.adapters import AttackTarget, ObjectiveView, has_capsule_lengths
 from capsrobust.attacks import art_backend, foolbox_backend
+from capsrobust.attacks.objectives import AttackTarget, ObjectiveView, has_capsule_lengths
 from capsrobust.attacks.registry import AttackCall, AttackError, AttackResult, Backend, Norm
 from capsrobust.models import CapsRobustModel
 

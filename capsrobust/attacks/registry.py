@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from capsrobust.adapters import AttackObjective, frozen_parameters
+from capsrobust.attacks.objectives import AttackObjective, frozen_parameters
 from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import Capability, CapsRobustModel
 from capsrobust.models.base import capabilities_of

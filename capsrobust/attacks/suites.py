@@ -6,7 +6,7 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     name = "quick"
     description = "FGSM and PGD L∞ in minutes on a CPU"
     n = 200                      # test images when the caller does not say (CLI --n)
-    double_steps_check = true    # add a PGD cell with twice the steps (a self-check, see capsrobust.checks)
+    double_steps_check = true    # add a PGD cell with twice the steps (a self-check, see capsrobust.evaluation.checks)
 
     [[attack]]
     name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
@@ -16,7 +16,7 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     models = ["capsnet-paper"]   # optional; default: every model of the sweep (names as the sweep labels them)
     seeds = [0]                  # optional; default: models of every training seed (a multi-seed profile spends
                                  # its expensive attacks on one seed and its cheap ones on all)
-    objective = "ce-lengths"     # optional; default: the sweep's (each model's own); see capsrobust.adapters
+    objective = "ce-lengths"     # optional; default: the sweep's (each model's own); see capsrobust.attacks.objectives
     [attack.params]              # optional; the attack's parameters, defaults from the registry
     steps = 10
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from capsrobust.adapters import AttackObjective, ObjectiveError
+from capsrobust.attacks.objectives import AttackObjective, ObjectiveError
 from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
 from capsrobust.errors import CapsRobustError
 

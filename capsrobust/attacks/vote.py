@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from capsrobust.adapters import AttackObjective, AttackTarget, ObjectiveError, ScoreKind, resolve_objective
+from capsrobust.attacks.objectives import AttackObjective, AttackTarget, ObjectiveError, ScoreKind, resolve_objective
 from capsrobust.models.base import Capability, capabilities_of
 from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, capsule_length, route_by_agreement, squash
 

@@ -9,7 +9,7 @@ only in their seed. Two things make a fair number for a group:
   that ran on *every* seed of the group; what the other attacks add is shown separately, for the seeds they ran
   on, so a reader sees both the pooled number and how much stronger the full suite is.
 * **Uncertainty from both sources.** A single run's interval resamples test images only; a new training seed
-  moves robust accuracy too. ``capsrobust.stats.two_level_interval`` resamples seeds and images.
+  moves robust accuracy too. ``capsrobust.evaluation.stats.two_level_interval`` resamples seeds and images.
 
 ``across_seeds`` gives one row per (group, norm, eps); ``compare_across_seeds`` the paired difference of two
 groups, with per-seed differences beside the pooled one.
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from capsrobust.attacks.suites import model_group
-from capsrobust.compare import NORM_ORDER, CompareError, worst_case_examples
-from capsrobust.stats import compare_paired, two_level_interval
+from capsrobust.evaluation.compare import NORM_ORDER, CompareError, worst_case_examples
+from capsrobust.evaluation.stats import compare_paired, two_level_interval
 
 SEED_COLUMNS = [
     "group", "norm", "eps", "n", "n_seeds", "seeds", "clean_accuracy", "robust_accuracy", "ci_low", "ci_high",

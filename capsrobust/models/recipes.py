@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from capsrobust.errors import RecipeError
-from capsrobust.models import CapsRobustModel, get_architecture
+from capsrobust.models.base import CapsRobustModel
+from capsrobust.models.registry import get_architecture
 
 if sys.version_info >= (3, 11):
     import tomllib

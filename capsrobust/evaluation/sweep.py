@@ -3,7 +3,7 @@
 ``run_sweep`` attacks the first ``n`` test images of a data set (the same images for every model) with every
 attack of a suite, in ART, Foolbox or both, and returns one tidy row per cell with every setting that produced
 it. It also writes per-example outcomes, so that reports can take the per-example worst case over attacks and
-compare models pairwise, and a checks table (``capsrobust.checks``) with the self-checks of Carlini et al.
+compare models pairwise, and a checks table (``capsrobust.evaluation.checks``) with the self-checks of Carlini et al.
 (2019), *On Evaluating Adversarial Robustness*.
 
 Definitions used in every row:
@@ -54,7 +54,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from capsrobust.adapters import AttackObjective, attack_target, resolve_objective
+from capsrobust.attacks.objectives import AttackObjective, attack_target, resolve_objective
 from capsrobust.attacks.registry import (
     AttackKind,
     AttackResult,
@@ -67,12 +67,12 @@ from capsrobust.attacks.registry import (
     run_attack,
 )
 from capsrobust.attacks.suites import Suite, load_suite
-from capsrobust.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
-from capsrobust.checks import Check, Status, check_model, check_results, checks_frame
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
-from capsrobust.evaluate import predict
+from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
 from capsrobust.models.base import Capability, capabilities_of, capabilities_text
+from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
+from capsrobust.models.inference import predict
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
 
@@ -290,7 +290,7 @@ def run_sweep(
     ``precision`` is what the attacks compute their gradients in (fp32 unless asked; ``capsrobust.precision``):
     whatever it is, every prediction that decides robustness (clean and adversarial) is made in fp32;
     ``backend`` is ``art``, ``foolbox`` or ``both``; ``objective`` (default: each model's, see
-    ``capsrobust.adapters``) is what gradient attacks differentiate. The per-example outcomes and the checks
+    ``capsrobust.attacks.objectives``) is what gradient attacks differentiate. The per-example outcomes and the checks
     table are in ``out_dir`` (``load_sweep``). Raises ``SweepError`` when ``out_dir`` holds another sweep, or
     holds one and ``resume`` is false. Resuming with a suite that only adds attacks or budgets extends the sweep.
     """

@@ -1,7 +1,7 @@
 """Figures drawn from result tables alone: robustness curves, Carlini–Wagner L2 distributions, detector ROC curves.
 
-The figures of ``capsrobust.figures`` need a model; these need only the tidy tables a sweep or a detection run
-wrote, so a report can redraw them from disk at any time. Like ``capsrobust.figures`` they use matplotlib's
+The figures of ``capsrobust.figures.capsules`` need a model; these need only the tidy tables a sweep or a detection run
+wrote, so a report can redraw them from disk at any time. Like ``capsrobust.figures.capsules`` they use matplotlib's
 object API (``Figure``, never pyplot) and pass ``ax=`` to seaborn, so no global figure state is touched; seaborn's
 style is applied only while the axes are created (``axes_style`` as a context manager).
 """

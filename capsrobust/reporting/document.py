@@ -1,7 +1,7 @@
 """A report as a list of blocks (headings, paragraphs, alerts, tables, images), rendered to Markdown and HTML.
 
-``capsrobust.report`` decides what a report says; this module only knows how to write it down: one list of blocks
-becomes a Markdown file whose figures are linked from ``figures/`` and a single HTML file whose figures are
+``capsrobust.reporting.report`` decides what a report says; this module only knows how to write it down: one list of
+blocks becomes a Markdown file whose figures are linked from ``figures/`` and a single HTML file whose figures are
 embedded as base64 data URIs, with inline CSS and no scripts, so that it opens anywhere, offline, as one file.
 ``write_report_dir`` builds the whole directory in a temporary folder beside the target and renames it into
 place, so a reader sees the old report or the new one, never half of one.
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from capsrobust.figures import save_figure
+from capsrobust.figures.capsules import save_figure
 
 FIGURES_DIR = "figures"
 TABLES_DIR = "tables"

@@ -35,7 +35,7 @@ from enum import Enum
 import pandas as pd
 import torch
 
-from capsrobust.adapters import AttackTarget, loss_module
+from capsrobust.attacks.objectives import AttackTarget, loss_module
 from capsrobust.attacks.registry import AttackError, AttackRole, AttackSpec, Norm, get_attack
 
 TOLERANCE = 1e-6

@@ -14,7 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from capsrobust.data import Split
-from capsrobust.detect import require_reconstruction
+from capsrobust.detection.detector import require_reconstruction
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import atomic_write
 

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from capsrobust.models import CapsRobustModel
-from capsrobust.recipes import Recipe, build_model
+from capsrobust.models.base import CapsRobustModel
+from capsrobust.models.recipes import Recipe, build_model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -3,9 +3,10 @@
 A sweep attacks every model on the same first n test images, so two models' per-example outcomes (robust or not)
 are paired. For each cell the two share (same attack entry, backend, eps), ``compare_models`` gives both robust
 accuracies, their difference (candidate − baseline) with a bootstrap 95% interval that resamples images, and
-McNemar's exact p-value on the images where exactly one model is robust (``capsrobust.stats.compare_paired``).
-Paired tests are far more sensitive than comparing two independent accuracies: the images both models get right,
-or both get wrong, carry no information about which model is better and are left out of McNemar's test.
+McNemar's exact p-value on the images where exactly one model is robust
+(``capsrobust.evaluation.stats.compare_paired``). Paired tests are far more sensitive than comparing two independent
+accuracies: the images both models get right, or both get wrong, carry no information about which model is better and
+are left out of McNemar's test.
 
 The models' objectives may differ (each model is attacked through its own default objective unless the sweep
 was given one), so cells are matched on attack entry, backend and eps, and both objectives are reported.
@@ -23,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from capsrobust.errors import CapsRobustError
-from capsrobust.stats import compare_paired
-from capsrobust.sweep import SweepTables, load_sweep
+from capsrobust.evaluation.stats import compare_paired
+from capsrobust.evaluation.sweep import SweepTables, load_sweep
 
 BEST_ATTACK = "best-attack"  # the label of worst-case rows
 NORM_ORDER = {"linf": 0, "l2": 1}  # tables list L∞ before L2

@@ -1,8 +1,8 @@
 """Reports: Markdown and a self-contained HTML page built only from the result tables on disk.
 
-``build_report(result_dirs, out)`` reads sweep directories (``capsrobust.sweep``), their ``detection/`` subfolder
-when a detection run wrote one, the PNGs in their ``figures/`` and ``detection/`` folders, and the training run
-directories that ``sweep.json`` names (``run.json``, ``metrics.csv``). Nothing comes from memory, so a report can
+``build_report(result_dirs, out)`` reads sweep directories (``capsrobust.evaluation.sweep``), their ``detection/``
+subfolder when a detection run wrote one, the PNGs in their ``figures/`` and ``detection/`` folders, and the training
+run directories that ``sweep.json`` names (``run.json``, ``metrics.csv``). Nothing comes from memory, so a report can
 be rebuilt at any time from the same files, and rebuilding it gives the same bytes (no timestamps).
 
 A report directory holds::
@@ -43,11 +43,14 @@ import pandas as pd
 
 import capsrobust
 from capsrobust.attacks import attack_names, get_attack
-from capsrobust.compare import BEST_ATTACK, NORM_ORDER, compare_models, worst_case
-from capsrobust.detection import DetectionTables
-from capsrobust.document import Alert, Draft, Heading, Paragraph, Table, write_report_dir
+from capsrobust.detection.pipeline import DetectionTables
+from capsrobust.evaluation.compare import BEST_ATTACK, NORM_ORDER, compare_models, worst_case
+from capsrobust.evaluation.seeds import across_seeds, compare_across_seeds, model_groups, multi_seed_groups
+from capsrobust.evaluation.stats import wilson_interval
+from capsrobust.figures.results import NORM_TITLES, perturbation_sizes, robustness_curves, roc_panels
 from capsrobust.models.base import Capability, parse_capabilities
-from capsrobust.report_sources import (
+from capsrobust.reporting.document import Alert, Draft, Heading, Paragraph, Table, write_report_dir
+from capsrobust.reporting.sources import (
     PathDisplay,
     ReportError,
     Source,
@@ -55,9 +58,6 @@ from capsrobust.report_sources import (
     resolve_result_dir,
     sources_digest,
 )
-from capsrobust.result_figures import NORM_TITLES, perturbation_sizes, robustness_curves, roc_panels
-from capsrobust.seeds import across_seeds, compare_across_seeds, model_groups, multi_seed_groups
-from capsrobust.stats import wilson_interval
 
 FORMATS = ("md", "html")
 MANIFEST = "report.json"
@@ -537,8 +537,9 @@ def _detection_command(context: _Context, source: Source) -> str:
 def _defense_aware(tables: DetectionTables) -> pd.DataFrame:
     """Undetected success per (model, norm, eps) with and without the defense-aware attacks, worst case per image.
 
-    As for robust accuracy (``capsrobust.compare.worst_case_examples``), an image an attack got past the model and
-    the detector at a smaller eps of the same norm counts at every larger eps: the threshold does not depend on eps.
+    As for robust accuracy (``capsrobust.evaluation.compare.worst_case_examples``), an image an attack got past the
+    model and the detector at a smaller eps of the same norm counts at every larger eps: the threshold does not
+    depend on eps.
     """
     cells, examples = tables.detection, tables.examples
     if cells.empty or examples.empty:

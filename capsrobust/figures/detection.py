@@ -1,14 +1,14 @@
 """Figures of the reconstruction-error detector: score histograms, ROC curves and the adversarial gallery.
 
-The histograms and ROC curves are drawn from the detection tables only (``capsrobust.detection.load_detection``),
-so they can be rebuilt without a model. The gallery needs the models, the test images and the saved adversarials
-of a sweep: for each chosen cell it shows examples as (clean, adversarial, scaled perturbation, reconstruction of
-the adversarial, class scores), with predictions and detector scores. A plain CNN has no decoder; its rows show the
-reconstruction by the sweep's CNN+R when the sweep has one (what that detector would see of the CNN's adversarial),
-and a blank panel with a note otherwise.
+The histograms and ROC curves are drawn from the detection tables only
+(``capsrobust.detection.pipeline.load_detection``), so they can be rebuilt without a model. The gallery needs the
+models, the test images and the saved adversarials of a sweep: for each chosen cell it shows examples as (clean,
+adversarial, scaled perturbation, reconstruction of the adversarial, class scores), with predictions and detector
+scores. A plain CNN has no decoder; its rows show the reconstruction by the sweep's CNN+R when the sweep has one
+(what that detector would see of the CNN's adversarial), and a blank panel with a note otherwise.
 
 Everything uses matplotlib's object API (``Figure``) and is deterministic: the same tables and seed give the same
-PNG bytes (``capsrobust.figures.save_figure``).
+PNG bytes (``capsrobust.figures.capsules.save_figure``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 from torch import nn
 
-from capsrobust.checkpoints import LoadedCheckpoint
 from capsrobust.data import Dataset, load_dataset
-from capsrobust.detect import Distance, reconstruction_distances
-from capsrobust.detection import (
+from capsrobust.detection.detector import Distance, reconstruction_distances
+from capsrobust.detection.pipeline import (
     DetectionError,
     DetectionTables,
     load_adversarials,
@@ -38,9 +37,10 @@ from capsrobust.detection import (
     load_test_split,
     read_sweep,
 )
-from capsrobust.figures import choose_examples, save_figure
+from capsrobust.figures.capsules import choose_examples, save_figure
 from capsrobust.models import ModelOutput
 from capsrobust.models.base import Capability, capabilities_of
+from capsrobust.models.checkpoints import LoadedCheckpoint
 from capsrobust.runtime import resolve_device
 
 HISTOGRAM_FILE = "detection_histograms.png"

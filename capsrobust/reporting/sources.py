@@ -1,7 +1,7 @@
 """Reading a report's sources back from disk: sweep directories, their detection tables, figures and training runs.
 
-``capsrobust.report`` decides what a report says; this module only gathers what it may say it from, and how paths
-are shown (``PathDisplay``: never with the machine's absolute prefix). ``inputs_digest`` fingerprints every file a
+``capsrobust.reporting.report`` decides what a report says; this module only gathers what it may say it from, and how
+paths are shown (``PathDisplay``: never with the machine's absolute prefix). ``inputs_digest`` fingerprints every file a
 report reads, so that ``capsrobust benchmark`` can tell whether a report is already up to date.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from capsrobust.detection import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
-from capsrobust.document import FIGURES_DIR
+from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
 from capsrobust.errors import CapsRobustError
+from capsrobust.evaluation.sweep import SWEEP_FILE, SweepTables, load_sweep
+from capsrobust.reporting.document import FIGURES_DIR
 from capsrobust.runtime import read_table
-from capsrobust.sweep import SWEEP_FILE, SweepTables, load_sweep
 
 
 class ReportError(CapsRobustError):

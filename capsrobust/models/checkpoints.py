@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from capsrobust.errors import CheckpointError, RecipeError
-from capsrobust.models import CapsRobustModel
-from capsrobust.recipes import Recipe, build_model, recipe_from_dict
+from capsrobust.models.base import CapsRobustModel
+from capsrobust.models.recipes import Recipe, build_model, recipe_from_dict
 from capsrobust.runtime import atomic_write, atomic_write_text, file_sha256
 
 FORMAT = "capsrobust-checkpoint/1"

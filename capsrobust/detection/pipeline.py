@@ -1,13 +1,13 @@
 """The reconstruction-error detector measured on a sweep's saved adversarial examples.
 
-``run_detection`` reads a sweep directory (``capsrobust.sweep``) run with ``save_adversarials``, and for every model
-of the sweep that can reconstruct class-conditionally (CapsNet, CNN+R):
+``run_detection`` reads a sweep directory (``capsrobust.evaluation.sweep``) run with ``save_adversarials``, and for
+every model of the sweep that can reconstruct class-conditionally (CapsNet, CNN+R):
 
 1. calibrates the threshold on the model's clean **validation** images of the sweep's data set (a percentile of
-   their scores, ``capsrobust.detect.calibrate``), so that the false-positive rate is set on images the evaluation
-   never sees;
+   their scores, ``capsrobust.detection.detector.calibrate``), so that the false-positive rate is set on images the
+   evaluation never sees;
 2. scores the clean test images the sweep attacked and every cell's saved adversarials;
-3. writes one tidy row per cell with the detector's metrics (``capsrobust.detect.detection_outcome``).
+3. writes one tidy row per cell with the detector's metrics (``capsrobust.detection.detector.detection_outcome``).
 
 Models without a decoder are listed as skipped, with the reason, never silently dropped.
 
@@ -43,9 +43,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from capsrobust.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.data import Dataset, Split, load_dataset
-from capsrobust.detect import (
+from capsrobust.detection.detector import (
     DetectionError,
     Distance,
     Threshold,
@@ -54,6 +53,8 @@ from capsrobust.detect import (
     reconstruction_distances,
 )
 from capsrobust.errors import CheckpointError
+from capsrobust.evaluation.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
+from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,
@@ -63,7 +64,6 @@ from capsrobust.runtime import (
     resolve_device,
     versions,
 )
-from capsrobust.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
 
 log = logging.getLogger(__name__)
 

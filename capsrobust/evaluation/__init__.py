@@ -1,0 +1,16 @@
+"""Evaluation: clean accuracy, attack sweeps with their self-checks, and the statistics that compare models.
+
+Everything here returns pandas DataFrames (``SweepTables``) or small frozen dataclasses; nothing draws or writes
+a report (that is ``capsrobust.figures`` and ``capsrobust.reporting``).
+"""
+
+from capsrobust.evaluation.accuracy import Evaluation, evaluate
+from capsrobust.evaluation.compare import compare_models, worst_case
+from capsrobust.evaluation.seeds import across_seeds, compare_across_seeds
+from capsrobust.evaluation.stats import compare_paired, wilson_interval
+from capsrobust.evaluation.sweep import SweepError, SweepTables, load_sweep, run_sweep
+
+__all__ = [
+    "Evaluation", "SweepError", "SweepTables", "across_seeds", "compare_across_seeds", "compare_models",
+    "compare_paired", "evaluate", "load_sweep", "run_sweep", "wilson_interval", "worst_case",
+]
