@@ -19,6 +19,7 @@ from capsrobust.attacks.objectives import (
 )
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.attacks.vote import VoteView, vote_target
+from capsrobust.evaluation.compare import is_capsule_model
 from capsrobust.evaluation.sweep import RESULT_COLUMNS, load_sweep, run_sweep
 from capsrobust.models.base import (
     Capability,
@@ -31,7 +32,6 @@ from capsrobust.models.base import (
 )
 from capsrobust.models.capsnet import CapsNet, capsule_length, route_by_agreement, squash
 from capsrobust.models.recipes import build_model
-from capsrobust.reporting.report import is_capsule_model
 from tests.conftest import recipe
 
 ALL = frozenset(Capability)

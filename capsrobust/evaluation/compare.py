@@ -26,6 +26,7 @@ import pandas as pd
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.stats import compare_paired
 from capsrobust.evaluation.sweep import SweepTables, load_sweep
+from capsrobust.models.base import Capability, parse_capabilities
 
 BEST_ATTACK = "best-attack"  # the label of worst-case rows
 NORM_ORDER = {"linf": 0, "l2": 1}  # tables list L∞ before L2
@@ -172,3 +173,19 @@ def _row(
         "ci_low": result.ci_low, "ci_high": result.ci_high, "only_baseline": result.only_baseline,
         "only_candidate": result.only_candidate, "mcnemar_p": result.mcnemar_p,
     }
+
+
+#: How rows of sweeps written before the ``capabilities`` column tell a capsule network: by architecture name.
+LEGACY_CAPSULE_ARCHITECTURES = frozenset({"capsnet"})
+
+
+def is_capsule_model(row: pd.Series) -> bool:
+    """Whether a results row's model scores classes by capsule lengths, as its ``capabilities`` record.
+
+    Rows without that column, or with it empty (a model with no capabilities reads back from CSV as missing),
+    fall back to the architecture name, which gives the same answer for every architecture those sweeps knew.
+    """
+    recorded = row.get("capabilities")
+    if isinstance(recorded, str) and recorded:
+        return Capability.CAPSULE_LENGTHS in parse_capabilities(recorded)
+    return row["architecture"] in LEGACY_CAPSULE_ARCHITECTURES

@@ -1,0 +1,124 @@
+"""What every report section shares: the sources, how paths are shown, the rebuild command, number formats."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import capsrobust
+from capsrobust.reporting.sources import PathDisplay, Source
+
+
+@dataclass
+class ReportContext:
+    """The sources of one report and how it shows them: what each section reads, nothing it computes."""
+
+    sources: list[Source]
+    paths: PathDisplay
+    command: str  # the command that rebuilds this report
+    target: Path  # the report directory
+    n_resamples: int
+    seed: int
+    commit: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commit = git_commit()
+
+    @property
+    def many(self) -> bool:
+        return len(self.sources) > 1
+
+    def sweep_command(self, source: Source) -> str:
+        return self.paths.command(str(source.record.get("command", ""))) or "unknown"
+
+    def rebuild(self) -> tuple[str, str]:
+        return ("rebuild this table", self.command)
+
+
+def git_commit() -> str:
+    """The commit of the capsrobust checkout (``git rev-parse HEAD``), marked when its code has changes.
+
+    The repository's own ``reports/`` do not count: rebuilding a committed report changes it, not the code.
+    """
+    repository = Path(capsrobust.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repository, capture_output=True, text=True,
+                              timeout=20, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)reports"], cwd=repository,
+                                capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} (uncommitted changes)" if status else head or "unknown"
+
+
+def suite_of(source: Source) -> dict[str, Any]:
+    """The ``[suite]`` table of the suite a sweep ran (name, description, n), as sweep.json records it."""
+    return source.record.get("request", {}).get("suite", {}).get("suite", {})
+
+
+def pct(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    return f"{100 * float(value):.{digits}f}"
+
+
+def num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    return f"{float(value):.{digits}g}"
+
+
+def seconds_text(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{float(value):.1f}" if float(value) < 10 else f"{float(value):.0f}"
+
+
+def tagged(context: ReportContext, frame: pd.DataFrame, source: Source) -> pd.DataFrame:
+    """``frame`` with a leading ``sweep`` column when the report has more than one source."""
+    return frame.assign(sweep=source.shown)[["sweep", *frame.columns]] if context.many else frame
+
+
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+FIGURE_CAPTIONS = {
+    "reconstruction": "Test images (top) over their reconstructions from the predicted class (middle) and the "
+                      "class scores (bottom)",
+    "tweak": "Capsule tweaks: each row moves one dimension of the winning capsule (the class vector for CNN+R) "
+             "and decodes",
+    "gallery": "Adversarial gallery",
+    "detection_histograms": "Detector scores (reconstruction distance) of clean and adversarial images",
+}
+
+
+def figure_order(path: Path) -> tuple[int, str]:
+    """Reconstructions, then tweaks, then the gallery, then anything else, each by name."""
+    kinds = list(FIGURE_CAPTIONS)
+    kind = next((i for i, key in enumerate(kinds) if path.stem == key or path.stem.startswith(key + "-")), len(kinds))
+    return kind, path.name
+
+
+def caption(path: Path) -> str:
+    """A caption from a figure's file name: ``KIND-MODEL.png`` → the kind's caption and the model."""
+    stem = path.stem
+    for key, text in FIGURE_CAPTIONS.items():
+        if stem == key or stem.startswith(key + "-"):
+            model = stem[len(key) + 1:]
+            return text + (f": {model}" if model else "")
+    return stem.replace("_", " ").replace("-", " ")
+
+
+def figure_name(context: ReportContext, source: Source, name: str) -> str:
+    if not context.many:
+        return name
+    index = context.sources.index(source)
+    return f"sweep{index + 1}-{name}"
