@@ -154,6 +154,24 @@ def evaluate(
 
 
 @main.command()
+@click.argument("names", nargs=-1)
+def attacks(names: tuple[str, ...]) -> None:
+    """Every attack (or NAMES): threat model, backends, role, what a model needs, parameters with defaults."""
+    from capsrobust.attacks import attack_names, get_attack
+
+    for name in names or attack_names():
+        spec = get_attack(name)
+        needs = ", ".join(sorted(capability.value for capability in spec.requires)) or "logits"
+        click.echo(f"{spec.name}: {spec.description}")
+        click.echo(f"  {spec.norm.value}, {spec.kind.value}, {spec.role.value}; backends "
+                   f"{', '.join(backend.value for backend in spec.backends)}; model needs {needs}")
+        for item in spec.schema:
+            bound = f", ≥ {item.minimum:g}" if item.minimum is not None else ""
+            click.echo(f"  {item.name} = {str(item.default).lower() if item.type is bool else item.default} "
+                       f"({item.type.__name__}{bound}): {item.help}")
+
+
+@main.command()
 @click.argument("recipe")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 def describe(recipe: str, as_json: bool) -> None:

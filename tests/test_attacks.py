@@ -77,7 +77,7 @@ def test_every_attack_is_registered_with_a_backend_and_defaults():
     for name in attack_names():
         spec = get_attack(name)
         assert spec.backends and spec.description
-        assert set(spec.resolve_params()) == {param.name for param in spec.params}
+        assert set(spec.resolve_params()) == {param.name for param in spec.schema}
     assert get_attack("cw-l2").kind is AttackKind.MINIMIZATION
     assert get_attack("square").gradient_free
     assert get_attack("vote-pgd-linf").needs_capsules

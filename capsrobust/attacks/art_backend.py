@@ -7,8 +7,6 @@ adversarials exactly as ART returned them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +14,15 @@ import torch
 
 from capsrobust.attacks.autoattack import DLRLoss, Member, Predict, first_success, runner_up_targets, target_rows
 from capsrobust.attacks.objectives import NUM_CLASSES, AttackTarget, art_classifier
-from capsrobust.attacks.registry import AttackCall, AttackResult, Norm, ParamValue
+from capsrobust.attacks.params import (
+    ApgdParams,
+    ApgdTargetedParams,
+    AutoAttackParams,
+    CwParams,
+    PgdParams,
+    SquareParams,
+)
+from capsrobust.attacks.registry import AttackCall, AttackResult, Norm
 from capsrobust.models.inference import predict
 
 if TYPE_CHECKING:
@@ -54,29 +60,26 @@ def pgd(target: AttackTarget, call: AttackCall, norm: Norm) -> AttackResult:
     """PGD with ``steps`` steps of ``rel_step · eps``; ``restarts`` random starts (ART's ``num_random_init``)."""
     from art.attacks.evasion import ProjectedGradientDescent
 
-    p = call.params
-    random_inits = int(p["restarts"]) if p["random_start"] else 0
+    p = call.params_as(PgdParams)
     attack = ProjectedGradientDescent(
-        art_classifier(target, call.device), norm=_order(norm), eps=call.eps,
-        eps_step=_positive(float(p["rel_step"]) * call.eps), max_iter=int(p["steps"]),
-        num_random_init=random_inits, batch_size=call.batch_size, verbose=False,
+        art_classifier(target, call.device), norm=_order(norm), eps=call.eps, eps_step=_positive(p.rel_step * call.eps),
+        max_iter=p.steps, num_random_init=p.restarts if p.random_start else 0, batch_size=call.batch_size,
+        verbose=False,
     )
-    return AttackResult(_generate(attack, call), int(p["steps"]) * int(p["restarts"]), target.describe())
+    return AttackResult(_generate(attack, call), p.budget, target.describe())
 
 
 def cw_l2(target: AttackTarget, call: AttackCall) -> AttackResult:
     """ART's Carlini–Wagner L2: its own margin loss on the target's scores; eps plays no part in the search."""
     from art.attacks.evasion import CarliniL2Method
 
-    p = call.params
+    p = call.params_as(CwParams)
     attack = CarliniL2Method(
-        art_classifier(target, call.device), confidence=float(p["confidence"]), targeted=False,
-        learning_rate=float(p["learning_rate"]), binary_search_steps=int(p["binary_search_steps"]),
-        max_iter=int(p["max_iter"]), initial_const=float(p["initial_const"]), batch_size=call.batch_size,
-        verbose=False,
+        art_classifier(target, call.device), confidence=p.confidence, targeted=False, learning_rate=p.learning_rate,
+        binary_search_steps=p.binary_search_steps, max_iter=p.max_iter, initial_const=p.initial_const,
+        batch_size=call.batch_size, verbose=False,
     )
-    budget = int(p["binary_search_steps"]) * int(p["max_iter"])
-    return AttackResult(_generate(attack, call), budget, target.describe("cw"))
+    return AttackResult(_generate(attack, call), p.budget, target.describe("cw"))
 
 
 def _square_attack(classifier: PyTorchClassifier, call: AttackCall, queries: int, restarts: int, p_init: float) -> Any:
@@ -92,10 +95,9 @@ def square(target: AttackTarget, call: AttackCall) -> AttackResult:
     ART evaluates the model three times per query (robustness, current and new margin), so it runs at about a
     third of the speed its query count suggests.
     """
-    p = call.params
-    attack = _square_attack(art_classifier(target, call.device), call, int(p["queries"]), int(p["restarts"]),
-                            float(p["p_init"]))
-    return AttackResult(_generate(attack, call), int(p["queries"]) * int(p["restarts"]), target.describe("square"))
+    p = call.params_as(SquareParams)
+    attack = _square_attack(art_classifier(target, call.device), call, p.queries, p.restarts, p.p_init)
+    return AttackResult(_generate(attack, call), p.budget, target.describe("square"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -104,24 +106,7 @@ def square(target: AttackTarget, call: AttackCall) -> AttackResult:
 # evaluates the loss and its gradient in separate passes (two forward passes and one backward per iteration).
 
 
-@dataclass(frozen=True)
-class ApgdSettings:
-    """One APGD run: ``steps`` iterations per restart, the first step ``rel_step · eps`` (APGD then adapts it)."""
-
-    steps: int
-    restarts: int
-    rel_step: float
-
-    @classmethod
-    def of(cls, params: Mapping[str, ParamValue], steps_key: str = "steps") -> ApgdSettings:
-        return cls(int(params[steps_key]), int(params["restarts"]), float(params["rel_step"]))
-
-    @property
-    def budget(self) -> int:
-        return self.steps * self.restarts
-
-
-def _apgd_attack(classifier: PyTorchClassifier, call: AttackCall, settings: ApgdSettings, loss_type: str | None) -> Any:
+def _apgd_attack(classifier: PyTorchClassifier, call: AttackCall, settings: ApgdParams, loss_type: str | None) -> Any:
     """ART's APGD, untargeted in ART's sense (it maximises the loss and succeeds on a misclassification).
 
     ``loss_type="cross_entropy"``: ART builds cross-entropy on the classifier's outputs itself; ``None``: the
@@ -148,13 +133,13 @@ def _predictor(call: AttackCall) -> Predict:
     return lambda images: predict(call.model, images, call.device, call.batch_size)
 
 
-def apgd_ce_member(target: AttackTarget, call: AttackCall, settings: ApgdSettings) -> Member:
+def apgd_ce_member(target: AttackTarget, call: AttackCall, settings: ApgdParams) -> Member:
     """APGD-CE: cross-entropy on the target's scores (the catalog passes log-lengths for a CapsNet)."""
     attack = _apgd_attack(art_classifier(target, call.device), call, settings, "cross_entropy")
     return Member("apgd-ce", lambda images, labels: _run(attack, images, labels), settings.budget)
 
 
-def apgd_t_members(target: AttackTarget, call: AttackCall, settings: ApgdSettings, targets: int) -> list[Member]:
+def apgd_t_members(target: AttackTarget, call: AttackCall, settings: ApgdParams, targets: int) -> list[Member]:
     """APGD-T: one member per runner-up class (ranked by the clean scores), each maximising the targeted DLR."""
     classifier = art_classifier(target, call.device, loss=DLRLoss(targeted=True))
     attack = _apgd_attack(classifier, call, settings, None)
@@ -178,20 +163,21 @@ def square_member(target: AttackTarget, call: AttackCall, queries: int, p_init: 
 
 def apgd_ce(target: AttackTarget, call: AttackCall) -> AttackResult:
     """ART's APGD with cross-entropy on the target's scores (where it fails, ART returns its last random start)."""
-    member = apgd_ce_member(target, call, ApgdSettings.of(call.params))
+    member = apgd_ce_member(target, call, call.params_as(ApgdParams))
     return AttackResult(member.run(call.images, call.labels), member.budget, target.describe("ce"))
 
 
 def apgd_dlr(target: AttackTarget, call: AttackCall) -> AttackResult:
     """ART's APGD maximising the untargeted DLR loss on the target's scores."""
-    settings = ApgdSettings.of(call.params)
+    settings = call.params_as(ApgdParams)
     attack = _apgd_attack(art_classifier(target, call.device, loss=DLRLoss()), call, settings, None)
     return AttackResult(_run(attack, call.images, call.labels), settings.budget, target.describe("dlr"))
 
 
 def apgd_t(target: AttackTarget, call: AttackCall) -> AttackResult:
     """APGD-T: the runner-up classes as targets in turn, each on the images no earlier target broke."""
-    members = apgd_t_members(target, call, ApgdSettings.of(call.params), int(call.params["targets"]))
+    p = call.params_as(ApgdTargetedParams)
+    members = apgd_t_members(target, call, p, p.targets)
     result = first_success(members, call.images, call.labels, _predictor(call), call.eps, Norm.LINF)
     return AttackResult(result.adversarials, result.budget, target.describe("dlr-targeted"))
 
@@ -203,12 +189,11 @@ def autoattack(ce_target: AttackTarget, dlr_target: AttackTarget, call: AttackCa
     ``steps_or_queries`` is the budget an image that survives everything has seen: APGD-CE's steps + APGD-T's steps
     over all targets + Square's queries.
     """
-    p = call.params
-    settings = ApgdSettings.of(p, steps_key="apgd_steps")
+    p = call.params_as(AutoAttackParams)
     members = [
-        apgd_ce_member(ce_target, call, settings),
-        *apgd_t_members(dlr_target, call, settings, int(p["targets"])),
-        square_member(dlr_target, call, int(p["square_queries"]), float(p["p_init"])),
+        apgd_ce_member(ce_target, call, p.apgd()),
+        *apgd_t_members(dlr_target, call, p.apgd(), p.targets),
+        square_member(dlr_target, call, p.square_queries, p.p_init),
     ]
     result = first_success(members, call.images, call.labels, _predictor(call), call.eps, Norm.LINF)
     ce, dlr = ce_target.scores, dlr_target.scores

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from capsrobust.attacks.objectives import AttackTarget, MarginLoss, foolbox_model
+from capsrobust.attacks.params import CwParams, PgdParams
 from capsrobust.attacks.registry import AttackCall, AttackResult, Norm
 
 
@@ -70,13 +71,11 @@ def pgd(target: AttackTarget, call: AttackCall, norm: Norm) -> AttackResult:
     """Foolbox's PGD (``rel_stepsize`` = ``rel_step``); restarts are repeated runs, each from a new random start."""
     import foolbox
 
-    p = call.params
+    p = call.params_as(PgdParams)
     base = foolbox.attacks.LinfPGD if norm is Norm.LINF else foolbox.attacks.L2PGD
-    attack = _with_loss(base, target)(
-        rel_stepsize=float(p["rel_step"]), steps=int(p["steps"]), random_start=bool(p["random_start"])
-    )
-    adversarials = _run(attack, target, call, call.eps, restarts=int(p["restarts"]))
-    return AttackResult(adversarials, int(p["steps"]) * int(p["restarts"]), target.describe())
+    attack = _with_loss(base, target)(rel_stepsize=p.rel_step, steps=p.steps, random_start=p.random_start)
+    adversarials = _run(attack, target, call, call.eps, restarts=p.restarts)
+    return AttackResult(adversarials, p.budget, target.describe())
 
 
 def cw_l2(target: AttackTarget, call: AttackCall) -> AttackResult:
@@ -87,14 +86,12 @@ def cw_l2(target: AttackTarget, call: AttackCall) -> AttackResult:
     """
     import foolbox
 
-    p = call.params
+    p = call.params_as(CwParams)
     attack = foolbox.attacks.L2CarliniWagnerAttack(
-        binary_search_steps=int(p["binary_search_steps"]), steps=int(p["max_iter"]),
-        stepsize=float(p["learning_rate"]), confidence=float(p["confidence"]),
-        initial_const=float(p["initial_const"]), abort_early=True,
+        binary_search_steps=p.binary_search_steps, steps=p.max_iter, stepsize=p.learning_rate,
+        confidence=p.confidence, initial_const=p.initial_const, abort_early=True,
     )
     adversarials = _run(attack, target, call, None)
     failed = adversarials.flatten(1).abs().amax(dim=1) == 0  # (N,)
     adversarials[failed] = call.images[failed]
-    budget = int(p["binary_search_steps"]) * int(p["max_iter"])
-    return AttackResult(adversarials, budget, target.describe("cw"))
+    return AttackResult(adversarials, p.budget, target.describe("cw"))

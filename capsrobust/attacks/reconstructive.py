@@ -32,14 +32,12 @@ from torch import nn
 
 from capsrobust.attacks import art_backend, foolbox_backend
 from capsrobust.attacks.objectives import AttackTarget, ObjectiveView, has_capsule_lengths
+from capsrobust.attacks.params import ReconPgdParams
 from capsrobust.attacks.registry import AttackCall, AttackError, AttackResult, Backend, Norm
 from capsrobust.models import CapsRobustModel
 
 # Keeps the distance's gradient finite should a reconstruction ever match its input exactly.
 DISTANCE_EPS = 1e-12
-#: Default λ (log-odds per unit of L2 reconstruction distance) and κ (log-odds); chosen in docs/detection.md.
-RECON_WEIGHT = 0.1
-RECON_CONFIDENCE = 2.0
 
 
 class ReconstructionAwareView(ObjectiveView):
@@ -91,7 +89,8 @@ def reconstructive_target(model: CapsRobustModel, call: AttackCall, name: str) -
             f"— use a capsnet or cnn-recon model, or drop {name} for this one"
         )
     view = ReconstructionAwareView(model)
-    weight, confidence = float(call.params["recon_weight"]), float(call.params["confidence"])
+    params = call.params_as(ReconPgdParams)
+    weight, confidence = params.recon_weight, params.confidence
     return AttackTarget(view=view, scores=view.scores, loss="margin",
                         custom_loss=ReconstructiveLoss(view, weight, confidence),
                         custom_description=describe(view.scores, weight, confidence))

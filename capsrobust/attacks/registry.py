@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import torch
 
 from capsrobust.attacks.objectives import AttackObjective, frozen_parameters
+from capsrobust.attacks.params import AttackParams, Param, ParamsT, ParamValue
 from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import Capability, CapsRobustModel
 from capsrobust.models.base import capabilities_of
@@ -73,35 +74,6 @@ class AttackKind(str, Enum):
     MINIMIZATION = "minimization"
 
 
-ParamValue = int | float | bool
-
-
-@dataclass(frozen=True)
-class Param:
-    """A typed attack parameter with its default; ``minimum`` is inclusive."""
-
-    name: str
-    type: type
-    default: ParamValue
-    help: str = ""
-    minimum: float | None = None
-
-    def coerce(self, value: Any) -> ParamValue:
-        """Check ``value`` against the type (ints are accepted for floats); raises ``ValueError`` naming the key."""
-        if self.type is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"parameter {self.name!r} must be true or false, got {value!r}")
-            return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"parameter {self.name!r} must be a number, got {value!r}")
-        if self.type is int:
-            if not isinstance(value, int):
-                raise ValueError(f"parameter {self.name!r} must be an integer, got {value!r}")
-        elif not math.isfinite(value):
-            raise ValueError(f"parameter {self.name!r} must be finite, got {value!r}")
-        if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"parameter {self.name!r} must be ≥ {self.minimum:g}, got {value!r}")
-        return self.type(value)
 
 
 @dataclass(frozen=True)
@@ -112,12 +84,18 @@ class AttackCall:
     images: torch.Tensor
     labels: torch.Tensor
     eps: float
-    params: Mapping[str, ParamValue]
+    params: AttackParams  # the attack's own dataclass (capsrobust.attacks.params)
     objective: AttackObjective | None
     backend: Backend
     device: torch.device
     seed: int
     batch_size: int
+
+    def params_as(self, kind: type[ParamsT]) -> ParamsT:
+        """The parameters as the dataclass an attack function expects; a mismatch is a registration bug."""
+        if not isinstance(self.params, kind):
+            raise TypeError(f"the attack expects {kind.__name__}, its call holds {type(self.params).__name__}")
+        return self.params
 
 
 @dataclass(frozen=True)
@@ -144,7 +122,7 @@ class AttackSpec:
     norm: Norm
     backends: tuple[Backend, ...]
     run: RunFunction
-    params: tuple[Param, ...] = ()
+    params: type[AttackParams] = AttackParams  # the attack's parameter dataclass (none: the base)
     kind: AttackKind = AttackKind.BOUNDED
     description: str = ""
     role: AttackRole = AttackRole.OTHER
@@ -152,7 +130,6 @@ class AttackSpec:
     # attacks, capsule lengths for APGD on raw lengths, a class-conditional decoder for the reconstructive attack.
     requires: frozenset[Capability] = frozenset()
     needs_positive_eps: bool = False  # the library refuses eps = 0
-    check: Callable[[Mapping[str, ParamValue]], None] | None = field(default=None, repr=False)
 
     @property
     def gradient_free(self) -> bool:
@@ -191,19 +168,18 @@ class AttackSpec:
             return "needs a capsule model (capsule lengths)"
         return ""
 
+    @property
+    def schema(self) -> tuple[Param, ...]:
+        """Every parameter with its type, default, help and minimum."""
+        return self.params.schema()
+
+    def parse_params(self, given: Mapping[str, Any] | None = None) -> AttackParams:
+        """The typed parameters: defaults overridden by ``given``; bad keys or values raise ``ValueError``."""
+        return self.params.parse(given, self.name)
+
     def resolve_params(self, given: Mapping[str, Any] | None = None) -> dict[str, ParamValue]:
-        """Defaults overridden by ``given``; unknown keys and bad values raise ``ValueError`` naming the key."""
-        given = dict(given or {})
-        by_name = {param.name: param for param in self.params}
-        unknown = sorted(set(given) - set(by_name))
-        if unknown:
-            allowed = ", ".join(sorted(by_name)) or "none"
-            raise ValueError(f"unknown parameter {unknown[0]!r} for {self.name} (allowed: {allowed})")
-        resolved = {name: param.coerce(given[name]) if name in given else param.default
-                    for name, param in by_name.items()}
-        if self.check is not None:
-            self.check(resolved)
-        return resolved
+        """``parse_params`` as a plain mapping, the form suites and result tables store."""
+        return self.parse_params(given).to_dict()
 
     def check_eps(self, eps: Any) -> float:
         """A valid budget for this attack; raises ``ValueError`` otherwise."""
@@ -226,13 +202,12 @@ def register_attack(
     *,
     norm: Norm,
     backends: tuple[Backend, ...],
-    params: tuple[Param, ...] = (),
+    params: type[AttackParams] = AttackParams,
     kind: AttackKind = AttackKind.BOUNDED,
     description: str = "",
     role: AttackRole = AttackRole.OTHER,
     requires: frozenset[Capability] = frozenset(),
     needs_positive_eps: bool = False,
-    check: Callable[[Mapping[str, ParamValue]], None] | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Register the decorated run function as attack ``name``."""
 
@@ -242,7 +217,7 @@ def register_attack(
         _REGISTRY[name] = AttackSpec(
             name=name, norm=norm, backends=backends, run=run, params=params, kind=kind,
             description=description or (run.__doc__ or "").strip().splitlines()[0], role=role,
-            requires=frozenset(requires), needs_positive_eps=needs_positive_eps, check=check,
+            requires=frozenset(requires), needs_positive_eps=needs_positive_eps,
         )
         return run
 
@@ -299,7 +274,7 @@ def run_attack(
             f"— use a capsnet or cnn-recon model, or drop {name} for this one"
         )
     try:
-        resolved = spec.resolve_params(params)
+        resolved = spec.parse_params(params)
         budget = spec.check_eps(eps)
     except ValueError as error:
         raise AttackError(f"{name}: {error}") from None

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,9 @@ from capsrobust.detection.detector import (
 )
 from capsrobust.errors import CheckpointError
 from capsrobust.evaluation.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
+from capsrobust.models.base import CapsRobustModel
 from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint
+from capsrobust.models.foreign import IN_MEMORY_PREFIX, ForeignModel, in_memory_checkpoint
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,
@@ -132,12 +135,24 @@ def read_sweep(sweep_dir: str | Path) -> SweepRecord:
     return SweepRecord(path, request, tables.results, tables.examples)
 
 
-def load_sweep_models(record: SweepRecord, device: torch.device) -> dict[str, LoadedCheckpoint]:
-    """Every model of the sweep, loaded from the checkpoint it recorded and refused if the weights changed since."""
+def load_sweep_models(
+    record: SweepRecord, device: torch.device, in_memory: Sequence[ForeignModel] = ()
+) -> dict[str, LoadedCheckpoint]:
+    """Every model of the sweep, loaded from the checkpoint it recorded and refused if the weights changed since.
+
+    A model the sweep attacked in memory (``wrap_module``) has no file to load: it comes from ``in_memory``.
+    """
+    given = {model.name: model for model in in_memory}
     models = {}
     for entry in record.request["models"]:
         try:
-            loaded = load_checkpoint(entry["checkpoint"], device)
+            if str(entry["checkpoint"]).startswith(IN_MEMORY_PREFIX):
+                if entry["model"] not in given:
+                    raise DetectionError(f"{entry['model']} was swept in memory (wrap_module) and has no checkpoint; "
+                                         f"pass it again: run_detection(..., models=[the wrapped model])")
+                loaded = in_memory_checkpoint(given[entry["model"]], device)
+            else:
+                loaded = load_checkpoint(entry["checkpoint"], device)
         except CheckpointError as error:
             raise DetectionError(
                 f"cannot load {entry['model']}, recorded by the sweep in {record.path} ({error}); run from the "
@@ -200,6 +215,7 @@ def run_detection(
     batch_size: int = 500,
     force: bool = False,
     dataset: Dataset | None = None,
+    models: Sequence[ForeignModel] = (),
 ) -> pd.DataFrame:
     """Score the detector on every cell of the sweep in ``sweep_dir``; returns the detection table.
 
@@ -208,6 +224,7 @@ def run_detection(
     read them with ``load_detection``. When that directory already holds the tables for the same settings and
     inputs they are read back, not recomputed, unless ``force``. ``dataset``: the sweep's data set when the caller
     has it loaded already (default: loaded by the name in ``sweep.json``, from ``data_dir`` where it needs files).
+    ``models``: the wrapped modules (``capsrobust.models.wrap_module``) the sweep attacked in memory.
     Raises ``DetectionError`` when the sweep saved no adversarials or has no model that can reconstruct.
     """
     chosen = parse_distance(distance)
@@ -225,42 +242,21 @@ def run_detection(
         return load_detection(out).detection
 
     torch_device = resolve_device(device) if isinstance(device, str) else device
-    models = load_sweep_models(record, torch_device)
-    skipped = [
-        {"model": label, "reason": f"{loaded.recipe.architecture} has no class-conditional decoder "
-                                   f"(train a capsnet or cnn-recon recipe to measure the detector)"}
-        for label, loaded in models.items() if not loaded.model.can_reconstruct
-    ]
-    if len(skipped) == len(models):
-        names = ", ".join(f"{entry['model']} ({models[entry['model']].recipe.architecture})" for entry in skipped)
-        raise DetectionError(
-            f"no model of the sweep in {record.path} can reconstruct ({names}); add a capsnet or cnn-recon run "
-            f"to the sweep"
-        )
+    models = load_sweep_models(record, torch_device, models)
+    skipped = _without_decoder(record, models)
     dataset, test = load_test_split(record, data_dir, dataset)
     context = {"versions": json.dumps(_library_versions(), sort_keys=True), "command": command_line()}
+    scoring = _Scoring(record, dataset.val.images, test.images, chosen, percentile, torch_device, batch_size, context)
 
     rows: list[dict[str, Any]] = []
     example_frames: list[pd.DataFrame] = []
     thresholds: list[dict[str, Any]] = []
     for label, loaded in models.items():
-        if not loaded.model.can_reconstruct:
-            continue
-        model = loaded.model
-        threshold = calibrate(
-            reconstruction_distances(model, dataset.val.images, chosen, torch_device, batch_size), percentile, chosen
-        )
-        clean_scores = reconstruction_distances(model, test.images, chosen, torch_device, batch_size)  # (n,)
-        thresholds.append({
-            "model": label, "percentile": float(percentile), "distance": chosen.value, "threshold": threshold.value,
-            "n_calibration": threshold.n_calibration, "clean_test_fpr": float(threshold.flag(clean_scores).mean()),
-        })
-        for _, cell in record.results[record.results["model"] == label].iterrows():
-            adversarials = load_adversarials(record, cell["cell_id"])
-            adv_scores = reconstruction_distances(model, adversarials, chosen, torch_device, batch_size)
-            row, examples = _score_cell(cell, record, clean_scores, adv_scores, threshold, context)
-            rows.append(row)
-            example_frames.append(examples)
+        if loaded.model.can_reconstruct:
+            threshold_row, model_rows, model_examples = scoring.score_model(label, loaded.model)
+            thresholds.append(threshold_row)
+            rows += model_rows
+            example_frames += model_examples
 
     tables = DetectionTables(
         detection=pd.DataFrame(rows, columns=DETECTION_COLUMNS),
@@ -272,6 +268,58 @@ def run_detection(
     _write(out, tables, {"request": request, "inputs_sha256": digest, **context,
                          "versions": json.loads(context["versions"])})
     return tables.detection
+
+
+def _without_decoder(record: SweepRecord, models: dict[str, LoadedCheckpoint]) -> list[dict[str, str]]:
+    """The skipped-models rows: every model that cannot reconstruct; refuses a sweep where none can."""
+    skipped = [
+        {"model": label, "reason": f"{loaded.recipe.architecture} has no class-conditional decoder "
+                                   f"(train a capsnet or cnn-recon recipe to measure the detector)"}
+        for label, loaded in models.items() if not loaded.model.can_reconstruct
+    ]
+    if len(skipped) == len(models):
+        names = ", ".join(f"{entry['model']} ({models[entry['model']].recipe.architecture})" for entry in skipped)
+        raise DetectionError(
+            f"no model of the sweep in {record.path} can reconstruct ({names}); add a capsnet or cnn-recon run "
+            f"to the sweep"
+        )
+    return skipped
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """What scoring one model needs: the sweep, the calibration and test images, and the detector's settings."""
+
+    record: SweepRecord
+    calibration: torch.Tensor  # clean validation images: the threshold's percentile is taken over them
+    test: torch.Tensor  # the sweep's n clean test images
+    distance: Distance
+    percentile: float
+    device: torch.device
+    batch_size: int
+    context: dict[str, Any]
+
+    def distances(self, model: CapsRobustModel, images: torch.Tensor) -> np.ndarray:
+        return reconstruction_distances(model, images, self.distance, self.device, self.batch_size)
+
+    def score_model(
+        self, label: str, model: CapsRobustModel
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[pd.DataFrame]]:
+        """The model's threshold row, then one detection row and one per-example frame per attack cell."""
+        threshold = calibrate(self.distances(model, self.calibration), self.percentile, self.distance)
+        clean_scores = self.distances(model, self.test)  # (n,)
+        threshold_row = {
+            "model": label, "percentile": float(self.percentile), "distance": self.distance.value,
+            "threshold": threshold.value, "n_calibration": threshold.n_calibration,
+            "clean_test_fpr": float(threshold.flag(clean_scores).mean()),
+        }
+        rows, frames = [], []
+        for _, cell in self.record.results[self.record.results["model"] == label].iterrows():
+            adv_scores = self.distances(model, load_adversarials(self.record, cell["cell_id"]))
+            row, examples = _score_cell(cell, self.record, clean_scores, adv_scores, threshold, self.context)
+            rows.append(row)
+            frames.append(examples)
+        return threshold_row, rows, frames
 
 
 def load_detection(out_dir: str | Path) -> DetectionTables:

@@ -72,6 +72,7 @@ from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
 from capsrobust.models.base import Capability, capabilities_of, capabilities_text
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
+from capsrobust.models.foreign import ForeignModel, in_memory_checkpoint
 from capsrobust.models.inference import predict
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table, resolve_device, versions
@@ -266,7 +267,7 @@ def _cell(
 
 
 def run_sweep(
-    runs: Sequence[str | Path],
+    runs: Sequence[str | Path | ForeignModel],
     suite: Suite | str | Path,
     data: str | Dataset = "mnist-5k",
     *,
@@ -283,7 +284,10 @@ def run_sweep(
     precision: str | Precision = Precision.FP32,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Attack every model in ``runs`` (run directories or checkpoints) with ``suite``; returns the results table.
+    """Attack every model in ``runs`` with ``suite``; returns the results table.
+
+    ``runs`` are run directories or checkpoints, or trained modules capsrobust did not build, wrapped with
+    ``capsrobust.models.wrap_module`` (the sweep records their weights' digest; resuming needs the same weights).
 
     ``n`` test images (default: the suite's ``n``; the first ones of the split, the same for every model);
     ``batch_size`` images per attack batch (default: ``default_batch_size(device)``, 1,000 on a GPU);
@@ -370,12 +374,15 @@ def load_sweep(out_dir: str | Path) -> SweepTables:
 
 
 def _load_models(
-    runs: Sequence[str | Path], device: torch.device, objective: str | AttackObjective | None
+    runs: Sequence[str | Path | ForeignModel], device: torch.device, objective: str | AttackObjective | None
 ) -> list[_Model]:
     models = []
     for run in runs:
-        loaded = load_checkpoint(run, device)
-        models.append(_Model(model_label(run), loaded, resolve_objective(loaded.model, objective)))
+        if isinstance(run, ForeignModel):
+            label, loaded = run.name, in_memory_checkpoint(run, device)
+        else:
+            label, loaded = model_label(run), load_checkpoint(run, device)
+        models.append(_Model(label, loaded, resolve_objective(loaded.model, objective)))
     labels = [slug(m.label) for m in models]
     clashes = sorted({label for label in labels if labels.count(label) > 1})
     if clashes:

@@ -14,12 +14,14 @@ from capsrobust.models.base import (
 )
 from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint, save_checkpoint
 from capsrobust.models.describe import describe_model
+from capsrobust.models.foreign import ForeignModel, ForeignModelError, wrap_module
 from capsrobust.models.inference import predict
 from capsrobust.models.recipes import Recipe, TrainConfig, build_model, load_recipe
 from capsrobust.models.registry import architecture_names, get_architecture, register_architecture
 
 __all__ = [
-    "Capability", "CapsRobustModel", "LoadedCheckpoint", "LossTerms", "ModelOutput", "Recipe", "TrainConfig",
-    "architecture_names", "build_model", "capabilities_of", "describe_model", "get_architecture", "load_checkpoint",
-    "load_recipe", "predict", "register_architecture", "save_checkpoint",
+    "Capability", "CapsRobustModel", "ForeignModel", "ForeignModelError", "LoadedCheckpoint", "LossTerms",
+    "ModelOutput", "Recipe", "TrainConfig", "architecture_names", "build_model", "capabilities_of", "describe_model",
+    "get_architecture", "load_checkpoint", "load_recipe", "predict", "register_architecture", "save_checkpoint",
+    "wrap_module",
 ]
