@@ -48,7 +48,7 @@ ROC_FILE = "detection_roc.png"
 HISTOGRAM_BINS = 30
 
 
-def _is_cnn_recon(model: nn.Module) -> bool:
+def _is_decoder_cnn(model: nn.Module) -> bool:
     """Whether ``model`` is a CNN+R in what it declares: a class-conditional decoder and no capsule lengths.
 
     The gallery shows such a model's reconstructions beside those of models that have no decoder of their own.
@@ -245,7 +245,7 @@ def gallery_rows(
     models = load_sweep_models(record, torch_device)
     _, test = load_test_split(record, data_dir, dataset)
     thresholds, distance = _known_thresholds(record.path / "detection")
-    recon_model = next((label for label, loaded in models.items() if _is_cnn_recon(loaded.model)), None)
+    recon_model = next((label for label, loaded in models.items() if _is_decoder_cnn(loaded.model)), None)
     cells = record.results[(record.results["role"] == "attack") & (record.results["eps"] > 0)]
     if labels:
         unknown = sorted(set(labels) - set(cells["label"]))
