@@ -44,7 +44,8 @@ from capsrobust.figures.capsules import (
     tweak_deltas,
     tweak_figure,
 )
-from capsrobust.figures.detection import write_detection_figures, write_gallery
+from capsrobust.figures.detection import write_detection_figures
+from capsrobust.figures.gallery import write_gallery
 from capsrobust.models.checkpoints import load_checkpoint, read_metadata
 from capsrobust.models.recipes import Recipe, load_recipe
 from capsrobust.reporting.report import MANIFEST, build_report

@@ -516,7 +516,7 @@ def gallery(
     backend: str | None, data_dir: str | None, device: str,
 ) -> None:
     """Clean, adversarial, scaled perturbation and reconstruction side by side: one row per model and attack."""
-    from capsrobust.figures.detection import write_gallery
+    from capsrobust.figures.gallery import write_gallery
 
     path = write_gallery(sweep_dir, out_file, n_per_row=n_per_row, seed=seed, labels=list(labels) or None, eps=eps,
                          backend=backend, device=device, data_dir=data_dir)

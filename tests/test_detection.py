@@ -23,14 +23,8 @@ from capsrobust.detection.pipeline import (
 )
 from capsrobust.evaluation.sweep import load_sweep, run_sweep
 from capsrobust.figures.capsules import save_figure
-from capsrobust.figures.detection import (
-    GalleryExample,
-    GalleryRow,
-    gallery_figure,
-    gallery_rows,
-    write_detection_figures,
-    write_gallery,
-)
+from capsrobust.figures.detection import write_detection_figures
+from capsrobust.figures.gallery import GalleryExample, GalleryRow, gallery_figure, gallery_rows, write_gallery
 from capsrobust.models.checkpoints import load_checkpoint
 
 SUITE = '[suite]\nname = "detect"\nn = 40\n[[attack]]\nname = "fgsm"\neps = [0.3]\n'
