@@ -115,7 +115,7 @@ class RayExecutor(Executor):
             raise ExecutionError(f"--ray-workers must be ≥ 1, got {settings.workers}")
         self.settings = settings
         self.retries = settings.retries
-        self._started = False
+        self._started = self._joined = False
 
     def share(self, value: T) -> Shared[T]:
         self.connect()
@@ -123,11 +123,14 @@ class RayExecutor(Executor):
 
     def connect(self) -> None:
         """Join the cluster at ``address`` (probed first, with a timeout) or start one here; idempotent."""
-        if ray.is_initialized():
+        if self._joined and ray.is_initialized():
             return
         address = self.settings.address
         if address and address != "auto":
             _probe(address, self.settings.connect_timeout_s)
+        self._joined = True
+        if ray.is_initialized():  # the caller joined a cluster already (tests start one per session)
+            return
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                      configure_logging=False)
