@@ -7,17 +7,8 @@ process one job at a time, so that only the caller writes files. ``LocalExecutor
 about attacks or training: sweeps and training import this package, never the reverse.
 """
 
-from capsrobust.execution.base import (
-    EXECUTOR_CHOICES,
-    ExecutionError,
-    Executor,
-    Failure,
-    Job,
-    LocalExecutor,
-    Shared,
-    Workload,
-    make_executor,
-)
+from capsrobust.execution.base import ExecutionError, Executor, Failure, Job, LocalExecutor, Shared, Workload
+from capsrobust.execution.choose import EXECUTOR_CHOICES, make_executor
 
 __all__ = [
     "EXECUTOR_CHOICES", "ExecutionError", "Executor", "Failure", "Job", "LocalExecutor", "Shared", "Workload",
