@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 
@@ -76,3 +77,15 @@ def test_asking_for_ray_without_ray_is_one_line_naming_the_extra(monkeypatch, tr
     assert result.exit_code == 2
     assert result.output.strip() == "error: --executor ray needs Ray: pip install 'capsrobust[ray]'"
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_train_with_several_seeds_writes_one_run_per_seed(tmp_path):
+    out = tmp_path / "cnn"
+    result = CliRunner().invoke(main, ["train", "cnn-tiny", "--epochs", "1", "--seeds", "3,4", "--out", str(out),
+                                       "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for seed in (3, 4):
+        run = tmp_path / f"cnn-s{seed}"
+        assert json.loads((run / "best.json").read_text(encoding="utf-8"))["seed"] == seed
+        assert f"run in {run}" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".capsrobust-shared-*"))

@@ -119,7 +119,11 @@ class RayExecutor(Executor):
 
     def share(self, value: T) -> Shared[T]:
         self.connect()
-        return _ObjectStore(ray.put(value))
+        try:
+            return _ObjectStore(ray.put(value))
+        except (TypeError, AttributeError, ValueError) as error:  # what pickle raises for what it cannot send
+            raise ExecutionError(f"cannot send a {type(value).__name__} to Ray workers ({describe_error(error)}); "
+                                 f"its classes must be picklable: define them in a module or a --plugin file") from None
 
     def connect(self) -> None:
         """Join the cluster at ``address`` (probed first, with a timeout) or start one here; idempotent."""
