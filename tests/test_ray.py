@@ -51,6 +51,17 @@ def ray_instance(tmp_path_factory):
     ray.shutdown()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(trained_runs):
+    """Every Ray task here computes with 1 torch thread (``task_cpus=1``); so do the local runs they are compared
+    with: CPU float sums, hence the last bits of some results, depend on the thread count (docs/ray.md). Asks for
+    the session's tiny runs first, so that they are trained as in every other test file."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def runs(trained_runs):
     return [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
@@ -135,22 +146,12 @@ def test_ctrl_c_leaves_only_finished_cells_and_resumes_on_local(runs, mnist5k, t
 
 
 def test_training_seeds_as_ray_tasks_gives_the_weights_of_local_training(mnist5k, tmp_path):
-    """Each task trains with as many threads as it has CPUs (1 here), so local training uses 1 thread too.
-
-    CPU training is bit-reproducible for a given thread count only (the order of float sums in backward passes
-    depends on it); docs/ray.md says so.
-    """
     def jobs(folder: str) -> list[TrainJob]:
         return [TrainJob(recipe("cnn-tiny"), tmp_path / folder / f"cnn-tiny-s{seed}",
                          TrainSettings(epochs=1, seed=seed, device="cpu", progress=False)) for seed in (0, 1)]
 
     assert train_runs(jobs("ray"), mnist5k, RayExecutor(RaySettings(task_cpus=1))) == []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert train_runs(jobs("local"), mnist5k) == []
-    finally:
-        torch.set_num_threads(threads)
+    assert train_runs(jobs("local"), mnist5k) == []
     for seed in (0, 1):
         weights = [read_metadata(tmp_path / folder / f"cnn-tiny-s{seed}" / "best")["weights_sha256"]
                    for folder in ("ray", "local")]

@@ -165,6 +165,9 @@ class RayExecutor(Executor):
         boxed = [ray.put(workload)]  # in a list: the actor fetches it after loading the plugins it may need
         plugins = loaded_plugin_sources()
         threads = max(1, int(cpus))
+        if not workload.uses_gpu and threads != torch.get_num_threads():
+            log.warning("Ray tasks compute with %d torch thread(s), this process with %d: CPU results can differ from "
+                        "a local run's in the last bits (docs/ray.md, Determinism)", threads, torch.get_num_threads())
 
         def start() -> tuple[_Slot, Any]:
             actor = actor_class.remote()
