@@ -112,7 +112,7 @@ class RayExecutor(Executor):
         if settings.task_cpus < 0 or (settings.task_gpus is not None and settings.task_gpus < 0):
             raise ExecutionError("--task-cpus and --task-gpus must be ≥ 0")
         if settings.workers is not None and settings.workers < 1:
-            raise ExecutionError(f"--ray-workers must be ≥ 1, got {settings.workers}")
+            raise ExecutionError(f"workers must be ≥ 1, got {settings.workers}")
         self.settings = settings
         self.retries = settings.retries
         self._started = self._joined = False
