@@ -35,7 +35,9 @@ from capsrobust.attacks.suites import load_suite
 from capsrobust.data import Dataset, DatasetName, load_dataset
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
 from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
+from capsrobust.evaluation.checks import Status
 from capsrobust.evaluation.sweep import SWEEP_FILE, run_sweep
+from capsrobust.execution import Executor, LocalExecutor
 from capsrobust.figures.capsules import (
     capsule_tweaks,
     choose_examples,
@@ -50,8 +52,8 @@ from capsrobust.models.checkpoints import load_checkpoint, read_metadata
 from capsrobust.models.recipes import Recipe, load_recipe
 from capsrobust.reporting.report import MANIFEST, build_report
 from capsrobust.reporting.sources import inputs_digest
-from capsrobust.runtime import atomic_write_text, command_line, resolve_device
-from capsrobust.train import TrainSettings, train
+from capsrobust.runtime import atomic_write_text, command_line, read_table, resolve_device
+from capsrobust.train import TrainJob, TrainSettings, train_runs
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +213,7 @@ def run_benchmark(
     suite: str | Path | None = None,
     stop_after: str | Stage | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> BenchmarkResult:
     """Run ``profile`` end to end into ``out_dir``, skipping every stage whose outputs are complete.
 
@@ -220,7 +223,9 @@ def run_benchmark(
     is, whatever its epochs, instead of training one; runs on another data set are not reused (logged).
     ``seeds`` are the training seeds (default: the profile's, else ``seed``); ``seed`` also seeds the attacks and
     the figures. ``recipes`` ((name, epochs), ...) and ``suite`` (a name or TOML file) replace the profile's,
-    e.g. tiny models and fewer steps to try a GPU profile on a CPU. ``stop_after`` ends after that stage. Raises
+    e.g. tiny models and fewer steps to try a GPU profile on a CPU. ``stop_after`` ends after that stage.
+    ``executor`` (``capsrobust.execution``; default: here, one job after another) trains the runs and attacks the
+    sweep's cells; a training run or cell that fails on every try stops the benchmark after its stage. Raises
     ``BenchmarkError`` when ``out_dir`` holds a benchmark started with another profile, data set, seed, seeds or n.
     """
     chosen = get_profile(profile)
@@ -245,7 +250,7 @@ def run_benchmark(
     state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "seeds": list(train_seeds),
                               "n": count}, asdict(chosen))
     context = _Context(chosen, dataset, state, out, report, device, seed, train_seeds, count, data_dir, progress,
-                       reuse, Path(reuse_dir))
+                       reuse, Path(reuse_dir), executor if executor is not None else LocalExecutor())
     result = BenchmarkResult(out, context.runs, context.sweep_dir, report)
     for which, run_stage in STAGES:
         started = time.perf_counter()
@@ -276,6 +281,7 @@ class _Context:
     progress: bool
     reuse: bool
     reuse_dir: Path
+    executor: Executor
     runs: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -310,7 +316,8 @@ class _Context:
 
 def _train(context: _Context) -> str:
     runs, statuses = _train_stage(context.profile, context.dataset, context.out, context.state, context.device,
-                                  context.train_seeds, context.reuse, context.reuse_dir, context.progress)
+                                  context.train_seeds, context.reuse, context.reuse_dir, context.progress,
+                                  context.executor)
     context.runs.update(runs)
     done = set(statuses.values())
     return "ran" if "trained" in done else "reused" if "reused" in done else "skipped"
@@ -323,7 +330,12 @@ def _sweep(context: _Context) -> str:
     run_sweep(list(context.runs.values()), context.profile.suite, context.dataset.get(), out_dir=context.sweep_dir,
               n=context.n, backend=context.profile.backend, resume=(context.sweep_dir / SWEEP_FILE).is_file(),
               save_adversarials=True, device=context.device, seed=context.seed, data_dir=context.data_dir,
-              precision=context.attack_precision, progress=context.progress)
+              precision=context.attack_precision, progress=context.progress, executor=context.executor)
+    checks = read_table(context.sweep_dir / "checks.csv", ["check", "model", "status", "detail"])
+    failed = checks[checks["status"] == Status.FAILED.value]
+    if len(failed):
+        raise BenchmarkError(f"{len(failed)} sweep job(s) failed on every try (checks.csv in {context.sweep_dir}: "
+                             f"{failed.iloc[0]['detail']}); run the benchmark again to retry them")
     context.state.mark(Stage.SWEEP, key)
     return "ran"
 
@@ -441,10 +453,11 @@ def run_name(recipe: str, seed: int, seeds: Sequence[int]) -> str:
 
 def _train_stage(
     profile: BenchmarkProfile, dataset: _Lazy, out: Path, state: _State, device: str, seeds: Sequence[int],
-    reuse: bool, reuse_dir: Path, progress: bool,
+    reuse: bool, reuse_dir: Path, progress: bool, executor: Executor,
 ) -> tuple[dict[str, Path], dict[str, str]]:
     data_name = dataset.name
     runs, statuses = {}, {}
+    jobs: list[TrainJob] = []
     # Seed by seed, every recipe each time: the sweep attacks models in this order, so a multi-seed benchmark
     # stopped early has whole seeds (every recipe) finished, not some recipes with every seed.
     for seed in seeds:
@@ -464,9 +477,14 @@ def _train_stage(
             if _finished(run, recipe, data_name, seed, epochs):
                 runs[name], statuses[name] = run, "finished"
                 continue
-            train(recipe, dataset.get(), run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
-                                                      progress=progress, precision=profile.train_precision))
+            jobs.append(TrainJob(recipe, run, TrainSettings(epochs=epochs, seed=seed, device=device, resume=True,
+                                                            progress=progress and isinstance(executor, LocalExecutor),
+                                                            precision=profile.train_precision)))
             runs[name], statuses[name] = run, "trained"
+    failures = train_runs(jobs, dataset.get(), executor) if jobs else []
+    if failures:
+        raise BenchmarkError(f"{len(failures)} training run(s) failed on every try ({failures[0].job.key}: "
+                             f"{failures[0].error}); run the benchmark again to retry them")
     state.note(Stage.TRAIN, {name: {"run": str(path), "status": statuses[name]} for name, path in runs.items()})
     return runs, statuses
 

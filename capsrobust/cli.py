@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,29 @@ def data_options(function: Any) -> Any:
     return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
 
 
+def executor_options(function: Any) -> Any:
+    """--executor and the Ray settings, shared by sweep, train and benchmark (docs/ray.md)."""
+    function = click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+                            help="tries after the first for a job (cell, training run) that fails")(function)
+    function = click.option("--task-gpus", type=click.FloatRange(min=0),
+                            help="GPUs per Ray task, e.g. 0.25 shares a GPU four ways [0.25 on CUDA, else 0]"
+                            )(function)
+    function = click.option("--task-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                            help="CPUs per Ray task")(function)
+    function = click.option("--ray-address", metavar="HOST:PORT",
+                            help="Ray cluster to join (or auto) [default: start a Ray instance here]")(function)
+    return click.option("--executor", "executor_name", default="local", show_default=True,
+                        type=click.Choice(["local", "ray"]),
+                        help="where jobs run: here one after another, or as Ray tasks (pip install "
+                             "'capsrobust[ray]')")(function)
+
+
+def make_cli_executor(name: str, address: str | None, task_cpus: float, task_gpus: float | None, retries: int) -> Any:
+    from capsrobust.execution import make_executor
+
+    return make_executor(name, address=address, retries=retries, task_cpus=task_cpus, task_gpus=task_gpus)
+
+
 @click.group(cls=CapsRobustGroup)
 @click.option("-v", "--verbose", is_flag=True, help="log debug messages")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(dir_okay=False),
@@ -56,12 +80,15 @@ def main(verbose: bool, plugins: tuple[str, ...]) -> None:
 @click.option("--epochs", type=click.IntRange(min=1), help="default: the recipe's")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory [runs/RECIPE-DATA]")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", "seeds_text", metavar="LIST",
+              help="one run per seed, comma-separated (e.g. 0,1,2), into OUT-sK; side by side with --executor ray")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--batch-size", type=click.IntRange(min=1), help="default: the recipe's (100)")
 @click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
               help="auto: tf32 on a GPU, fp32 on the CPU; bf16: autocast (see docs/precision.md)")
+@executor_options
 def train(
     recipe: str,
     data_name: str,
@@ -70,28 +97,57 @@ def train(
     epochs: int | None,
     out_dir: str | None,
     seed: int,
+    seeds_text: str | None,
     device: str,
     batch_size: int | None,
     resume: bool,
     no_progress: bool,
     precision: str,
+    executor_name: str,
+    ray_address: str | None,
+    task_cpus: float,
+    task_gpus: float | None,
+    retries: int,
 ) -> None:
     """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
+    from capsrobust.benchmark import parse_seeds
     from capsrobust.data import load_dataset
     from capsrobust.models.recipes import load_recipe
-    from capsrobust.train import TrainSettings
+    from capsrobust.runtime import read_table
+    from capsrobust.train import TrainJob, TrainSettings, train_runs
     from capsrobust.train import train as run_training
 
     loaded = load_recipe(recipe)
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
-    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)
+    local = executor_name == "local"
+    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress and local,
+                             precision=precision)
+    if seeds_text is not None or not local:
+        seeds = parse_seeds(seeds_text) if seeds_text is not None else (seed,)
+        jobs = [TrainJob(loaded, out.with_name(f"{out.name}-s{k}") if seeds_text is not None else out,
+                         replace(settings, seed=k)) for k in seeds]
+        with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
+            failures = train_runs(jobs, dataset, executor)
+        failed = {failure.job.key for failure in failures}
+        for failure in failures:
+            click.echo(f"{failure.job.key}: failed {failure.attempts} time(s), last with {failure.error}", err=True)
+        for job in (job for job in jobs if str(job.out_dir) not in failed):
+            _report_run(loaded.name, dataset.name.value, job.out_dir, read_table(job.out_dir / "metrics.csv"))
+        if failures:
+            raise RunError(f"{len(failures)} of {len(jobs)} runs failed on every try; run again with --resume to "
+                           f"retry them")
+        return
     metrics = run_training(loaded, dataset, out, settings)
+    _report_run(loaded.name, dataset.name.value, out, metrics)
+
+
+def _report_run(recipe: str, data: str, out: Path, metrics: Any) -> None:
     if metrics.empty:
         raise RunError(f"{out}: no epoch was trained; ask for at least one with --epochs")
     best = metrics.loc[metrics["val_accuracy"].idxmax()]
     click.echo(
-        f"{loaded.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f} "
+        f"{recipe} on {data}: best validation accuracy {best['val_accuracy']:.4f} "
         f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
         f"{metrics['images_per_second'].mean():.0f} images/s in {_run_precision(out)}; run in {out}"
     )
@@ -293,16 +349,18 @@ RESULT_SUMMARY = [
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
               help="what attacks compute gradients in (robustness is always judged in fp32; docs/precision.md)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@executor_options
 def sweep(
     runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
     backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
-    objective: str | None, batch_size: int | None, precision: str, no_progress: bool,
+    objective: str | None, batch_size: int | None, precision: str, no_progress: bool, executor_name: str,
+    ray_address: str | None, task_cpus: float, task_gpus: float | None, retries: int,
 ) -> None:
     """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
     from capsrobust.attacks.objectives import AttackObjective
     from capsrobust.attacks.suites import load_suite
     from capsrobust.data import load_dataset
-    from capsrobust.evaluation.sweep import load_sweep, run_sweep
+    from capsrobust.evaluation.sweep import SweepError, load_sweep, run_sweep
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
@@ -310,11 +368,13 @@ def sweep(
     chosen_objective = AttackObjective.parse(objective) if objective is not None else None
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{dataset.name.value}"
-    run_sweep(
-        list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
-        save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
-        batch_size=batch_size, data_dir=data_dir, precision=precision, progress=not no_progress,
-    )
+    with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
+        run_sweep(
+            list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
+            save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
+            batch_size=batch_size, data_dir=data_dir, precision=precision, progress=not no_progress,
+            executor=executor,
+        )
     tables = load_sweep(out)
     click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}):")
     click.echo(tables.results[RESULT_SUMMARY].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -323,6 +383,10 @@ def sweep(
     with pd_display_width():
         click.echo(tables.checks.to_string(index=False))
     click.echo(f"\ntables in {out}: results.csv, examples.csv, checks.csv")
+    failed = int((tables.checks["status"] == "failed").sum())
+    if failed:
+        raise SweepError(f"{failed} job(s) failed on every try (the failed checks above); rerun with --resume to "
+                         f"retry them")
 
 
 def pd_display_width() -> Any:
@@ -436,10 +500,12 @@ def compare(
 @click.option("--stop-after", type=click.Choice(["train", "sweep", "detect", "figures", "report"]),
               help="end after this stage; run again without it to continue")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
+@executor_options
 def benchmark(
     profile_name: str, out_dir: str | None, report_dir: str | None, data_name: str | None, data_dir: str | None,
     device: str, reuse: bool, reuse_dir: str, seed: int, seeds_text: str | None, n: int | None,
-    stop_after: str | None, no_progress: bool,
+    stop_after: str | None, no_progress: bool, executor_name: str, ray_address: str | None, task_cpus: float,
+    task_gpus: float | None, retries: int,
 ) -> None:
     """Train, attack, detect, draw and report in one command; run it again to resume where it stopped."""
     from capsrobust.benchmark import get_profile, parse_seeds, run_benchmark
@@ -448,10 +514,11 @@ def benchmark(
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
     profile = get_profile(profile_name)
     click.echo(f"benchmark {profile.name}: {profile.description} (expect {profile.estimate})")
-    result = run_benchmark(profile, out_dir=out_dir, report_dir=report_dir, data=data_name, data_dir=data_dir,
-                           device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed,
-                           seeds=parse_seeds(seeds_text) if seeds_text is not None else None, n=n,
-                           stop_after=stop_after, progress=not no_progress)
+    with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
+        result = run_benchmark(profile, out_dir=out_dir, report_dir=report_dir, data=data_name, data_dir=data_dir,
+                               device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed,
+                               seeds=parse_seeds(seeds_text) if seeds_text is not None else None, n=n,
+                               stop_after=stop_after, progress=not no_progress, executor=executor)
     for stage, status in result.stages.items():
         click.echo(f"  {stage:<8} {status:<34} {result.seconds[stage]:>8.1f} s")
     if result.finished:

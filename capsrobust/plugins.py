@@ -19,6 +19,7 @@ import hashlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,7 @@ from types import ModuleType
 from capsrobust.errors import CapsRobustError
 
 ENTRY_POINT_GROUP = "capsrobust.architectures"
+MODULE_PREFIX = "capsrobust_plugin_"
 
 
 class PluginError(CapsRobustError):
@@ -54,7 +56,7 @@ def _load_file(path: Path) -> ModuleType:
     if not path.is_file() or path.suffix != ".py":
         raise PluginError(f"plugin {path} is not a Python file; pass --plugin path/to/file.py")
     resolved = path.resolve()
-    name = f"capsrobust_plugin_{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+    name = f"{MODULE_PREFIX}{resolved.stem}_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, resolved)
@@ -67,4 +69,42 @@ def _load_file(path: Path) -> ModuleType:
     except Exception as error:  # whatever the user's file raises, say which file and why, in one line
         del sys.modules[name]
         raise PluginError(f"plugin {path} failed to import: {type(error).__name__}: {error}") from None
+    return module
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """A loaded plugin file as a remote worker needs it: the module name its classes pickle under, and its code.
+
+    Ray workers on other machines may not have the file; shipping its text (a few kB) lets them register the same
+    architectures under the same module name, so that models pickled here unpickle there.
+    """
+
+    module: str
+    path: str
+    source: str
+
+
+def loaded_plugin_sources() -> tuple[PluginSource, ...]:
+    """Every plugin file this process loaded (``load_plugins``), in the order it loaded them."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith(MODULE_PREFIX) and path:
+            found.append(PluginSource(name, path, Path(path).read_text(encoding="utf-8")))
+    return tuple(found)
+
+
+def install_plugin_source(plugin: PluginSource) -> ModuleType:
+    """Import a shipped plugin under its original module name, once per process."""
+    if plugin.module in sys.modules:
+        return sys.modules[plugin.module]
+    module = ModuleType(plugin.module)
+    module.__file__ = plugin.path
+    sys.modules[plugin.module] = module
+    try:
+        exec(compile(plugin.source, plugin.path, "exec"), module.__dict__)
+    except Exception as error:  # e.g. a library it imports is not installed on this worker
+        del sys.modules[plugin.module]
+        raise PluginError(f"plugin {plugin.path} failed to import: {type(error).__name__}: {error}") from None
     return module

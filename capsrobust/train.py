@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from tqdm.auto import tqdm
 
 from capsrobust.data import Dataset, Split
 from capsrobust.errors import CheckpointError, RunError
+from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models import CapsRobustModel
 from capsrobust.models.checkpoints import (
     check_state_matches,
@@ -295,3 +298,57 @@ def _restore(
     history = [row for row in history if row["epoch"] <= metadata["epoch"]]
     return int(metadata["epoch"]), history
 
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One run of ``train_runs``: a recipe, its run directory and its settings (a seed, usually)."""
+
+    recipe: Recipe
+    out_dir: Path
+    settings: TrainSettings
+
+
+def train_runs(jobs: Sequence[TrainJob], dataset: Dataset, executor: Executor | None = None) -> list[Failure]:
+    """Train every job (each writes its own run directory, atomically and resumably) through ``executor``.
+
+    With a ``capsrobust.execution`` executor other than the default ``LocalExecutor`` (one job after another,
+    here), the runs train side by side, each a job with its own resource request; the data set travels once.
+    On a cluster the run directories must be on a filesystem every node shares with this process: a worker that
+    cannot see a marker file written here refuses in one line rather than training into its own disk.
+    Returns the jobs that failed on every try (the others are trained).
+    """
+    if not jobs:
+        return []
+    runner = executor if executor is not None else LocalExecutor()
+    folders = {job.out_dir.resolve().parent for job in jobs}
+    markers = [folder / f".capsrobust-shared-{uuid.uuid4().hex}" for folder in sorted(folders)]
+    try:
+        for marker in markers:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        gpu = any(resolve_device(job.settings.device).type == "cuda" for job in jobs)
+        work = _TrainWork(runner.share(dataset), tuple(markers), gpu)
+        return runner.run(work, [Job(str(job.out_dir), "train", job) for job in jobs], lambda job, result: None)
+    finally:
+        for marker in markers:
+            marker.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _TrainWork:
+    """``train`` as a ``capsrobust.execution.Workload``: fetch the data set once per worker, train one run per job."""
+
+    dataset: Shared[Dataset]
+    markers: tuple[Path, ...]
+    uses_gpu: bool
+
+    def setup(self, group: str) -> Dataset:
+        for marker in self.markers:
+            if not marker.is_file():
+                raise RunError(f"this worker cannot see {marker.parent}, where the runs go; put the runs on a "
+                               f"filesystem every node shares (--out) or train with --executor local")
+        return self.dataset.get()
+
+    def run(self, dataset: Dataset, job: TrainJob) -> int:
+        return len(train(job.recipe, dataset, job.out_dir, job.settings))

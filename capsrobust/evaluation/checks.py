@@ -4,8 +4,8 @@ Carlini et al. (2019), *On Evaluating Adversarial Robustness* (arXiv:1902.06705)
 number goes wrong — perturbations outside the threat model, gradient masking, attacks that have not converged,
 randomness in the forward pass — and the sanity checks that expose them. A sweep computes those it can from its
 own tables and writes them as a checks table beside the results: one row per (check, model) with status
-``pass``, ``flag`` (look before trusting the numbers) or ``skip`` (the sweep has no cells to test it with),
-and a one-line detail.
+``pass``, ``flag`` (look before trusting the numbers), ``skip`` (the sweep has no cells to test it with) or
+``failed`` (a cell raised on every try), and a one-line detail.
 
 =================== =================================================================================
 check               what it tests
@@ -57,6 +57,7 @@ class Status(str, Enum):
     PASS = "pass"
     FLAG = "flag"
     SKIP = "skip"
+    FAILED = "failed"  # a sweep cell that raised on every try: no result, resume the sweep to retry it
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ CHECK_COLUMNS = ["check", "model", "status", "detail"]
 def checks_frame(checks: Iterable[Check]) -> pd.DataFrame:
     """The checks table, flags first, then by check and model."""
     frame = pd.DataFrame([check.to_dict() for check in checks], columns=CHECK_COLUMNS)
-    order = {Status.FLAG.value: 0, Status.PASS.value: 1, Status.SKIP.value: 2}
+    order = {Status.FAILED.value: -1, Status.FLAG.value: 0, Status.PASS.value: 1, Status.SKIP.value: 2}
     frame["_order"] = frame["status"].map(order)
     return frame.sort_values(["_order", "check", "model"], kind="stable").drop(columns="_order").reset_index(
         drop=True

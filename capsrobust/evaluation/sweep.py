@@ -70,6 +70,7 @@ from capsrobust.attacks.suites import Suite, load_suite
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
+from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models.base import Capability, capabilities_of, capabilities_text
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
 from capsrobust.models.foreign import ForeignModel, in_memory_checkpoint
@@ -283,6 +284,7 @@ def run_sweep(
     data_dir: str | Path | None = None,
     precision: str | Precision = Precision.FP32,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Attack every model in ``runs`` with ``suite``; returns the results table.
 
@@ -297,6 +299,9 @@ def run_sweep(
     ``capsrobust.attacks.objectives``) is what gradient attacks differentiate. The per-example outcomes and the checks
     table are in ``out_dir`` (``load_sweep``). Raises ``SweepError`` when ``out_dir`` holds another sweep, or
     holds one and ``resume`` is false. Resuming with a suite that only adds attacks or budgets extends the sweep.
+    ``executor`` runs the cells (default: ``LocalExecutor()``, here, in plan order; ``capsrobust.execution``): every
+    executor gives the same tables, and a sweep started under one resumes under another. A cell that fails on every
+    try is a ``failed`` row of the checks table and the sweep goes on; resuming retries it.
     """
     out = Path(out_dir)
     chosen_suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -339,24 +344,25 @@ def run_sweep(
         "versions": json.dumps(_library_versions(), sort_keys=True), "command": command_line(),
     }
     bar = tqdm(total=len(cells), initial=len(store.done), desc="sweep", unit="cell", disable=not progress)
-    model_checks: list[Check] = []
+    runner = executor if executor is not None else LocalExecutor()
+    work = _CellWork({m.label: runner.share(m) for m in models}, runner.share(images), runner.share(labels),
+                     torch_device, batch_size, context, save_adversarials)
+
+    def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> None:
+        for cell, (row, examples, adversarials) in zip(job.payload, outcomes, strict=True):
+            store.save(cell, row, examples, adversarials)
+            bar.update(1)
+        bar.set_postfix_str(f"{job.group} {job.payload[-1].label}")
+
     try:
-        for entry in models:
-            model = entry.loaded.model
-            clean = predict(model, images, torch_device, batch_size)  # (n,)
-            model_checks += check_model(entry.label, attack_target(model, entry.objective), images, labels,
-                                        torch_device)
-            shared: dict[str, tuple[AttackResult, float]] = {}
-            for cell in (c for c in cells if c.model == entry.label and c.cell_id not in store.done):
-                bar.set_postfix_str(f"{cell.model} {cell.label}/{cell.backend.value}@{cell.eps:g}")
-                row, examples, adversarials = _attack_cell(
-                    cell, entry, images, labels, clean, torch_device, batch_size, shared, context
-                )
-                store.save(cell, row, examples, adversarials if save_adversarials else None, labels, clean)
-                bar.update(1)
+        model_checks = [check for entry in models for check in
+                        check_model(entry.label, attack_target(entry.loaded.model, entry.objective), images, labels,
+                                    torch_device)]
+        failures = runner.run(work, _jobs(cells, store.done), finished)
     finally:
         bar.close()
         store.write_examples()  # also when stopped: the per-example table of every finished cell
+    model_checks += [_failed(failure) for failure in failures]
     checks = checks_frame([*notes, *model_checks, *check_results(store.results())])
     atomic_write(out / "checks.csv", lambda path: checks.to_csv(path, index=False))
     atomic_write_text(out / "checks.json", checks.to_json(orient="records", indent=2) + "\n")
@@ -449,6 +455,58 @@ def _check_extension(out: Path, cells: Sequence[Cell]) -> None:
         if ran_with != dict(cell.params):
             raise SweepError(f"cannot resume {out} with this suite: cell {cell_id} ran with {ran_with}, the suite "
                              f"now says {dict(cell.params)}; a resumed sweep may only add attacks and budgets")
+
+
+def _jobs(cells: Sequence[Cell], done: set[str]) -> list[Job]:
+    """The unfinished cells as jobs in plan order: cells sharing a run (a minimisation attack's thresholds) are one."""
+    runs: dict[str, list[Cell]] = {}
+    for cell in cells:
+        if cell.cell_id not in done:
+            runs.setdefault(cell.run_key, []).append(cell)
+    return [Job(run_key, chosen[0].model, tuple(chosen)) for run_key, chosen in runs.items()]
+
+
+def _failed(failure: Failure) -> Check:
+    cells = ", ".join(cell.cell_id for cell in failure.job.payload)
+    return Check("cell", failure.job.group, Status.FAILED,
+                 f"{cells} failed {failure.attempts} time(s), last with {failure.error}; resume the sweep to retry")
+
+
+@dataclass(frozen=True)
+class _CellWork:
+    """What a worker needs to attack cells (``capsrobust.execution.Workload``): shared models and images.
+
+    ``setup`` fetches a model and its clean predictions once per worker; ``run`` attacks one job's cells and
+    returns their rows, per-example outcomes and (when kept) adversarials, which the driver stores.
+    """
+
+    models: dict[str, Shared[_Model]]
+    images: Shared[torch.Tensor]
+    labels: Shared[torch.Tensor]
+    device: torch.device
+    batch_size: int
+    context: dict[str, Any]
+    keep_adversarials: bool
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    def setup(self, group: str) -> tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor]:
+        entry, images, labels = self.models[group].get(), self.images.get(), self.labels.get()
+        return entry, images, labels, predict(entry.loaded.model, images, self.device, self.batch_size)  # (n,)
+
+    def run(
+        self, state: tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor], cells: tuple[Cell, ...]
+    ) -> list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]:
+        entry, images, labels, clean = state
+        shared: dict[str, tuple[AttackResult, float]] = {}
+        outcomes = []
+        for cell in cells:
+            row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
+                                                       self.batch_size, shared, self.context)
+            outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
+        return outcomes
 
 
 def _attack_cell(
@@ -548,17 +606,14 @@ class _Store:
             raise SweepError(f"cell {cell_id} in {self.out} is damaged ({error}); delete its files and resume") \
                 from None
 
-    def save(
-        self, cell: Cell, row: dict[str, Any], examples: pd.DataFrame, adversarials: torch.Tensor | None,
-        labels: torch.Tensor, clean: torch.Tensor,
-    ) -> None:
+    def save(self, cell: Cell, row: dict[str, Any], examples: pd.DataFrame, adversarials: torch.Tensor | None) -> None:
         """Examples first, adversarials next, the row last: the row's file marks the cell as complete."""
         atomic_write(self._cells / f"{cell.cell_id}.examples.csv", lambda path: examples.to_csv(path, index=False))
         if adversarials is not None:
             arrays = {
                 "adversarials": adversarials.numpy().astype(np.float32),
-                "indices": np.arange(len(labels), dtype=np.int64), "labels": labels.numpy(),
-                "clean_pred": clean.numpy(), "adv_pred": examples["adv_pred"].to_numpy(),
+                "indices": np.arange(len(examples), dtype=np.int64), "labels": examples["label"].to_numpy(),
+                "clean_pred": examples["clean_pred"].to_numpy(), "adv_pred": examples["adv_pred"].to_numpy(),
             }
 
             def write_npz(path: Path) -> None:
