@@ -32,7 +32,7 @@ from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import get_profile, run_name
-from capsrobust.evaluation.sweep import PlannedModel, plan_cells
+from capsrobust.evaluation.plan import PlannedModel, plan_cells
 from capsrobust.models.base import capabilities_of
 from capsrobust.models.recipes import build_model, load_recipe
 

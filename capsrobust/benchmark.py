@@ -36,7 +36,8 @@ from capsrobust.data import Dataset, DatasetName, load_dataset
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
 from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
 from capsrobust.evaluation.checks import Status
-from capsrobust.evaluation.sweep import SWEEP_FILE, run_sweep
+from capsrobust.evaluation.store import SWEEP_FILE
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.execution import Executor, LocalExecutor
 from capsrobust.figures.capsules import (
     capsule_tweaks,

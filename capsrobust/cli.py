@@ -360,7 +360,9 @@ def sweep(
     from capsrobust.attacks.objectives import AttackObjective
     from capsrobust.attacks.suites import load_suite
     from capsrobust.data import load_dataset
-    from capsrobust.evaluation.sweep import SweepError, load_sweep, run_sweep
+    from capsrobust.evaluation.plan import SweepError
+    from capsrobust.evaluation.store import load_sweep
+    from capsrobust.evaluation.sweep import run_sweep
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO
@@ -436,7 +438,7 @@ def compare(
     """
     from capsrobust.evaluation.compare import compare_models
     from capsrobust.evaluation.seeds import compare_across_seeds, multi_seed_groups
-    from capsrobust.evaluation.sweep import load_sweep
+    from capsrobust.evaluation.store import load_sweep
     from capsrobust.reporting.report import resolve_result_dir
     from capsrobust.runtime import atomic_write
 

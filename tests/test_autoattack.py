@@ -22,7 +22,8 @@ from capsrobust.attacks.objectives import ObjectiveError
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.attacks.vote import VoteView, vote_target
 from capsrobust.evaluation.compare import worst_case
-from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.inference import predict
 from capsrobust.models.recipes import build_model

@@ -20,7 +20,8 @@ from capsrobust.attacks.objectives import (
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.attacks.vote import VoteView, vote_target
 from capsrobust.evaluation.compare import is_capsule_model
-from capsrobust.evaluation.sweep import RESULT_COLUMNS, load_sweep, run_sweep
+from capsrobust.evaluation.store import RESULT_COLUMNS, load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.models.base import (
     Capability,
     CapsRobustModel,
@@ -159,7 +160,7 @@ def test_sweeps_plan_attacks_by_what_a_model_declares():
     from capsrobust.attacks.objectives import AttackObjective
     from capsrobust.attacks.registry import Backend
     from capsrobust.attacks.suites import suite_from_dict
-    from capsrobust.evaluation.sweep import PlannedModel, plan_cells
+    from capsrobust.evaluation.plan import PlannedModel, plan_cells
 
     suite = suite_from_dict({"attack": [
         {"name": "vote-pgd-linf", "eps": [0.1], "backends": ["art"]},

@@ -23,7 +23,8 @@ from capsrobust.evaluation.checks import (
     check_pgd_vs_fgsm,
     checks_frame,
 )
-from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
 

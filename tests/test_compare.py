@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from capsrobust.evaluation.compare import BEST_ATTACK, CompareError, compare_models, worst_case, worst_case_examples
-from capsrobust.evaluation.sweep import SweepTables
+from capsrobust.evaluation.store import SweepTables
 
 # Per-image robust outcomes of 8 images under two L∞ attacks at eps 0.1 (every image is clean-correct).
 OUTCOMES = {

@@ -21,7 +21,8 @@ from capsrobust.detection.pipeline import (
     load_detection,
     run_detection,
 )
-from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.figures.capsules import save_figure
 from capsrobust.figures.detection import write_detection_figures
 from capsrobust.figures.gallery import GalleryExample, GalleryRow, gallery_figure, gallery_rows, write_gallery

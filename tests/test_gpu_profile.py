@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import BenchmarkError, get_profile, parse_seeds, run_benchmark
 from capsrobust.cli import main
-from capsrobust.evaluation.sweep import load_sweep
+from capsrobust.evaluation.store import load_sweep
 
 TINY = [("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)]
 

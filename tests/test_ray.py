@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from capsrobust.attacks.suites import suite_from_dict
-from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.execution import ExecutionError, Job, LocalExecutor
 from capsrobust.models.checkpoints import read_metadata
 from capsrobust.train import TrainJob, TrainSettings, train_runs

@@ -9,7 +9,8 @@ from capsrobust.attacks import AttackError, Backend, get_attack, run_attack
 from capsrobust.attacks.reconstructive import ReconstructionAwareView, ReconstructiveLoss
 from capsrobust.attacks.suites import load_suite, suite_from_dict
 from capsrobust.detection.detector import reconstruction_distances
-from capsrobust.evaluation.sweep import load_sweep, run_sweep
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import build_model
 from tests.conftest import recipe

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from capsrobust.cli import main
 from capsrobust.evaluation.compare import worst_case
-from capsrobust.evaluation.sweep import load_sweep
+from capsrobust.evaluation.store import load_sweep
 from capsrobust.reporting.report import PathDisplay, ReportError, build_report
 
 SECTIONS = [

@@ -8,7 +8,7 @@ from capsrobust.attacks import Backend
 from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.suites import SuiteError, load_suite, suite_from_dict
 from capsrobust.evaluation.checks import Status
-from capsrobust.evaluation.sweep import plan_cells
+from capsrobust.evaluation.plan import plan_cells
 
 
 @pytest.mark.parametrize("name", ["quick", "standard", "full", "cpu-standard"])

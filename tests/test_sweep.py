@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.cli import main
-from capsrobust.evaluation.sweep import EXAMPLE_COLUMNS, RESULT_COLUMNS, SweepError, load_sweep, run_sweep
+from capsrobust.evaluation.plan import SweepError
+from capsrobust.evaluation.store import EXAMPLE_COLUMNS, RESULT_COLUMNS, load_sweep
+from capsrobust.evaluation.sweep import run_sweep
 from tests.conftest import REPO
 
 SMALL_SUITE = {
@@ -112,12 +114,12 @@ def test_minimisation_attack_counts_only_adversarials_within_the_threshold(train
 
 SUBPROCESS = textwrap.dedent("""
     import os, signal, sys
-    from capsrobust.evaluation import sweep
+    from capsrobust.evaluation import store, sweep
     from capsrobust.attacks.suites import suite_from_dict
 
     kill_at, target = int(sys.argv[1]), sys.argv[2]
     writes = {"n": 0}
-    original_text, original = sweep.atomic_write_text, sweep.atomic_write
+    original_text, original = store.atomic_write_text, store.atomic_write  # the cell files are written there
 
     def counting(path):
         if path.name.startswith(target):
@@ -133,7 +135,7 @@ SUBPROCESS = textwrap.dedent("""
         counting(path)
         original(path, write)
 
-    sweep.atomic_write_text, sweep.atomic_write = text, binary
+    store.atomic_write_text, store.atomic_write = text, binary
     sweep.run_sweep([sys.argv[3]], suite_from_dict({suite!r}), "mnist-5k", out_dir=sys.argv[4], n=16,
                     backend="foolbox", device="cpu", progress=False)
 """)

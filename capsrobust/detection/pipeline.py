@@ -54,7 +54,7 @@ from capsrobust.detection.detector import (
     reconstruction_distances,
 )
 from capsrobust.errors import CheckpointError
-from capsrobust.evaluation.sweep import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
+from capsrobust.evaluation.store import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
 from capsrobust.models.base import CapsRobustModel
 from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint
 from capsrobust.models.foreign import IN_MEMORY_PREFIX, ForeignModel, in_memory_checkpoint

@@ -25,7 +25,7 @@ import pandas as pd
 
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.stats import compare_paired
-from capsrobust.evaluation.sweep import SweepTables, load_sweep
+from capsrobust.evaluation.store import SweepTables, load_sweep
 from capsrobust.models.base import Capability, parse_capabilities
 
 BEST_ATTACK = "best-attack"  # the label of worst-case rows

@@ -21,7 +21,7 @@ import pandas as pd
 
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
 from capsrobust.errors import CapsRobustError
-from capsrobust.evaluation.sweep import SWEEP_FILE, SweepTables, load_sweep
+from capsrobust.evaluation.store import SWEEP_FILE, SweepTables, load_sweep
 from capsrobust.reporting.document import FIGURES_DIR
 from capsrobust.runtime import read_table
 
