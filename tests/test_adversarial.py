@@ -1,0 +1,180 @@
+"""Adversarial training: the training attack stays in its ball and raises its loss, settings are checked, runs resume.
+
+Tiny models on a few hundred images with 2-step attacks keep this file to seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from capsrobust.adversarial import adversarial_examples, batch_eps, objective_loss, pgd, project, random_start
+from capsrobust.cli import main
+from capsrobust.data import Dataset
+from capsrobust.errors import RecipeError, RunError
+from capsrobust.models.checkpoints import load_checkpoint
+from capsrobust.models.recipes import AdversarialConfig, build_model, recipe_from_dict, with_adversarial
+from capsrobust.precision import Precision
+from capsrobust.train import TrainSettings, train
+from tests.conftest import recipe
+
+
+@pytest.fixture(scope="module")
+def small(mnist5k) -> Dataset:
+    """200 training and 100 validation images: an adversarial epoch of a tiny model in about a second."""
+    return dataclasses.replace(mnist5k, train=mnist5k.train.head(200), val=mnist5k.val.head(100))
+
+
+def _fast(name: str, **overrides) -> object:
+    """A tiny recipe trained adversarially with a 2-step attack and a 2-step robust validation."""
+    settings = {"attack": "pgd-linf", "eps": 0.3, "steps": 2, "step_size": 0.15, "val_steps": 2, **overrides}
+    return with_adversarial(recipe(name), **settings)
+
+
+@pytest.mark.parametrize(("attack", "eps"), [("pgd-linf", 0.3), ("pgd-l2", 2.0), ("trades-linf", 0.1)])
+@pytest.mark.parametrize("name", ["capsnet-tiny", "cnn-tiny"])
+def test_the_training_attack_stays_in_the_ball_and_in_pixel_range(mnist5k, name, attack, eps):
+    torch.manual_seed(0)
+    model = build_model(recipe(name))
+    images, labels = mnist5k.train.images[:8], mnist5k.train.labels[:8]
+    config = AdversarialConfig(attack=attack, eps=eps, steps=2, step_size=eps / 2)
+    adversarial = adversarial_examples(model, images, labels, config, eps=eps, steps=2, step_size=eps / 2,
+                                       generator=torch.Generator().manual_seed(0), precision=Precision.FP32)
+    delta = (adversarial - images).flatten(1)
+    size = delta.abs().amax(dim=1) if config.norm == "linf" else delta.norm(dim=1)
+    assert (size <= eps + 1e-5).all() and (size > 0).any()
+    assert adversarial.min() >= 0 and adversarial.max() <= 1
+    assert not model.training  # attacked in eval mode: no dropout noise in the gradient
+
+
+def test_pgd_on_a_linear_loss_moves_each_pixel_by_eps_along_the_weights_sign_then_clips():
+    weights = torch.tensor([1.0, -2.0, 0.5, -0.1]).view(1, 1, 2, 2)
+    images = torch.tensor([0.5, 0.5, 0.95, 0.05]).view(1, 1, 2, 2)
+    adversarial = pgd(lambda x: (x * weights).sum(), images, norm="linf", eps=0.1, steps=5, step_size=0.04,
+                      start=None, precision=Precision.FP32)
+    # by hand: +0.1, −0.1, +0.1 clipped at 1, −0.1 clipped at 0
+    assert torch.allclose(adversarial.flatten(), torch.tensor([0.6, 0.4, 1.0, 0.0]))
+    l2 = pgd(lambda x: (x * weights).sum(), images, norm="l2", eps=0.1, steps=1, step_size=0.1, start=None,
+             precision=Precision.FP32)
+    expected = (images + 0.1 * weights / weights.norm()).clamp(0, 1)  # one full step along w/‖w‖
+    assert torch.allclose(l2, expected)
+
+
+def test_projection_and_random_start_respect_the_ball():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.zeros(64, 1, 28, 28)
+    for norm, eps in (("linf", 0.3), ("l2", 1.5)):
+        delta = random_start(images, norm, eps, generator)
+        size = delta.flatten(1).abs().amax(1) if norm == "linf" else delta.flatten(1).norm(dim=1)
+        assert (size <= eps + 1e-5).all() and size.mean() > eps / 2  # spread over the ball, not collapsed at 0
+    big = torch.full((2, 1, 2, 2), 3.0)
+    assert torch.allclose(project(big, "l2", 1.0).flatten(1).norm(dim=1), torch.ones(2))
+    assert torch.equal(project(big, "linf", 0.2), torch.full_like(big, 0.2))
+
+
+@pytest.mark.parametrize(("name", "objective"), [("capsnet-tiny", "margin"), ("capsnet-tiny", "vote-margin"),
+                                                 ("cnn-tiny", "auto")])
+def test_the_loss_the_training_attack_maximises_rises_above_the_clean_loss(trained_runs, mnist5k, name, objective):
+    model = load_checkpoint(trained_runs[name]).model
+    images, labels = mnist5k.val.images[:64], mnist5k.val.labels[:64]
+    config = AdversarialConfig(eps=0.1, steps=5, step_size=0.025, objective=objective)
+    adversarial = adversarial_examples(model, images, labels, config, eps=0.1, steps=5, step_size=0.025,
+                                       generator=torch.Generator().manual_seed(0), precision=Precision.FP32)
+    loss = objective_loss(model, objective, labels)
+    with torch.no_grad():
+        clean, attacked = float(loss(images)), float(loss(adversarial))
+        start = float(loss((images + random_start(images, "linf", 0.1, torch.Generator().manual_seed(0))).clamp(0, 1)))
+        robust = float((model(adversarial).predictions == labels).float().mean())
+        accuracy = float((model(images).predictions == labels).float().mean())
+    assert attacked > clean and attacked > start  # PGD climbs past the clean images and its own random start
+    assert robust < accuracy  # and the routed model (for vote-margin, the real one) loses images
+
+
+def test_eps_ramps_linearly_per_batch_over_the_warm_up_epochs():
+    config = AdversarialConfig(eps=0.3, warmup_epochs=3)
+    assert batch_eps(config, 0, 0.5) == pytest.approx(0.05)
+    assert batch_eps(config, 1, 1.0) == pytest.approx(0.2)
+    assert batch_eps(config, 5, 0.1) == pytest.approx(0.3)
+    assert batch_eps(AdversarialConfig(eps=0.3), 0, 0.01) == 0.3
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"eps": 1.5}, "must lie in [0, 1]"),
+        ({"eps": -0.1}, "must lie in [0, 1]"),
+        ({"steps": 0}, "steps must be ≥ 1"),
+        ({"attack": "fgsm-free"}, "unknown training attack 'fgsm-free'"),
+        ({"attack": "trades-linf", "trades_beta": -1.0}, "TRADES beta must be ≥ 0"),
+        ({"objective": "logits"}, "unknown training objective"),
+    ],
+)
+def test_bad_adversarial_settings_are_refused_in_one_line_naming_the_file(table, message):
+    base = recipe("cnn-tiny").to_dict()
+    with pytest.raises(RecipeError, match=r"bad\.toml: \[adversarial\]") as error:
+        recipe_from_dict({**base, "adversarial": table}, source="bad.toml")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    overrides = {"attack": "pgd-linf", **table}
+    with pytest.raises(RecipeError, match="adversarial training of cnn-tiny"):
+        with_adversarial(recipe("cnn-tiny"), **overrides)
+
+
+def test_the_cli_refuses_a_bad_training_eps_with_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["train", "cnn-tiny", "--adversarial", "pgd-linf", "--train-eps", "2",
+                                       "--out", str(tmp_path / "run"), "--device", "cpu"])
+    assert result.exit_code != 0
+    assert "must lie in [0, 1], got 2.0" in result.output and not (tmp_path / "run").exists()
+    result = CliRunner().invoke(main, ["train", "cnn-tiny", "--train-steps", "3", "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "name a training attack (--adversarial)" in result.output
+
+
+@pytest.mark.parametrize("base", ["capsnet-paper-at", "cnn-small-at", "cnn-recon-at"])
+def test_the_at_recipes_name_madrys_settings_and_train_on_tiny_models(tmp_path, small, base):
+    shipped = recipe(base)
+    assert shipped.adversarial == dataclasses.replace(
+        shipped.adversarial, attack="pgd-linf", eps=0.3, steps=40, step_size=0.01, random_start=True)
+    assert recipe_from_dict(shipped.to_dict()) == shipped
+    tiny_name = {"capsnet-paper-at": "capsnet-tiny", "cnn-small-at": "cnn-tiny", "cnn-recon-at": "cnn-recon-tiny"}
+    tiny = recipe(tiny_name[base])
+    quick = dataclasses.replace(shipped.adversarial, steps=2, step_size=0.15, val_steps=2, warmup_epochs=1)
+    at = dataclasses.replace(shipped, model=tiny.model, train=tiny.train, adversarial=quick)
+    metrics = train(at, small, tmp_path, TrainSettings(epochs=1, device="cpu", progress=False))
+    row = metrics.iloc[0]
+    assert 0 <= row["robust_val_accuracy"] <= 1 and row["train_eps"] == pytest.approx(0.3)
+    assert row["passes_per_batch"] == 3
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["adversarial"]["attack"] == "pgd-linf" and run["recipe"]["adversarial"]["steps"] == 2
+    best = load_checkpoint(tmp_path / "best.json")
+    assert best.recipe.adversarial == quick and best.metadata["metrics"]["robust_val_accuracy"] == row[
+        "robust_val_accuracy"]
+
+
+def test_best_is_the_epoch_with_the_highest_robust_accuracy(tmp_path, small):
+    metrics = train(_fast("cnn-tiny"), small, tmp_path, TrainSettings(epochs=3, device="cpu", progress=False))
+    best = load_checkpoint(tmp_path / "best.json").metadata["metrics"]
+    assert best["robust_val_accuracy"] == metrics["robust_val_accuracy"].max()
+    assert best["epoch"] == int(metrics.loc[metrics["robust_val_accuracy"].idxmax(), "epoch"])
+    assert list(pd.read_csv(tmp_path / "metrics.csv").columns[-3:]) == ["train_eps", "robust_val_accuracy",
+                                                                       "passes_per_batch"]
+
+
+@pytest.mark.parametrize("attack", ["pgd-linf", "trades-l2"])
+def test_an_adversarial_run_resumed_equals_the_uninterrupted_one(tmp_path, small, attack):
+    at = _fast("capsnet-tiny", attack=attack, eps=0.3 if attack == "pgd-linf" else 1.5, warmup_epochs=1)
+    settings = TrainSettings(epochs=2, device="cpu", progress=False)
+    straight = train(at, small, tmp_path / "straight", settings)
+    train(at, small, tmp_path / "resumed", dataclasses.replace(settings, epochs=1))
+    resumed = train(at, small, tmp_path / "resumed", dataclasses.replace(settings, resume=True))
+    a, b = load_file(str(tmp_path / "straight" / "last.safetensors")), load_file(
+        str(tmp_path / "resumed" / "last.safetensors"))
+    assert all(torch.allclose(a[key], b[key], atol=1e-6) for key in a)
+    assert resumed["robust_val_accuracy"].tolist() == pytest.approx(straight["robust_val_accuracy"].tolist())
+    with pytest.raises(RunError, match="another recipe"):
+        train(with_adversarial(at, eps=0.2), small, tmp_path / "resumed",
+              dataclasses.replace(settings, epochs=3, resume=True))
