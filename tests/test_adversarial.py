@@ -179,3 +179,28 @@ def test_an_adversarial_run_resumed_equals_the_uninterrupted_one(tmp_path, small
     with pytest.raises(RunError, match="another recipe"):
         train(with_adversarial(at, eps=0.2), small, tmp_path / "resumed",
               dataclasses.replace(settings, epochs=3, resume=True))
+
+
+def test_the_report_sets_adversarially_trained_capsules_against_cnns_with_their_cost(tmp_path, small, mnist5k):
+    from capsrobust.evaluation.sweep import run_sweep
+    from capsrobust.reporting.report import build_report
+
+    runs = []
+    for name in ("capsnet-tiny", "cnn-tiny"):
+        train(_fast(name), small, tmp_path / f"{name}-at", TrainSettings(epochs=1, device="cpu", progress=False))
+        runs.append(tmp_path / f"{name}-at")
+    train(recipe("cnn-tiny"), small, tmp_path / "cnn-tiny", TrainSettings(epochs=1, device="cpu", progress=False))
+    suite = tmp_path / "suite.toml"
+    suite.write_text('[suite]\nname = "t"\nn = 10\n\n[[attack]]\nname = "pgd-linf"\neps = [0.1, 0.3]\n'
+                     'backends = ["art"]\n[attack.params]\nsteps = 2\nrel_step = 0.5\n')
+    run_sweep([*runs, tmp_path / "cnn-tiny"], suite, mnist5k, out_dir=tmp_path / "sweep", device="cpu",
+              progress=False)
+    build_report([tmp_path / "sweep"], tmp_path / "report", formats=["md"], n_resamples=200)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Robust against robust" in text and "pgd-linf eps 0.3, 2 steps of 0.15" in text
+    cost = pd.read_csv(tmp_path / "report" / "tables" / "robust_training.csv")
+    assert set(cost["model"]) == {"capsnet-tiny-at", "cnn-tiny-at"}  # the naturally trained cnn-tiny is not here
+    assert (cost["train_seconds"] > 0).all() and (cost["ci_low"] <= cost["robust_accuracy"]).all()
+    pairs = pd.read_csv(tmp_path / "report" / "tables" / "robust_comparison.csv")
+    assert set(pairs["candidate"]) == {"capsnet-tiny-at"} and set(pairs["baseline"]) == {"cnn-tiny-at"}
+    assert list(pairs["eps"]) == [0.1, 0.3]
