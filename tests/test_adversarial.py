@@ -204,3 +204,19 @@ def test_the_report_sets_adversarially_trained_capsules_against_cnns_with_their_
     pairs = pd.read_csv(tmp_path / "report" / "tables" / "robust_comparison.csv")
     assert set(pairs["candidate"]) == {"capsnet-tiny-at"} and set(pairs["baseline"]) == {"cnn-tiny-at"}
     assert list(pairs["eps"]) == [0.1, 0.3]
+
+
+def test_the_robust_profile_pairs_the_adversarially_trained_models_with_the_strongest_suite():
+    from capsrobust.attacks.registry import AttackRole, get_attack
+    from capsrobust.attacks.suites import load_suite
+    from capsrobust.benchmark import get_profile
+
+    profile = get_profile("robust")
+    assert [name for name, _ in profile.recipes] == ["capsnet-paper-at", "cnn-small-at"]
+    assert all(recipe(name).adversarial is not None for name, _ in profile.recipes)
+    suite = load_suite(profile.suite)
+    assert suite.double_steps_check and profile.n == 1000
+    assert max(eps for attack in suite.attacks for eps in attack.eps) == 0.4
+    names = {attack.attack for attack in suite.attacks}
+    assert {"autoattack", "vote-pgd-linf", "square"} <= names
+    assert AttackRole.GRADIENT_FREE in {get_attack(name).role for name in names}
