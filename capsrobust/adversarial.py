@@ -123,6 +123,12 @@ def objective_loss(model: CapsRobustModel, objective: str, labels: torch.Tensor)
     return lambda images: loss(target.view(images), labels)
 
 
+def check_applies(model: CapsRobustModel, config: AdversarialConfig) -> None:
+    """Refuse, before the first epoch, an objective the model cannot be attacked on (``vote-*`` needs capsule votes)."""
+    if not config.trades:
+        objective_loss(model, config.objective, torch.zeros(1, dtype=torch.long))
+
+
 def kl_loss(clean_log_probs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """``logits' → KL(p ‖ softmax(logits'))`` summed over the batch, for fixed clean log-probabilities ``log p``."""
     return lambda logits: F.kl_div(F.log_softmax(logits.float(), dim=1), clean_log_probs, reduction="sum",

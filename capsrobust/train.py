@@ -45,7 +45,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from capsrobust.adversarial import adversarial_loss, attack_passes, batch_eps, ramp_progress, robust_accuracy
+from capsrobust.adversarial import (
+    adversarial_loss,
+    attack_passes,
+    batch_eps,
+    check_applies,
+    ramp_progress,
+    robust_accuracy,
+)
 from capsrobust.data import Dataset, Split
 from capsrobust.errors import CheckpointError, RunError
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
@@ -201,6 +208,8 @@ class _Run:
             record["adversarial"] = recipe.to_dict()["adversarial"]
         seed_everything(settings.seed)
         model = build_model(recipe).to(device)
+        if recipe.adversarial is not None:
+            check_applies(model, recipe.adversarial)
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.learning_rate)
         start_epoch, history = 0, []
         if (out / f"{LAST}.json").is_file():

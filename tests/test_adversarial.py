@@ -220,3 +220,12 @@ def test_the_robust_profile_pairs_the_adversarially_trained_models_with_the_stro
     names = {attack.attack for attack in suite.attacks}
     assert {"autoattack", "vote-pgd-linf", "square"} <= names
     assert AttackRole.GRADIENT_FREE in {get_attack(name).role for name in names}
+
+
+def test_a_vote_objective_on_a_model_without_votes_is_refused_before_training(tmp_path, small):
+    from capsrobust.attacks.objectives import ObjectiveError
+
+    with pytest.raises(ObjectiveError, match="needs a CapsNet"):
+        train(_fast("cnn-tiny", objective="vote-margin"), small, tmp_path / "run",
+              TrainSettings(epochs=1, device="cpu", progress=False))
+    assert not (tmp_path / "run").exists()
