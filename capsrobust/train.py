@@ -161,8 +161,10 @@ def train(
         adversarial = recipe.adversarial
         if adversarial is not None:
             row["train_eps"] = batch_eps(adversarial, epoch, 1.0)
+            started = time.perf_counter()
             row["robust_val_accuracy"] = robust_accuracy(run.model, dataset.val, adversarial, run.device,
                                                          seed=settings.seed)
+            row["robust_val_seconds"] = time.perf_counter() - started  # not in `seconds`, which times training
             # what one image costs: steps + 1 forward/backward passes (steps + 2 for TRADES)
             row["passes_per_batch"] = attack_passes(adversarial)
         _end_epoch(run, row)
