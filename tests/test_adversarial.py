@@ -22,7 +22,7 @@ from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import AdversarialConfig, build_model, recipe_from_dict, with_adversarial
 from capsrobust.precision import Precision
 from capsrobust.train import TrainSettings, train
-from tests.conftest import recipe
+from tests.conftest import REPO, recipe
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +181,7 @@ def test_an_adversarial_run_resumed_equals_the_uninterrupted_one(tmp_path, small
               dataclasses.replace(settings, epochs=3, resume=True))
 
 
+@pytest.mark.slow
 def test_the_report_sets_adversarially_trained_capsules_against_cnns_with_their_cost(tmp_path, small, mnist5k):
     from capsrobust.evaluation.sweep import run_sweep
     from capsrobust.reporting.report import build_report
@@ -229,3 +230,23 @@ def test_a_vote_objective_on_a_model_without_votes_is_refused_before_training(tm
         train(_fast("cnn-tiny", objective="vote-margin"), small, tmp_path / "run",
               TrainSettings(epochs=1, device="cpu", progress=False))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_the_robust_profile_runs_end_to_end_on_tiny_adversarially_trained_models(tmp_path, small):
+    from capsrobust.benchmark import run_benchmark
+
+    suite = tmp_path / "robust-short.toml"
+    suite.write_text(
+        (REPO / "attacks" / "robust.toml").read_text()
+        .replace("steps = 100", "steps = 2").replace("steps = 40", "steps = 2").replace("restarts = 5", "restarts = 1")
+        .replace("queries = 1000", "queries = 5").replace("square_queries = 1000", "square_queries = 5")
+        .replace("n = 1000", "n = 6"))
+    result = run_benchmark("robust", out_dir=tmp_path / "bench", report_dir=tmp_path / "report", data=small,
+                           device="cpu", n=6, recipes=[("capsnet-tiny-at", 1), ("cnn-tiny-at", 1)], suite=suite,
+                           progress=False)
+    assert result.finished
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Robust against robust" in text
+    checks = text.index("Self-check") if "Self-check" in text else text.index("## Robust against robust")
+    assert checks <= text.index("## Robust against robust")  # the checks come first
