@@ -8,7 +8,9 @@ its suite for every recipe and training seed) and prices each cell from measured
   (``docs/gpu/throughput-h100.json``), times a calibration factor: the median of measured / predicted seconds
   over the sweep cells measured on the same card (``docs/gpu/sweep-cells-h100.csv``), plus a per-cell overhead;
 * training: epochs × training images / the recipe's measured training rate, plus the measured per-epoch overhead
-  (``docs/gpu/training-h100.csv``).
+  (``docs/gpu/training-h100.csv``); adversarial training adds, per image, the training attack's steps at the
+  measured PGD rate at batch 100 in tf32 (the training precision), and per epoch the robust validation's PGD on the
+  500 validation images (an adversarially trained recipe is priced with its natural recipe's rates).
 
 Adaptive attacks (APGD-T, AutoAttack, Square) attack only the images still robust; they are priced as if every
 image stayed robust, so their share is an upper bound. Stages nobody has timed on a GPU (detection, figures,
@@ -34,12 +36,14 @@ from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import get_profile, run_name
 from capsrobust.evaluation.plan import PlannedModel, plan_cells
 from capsrobust.models.base import capabilities_of
-from capsrobust.models.recipes import build_model, load_recipe
+from capsrobust.models.recipes import Recipe, build_model, load_recipe
 
 MEASURED = Path(__file__).resolve().parents[1] / "docs" / "gpu"
 CELL_OVERHEAD_S = 0.3  # predicting, scoring and saving one cell of 1,000 images (outside the attack)
 # Recipes the throughput table lacks, priced as another: cnn-recon is cnn-small's trunk plus a 3-MFLOP decoder.
-PROXIES = {"cnn-recon": "cnn-small"}
+PROXIES = {"cnn-recon": "cnn-small", "capsnet-paper-at": "capsnet-paper", "cnn-small-at": "cnn-small",
+           "cnn-recon-at": "cnn-small"}
+VALIDATION_IMAGES = 500  # mnist-5k's validation split, attacked after every epoch of an adversarial run
 UNTIMED_STAGES_S = 60.0  # detection, figures and report: not yet timed on a GPU
 PASSES_PER_APGD_STEP = 1.5  # ART's APGD: two forward passes and one backward per iteration
 PASSES_PER_SQUARE_QUERY = 1.0  # ART's Square: three forward passes per query ≈ one forward and backward
@@ -74,6 +78,24 @@ def rates(precision: str) -> dict[str, tuple[float, float]]:
     return {recipe: (attack[recipe], train[recipe]) for recipe in attack if recipe in train}
 
 
+def training_attack_rates() -> dict[str, float]:
+    """recipe → PGD image-steps/s at batch 100 in tf32: the training attack's rate (it attacks one training batch)."""
+    rows = json.loads((MEASURED / "throughput-h100.json").read_text(encoding="utf-8"))["rows"]
+    return {r["recipe"]: r["pgd_image_steps_s"] for r in rows if r["status"] == "ok" and r["model"] == "capsrobust"
+            and r["batch"] == 100 and r["precision"] == "tf32"}
+
+
+def training_seconds(recipe: Recipe, epochs: int, train_images: int, train_rate: float, attack_rate: float,
+                     validation_rate: float) -> float:
+    """Epochs of natural or adversarial training: updates, training attack steps, robust validation, overhead."""
+    seconds = epochs * train_images / train_rate + epochs * training_overhead_per_epoch()
+    if recipe.adversarial is not None:
+        steps = recipe.adversarial.steps + (1 if recipe.adversarial.trades else 0)
+        seconds += epochs * (train_images * steps / attack_rate
+                             + VALIDATION_IMAGES * recipe.adversarial.val_steps / validation_rate)
+    return seconds
+
+
 def calibration(measured_rates: Mapping[str, tuple[float, float]]) -> float:
     """Median of measured / predicted seconds over the sweep cells measured on the card (ART's own overhead)."""
     cells = pd.read_csv(MEASURED / "sweep-cells-h100.csv")
@@ -100,6 +122,8 @@ def estimate(profile_name: str, train_images: int, precision: str | None = None)
     factor = calibration(rates("tf32"))  # the measured sweep ran with cuDNN's default TF32 convolutions
     seeds = profile.seeds or (0,)
     suite = load_suite(profile.suite)
+    training_attack = training_attack_rates()
+    validation = rates("fp32")  # robust validation runs in fp32
     rows = []
     for seed in seeds:
         for recipe_name, epochs in profile.recipes:
@@ -113,8 +137,10 @@ def estimate(profile_name: str, train_images: int, precision: str | None = None)
             runs = {cell.run_key: cell for cell in cells}  # a minimisation attack runs once for all thresholds
             attack_seconds = sum(profile.n * passes_per_image(cell.attack, dict(cell.params), cell.backend.value)
                                  / attack_rate * factor for cell in runs.values()) + CELL_OVERHEAD_S * len(cells)
-            rows.append({"run": label, "cells": len(cells), "attack_s": attack_seconds,
-                         "train_s": epochs * train_images / train_rate + epochs * training_overhead_per_epoch()})
+            measured_as = PROXIES.get(recipe_name, recipe_name)
+            train_seconds = training_seconds(recipe, epochs, train_images, train_rate, training_attack[measured_as],
+                                             validation[measured_as][0])
+            rows.append({"run": label, "cells": len(cells), "attack_s": attack_seconds, "train_s": train_seconds})
     return pd.DataFrame(rows)
 
 

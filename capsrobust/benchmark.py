@@ -174,6 +174,18 @@ register_profile(BenchmarkProfile(
              "estimate_profile.py full --train-images 55000): cnn-baseline's fp32 attacks and ART's Carlini-Wagner "
              "dominate; adaptive attacks are priced as upper bounds",
 ))
+register_profile(BenchmarkProfile(
+    name="robust",
+    description="robust capsules vs robust CNNs: capsnet-paper-at and cnn-small-at (Madry PGD L∞ 0.3, 40 steps), "
+                "the robust suite (PGD 100 steps with its 2×-steps check, restarts, vote attacks, APGD-CE, "
+                "AutoAttack, Square) on all 1,000 test images at L∞ 0.1-0.4",
+    recipes=(("capsnet-paper-at", 10), ("cnn-small-at", 20)),
+    suite="robust", n=1000, backend="art", data="mnist-5k", report="robust-mnist-5k",
+    attack_precision="tf32",
+    estimate="about 7.4 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py robust; "
+             "not yet timed end to end); about a day on 2 idle CPU cores: ~5 h of training, up to ~20 h of attacks "
+             "(docs/adversarial-training.md)",
+))
 
 
 @dataclass(frozen=True)

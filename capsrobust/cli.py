@@ -7,11 +7,14 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from capsrobust.errors import CapsRobustError, DataError, RunError
+
+if TYPE_CHECKING:
+    from capsrobust.models.recipes import Recipe
 
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # capsrobust.precision.Precision; cli imports lazily
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
@@ -89,6 +92,15 @@ def main(verbose: bool, plugins: tuple[str, ...]) -> None:
 @click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
               help="auto: tf32 on a GPU, fp32 on the CPU; bf16: autocast (see docs/precision.md)")
 @executor_options
+@click.option("--adversarial", "train_attack", metavar="ATTACK",
+              help="adversarial training: pgd-linf, pgd-l2 (Madry), trades-linf, trades-l2 [default: the recipe's]")
+@click.option("--train-eps", type=float, help="the training attack's budget [default: the recipe's, else 0.3]")
+@click.option("--train-steps", type=int, help="PGD steps of the training attack [default: the recipe's, else 40]")
+@click.option("--train-step-size", type=float, help="PGD step at the full eps [default: the recipe's, else 0.01]")
+@click.option("--warmup-epochs", type=int, help="epochs over which eps ramps up from 0 [default: the recipe's]")
+@click.option("--trades-beta", type=float, help="TRADES' weight of the KL term [default: the recipe's, else 6]")
+@click.option("--train-objective", help="what the Madry attack maximises: auto, margin, ce-log-lengths, vote-margin…")
+@click.option("--val-steps", type=int, help="PGD steps of the per-epoch robust validation [default: 10]")
 def train(
     recipe: str,
     data_name: str,
@@ -108,16 +120,31 @@ def train(
     task_cpus: float,
     task_gpus: float | None,
     retries: int,
+    train_attack: str | None,
+    train_eps: float | None,
+    train_steps: int | None,
+    train_step_size: float | None,
+    warmup_epochs: int | None,
+    trades_beta: float | None,
+    train_objective: str | None,
+    val_steps: int | None,
 ) -> None:
-    """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics."""
+    """Train RECIPE (a models/*.toml file or its name) and save checkpoints and metrics.
+
+    With --adversarial (or a recipe with an [adversarial] table) every batch is attacked first: Madry's PGD or
+    TRADES, see docs/adversarial-training.md.
+    """
     from capsrobust.benchmark import parse_seeds
     from capsrobust.data import load_dataset
-    from capsrobust.models.recipes import load_recipe
+    from capsrobust.models.recipes import load_recipe, with_adversarial
     from capsrobust.runtime import read_table
     from capsrobust.train import TrainJob, TrainSettings, train_runs
     from capsrobust.train import train as run_training
 
-    loaded = load_recipe(recipe)
+    loaded = with_adversarial(
+        load_recipe(recipe), attack=train_attack, eps=train_eps, steps=train_steps, step_size=train_step_size,
+        warmup_epochs=warmup_epochs, trades_beta=trades_beta, objective=train_objective, val_steps=val_steps,
+    )
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
     local = executor_name == "local"
@@ -133,21 +160,26 @@ def train(
         for failure in failures:
             click.echo(f"{failure.job.key}: failed {failure.attempts} time(s), last with {failure.error}", err=True)
         for job in (job for job in jobs if str(job.out_dir) not in failed):
-            _report_run(loaded.name, dataset.name.value, job.out_dir, read_table(job.out_dir / "metrics.csv"))
+            _report_run(loaded, dataset.name.value, job.out_dir, read_table(job.out_dir / "metrics.csv"))
         if failures:
             raise RunError(f"{len(failures)} of {len(jobs)} runs failed on every try; run again with --resume to "
                            f"retry them")
         return
     metrics = run_training(loaded, dataset, out, settings)
-    _report_run(loaded.name, dataset.name.value, out, metrics)
+    _report_run(loaded, dataset.name.value, out, metrics)
 
 
-def _report_run(recipe: str, data: str, out: Path, metrics: Any) -> None:
+def _report_run(recipe: Recipe, data: str, out: Path, metrics: Any) -> None:
+    from capsrobust.train import selection_metric
+
     if metrics.empty:
         raise RunError(f"{out}: no epoch was trained; ask for at least one with --epochs")
-    best = metrics.loc[metrics["val_accuracy"].idxmax()]
+    metric = selection_metric(recipe)  # robust validation accuracy for adversarial runs
+    best = metrics.loc[metrics[metric].idxmax()]
+    robust = (f", robust {best[metric]:.4f} under {recipe.adversarial.val_steps}-step PGD at eps "
+              f"{recipe.adversarial.eps:g}" if recipe.adversarial else "")
     click.echo(
-        f"{recipe} on {data}: best validation accuracy {best['val_accuracy']:.4f} "
+        f"{recipe.name} on {data}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
         f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
         f"{metrics['images_per_second'].mean():.0f} images/s in {_run_precision(out)}; run in {out}"
     )

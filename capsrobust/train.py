@@ -11,11 +11,18 @@ GPU, fp32 on the CPU), backward passes outside autocast as autocast requires. Va
 ``best`` checkpoint, runs in fp32 like every other evaluation. The precision is recorded in ``run.json`` and in
 each checkpoint; it is not part of what ``--resume`` checks, so a run may continue in another precision.
 
+A recipe with an ``[adversarial]`` table trains adversarially (``capsrobust.adversarial``): each batch is replaced by
+the training attack's images (Madry) or joined by them (TRADES), the attack's random start drawn from the epoch's
+generator so resume stays exact. Such a run also measures robust validation accuracy (PGD at the training eps) after
+each epoch, logs it as ``robust_val_accuracy`` beside the clean one, and keeps as ``best`` the epoch with the highest
+robust accuracy. The training attack is part of the recipe, so run.json and every checkpoint record it and
+``--resume`` refuses a run made with another.
+
 A run directory holds::
 
     run.json                      what was asked for: recipe, data set, settings, precision, versions, command line
     metrics.csv                   one row per finished epoch
-    best.safetensors / best.json  the epoch with the highest validation accuracy
+    best.safetensors / best.json  the epoch with the highest validation accuracy (robust accuracy when adversarial)
     last.safetensors / last.json  the latest finished epoch (plus last.optim.safetensors for --resume)
     interrupted.*                 written when training is stopped with Ctrl-C
 """
@@ -38,6 +45,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from capsrobust.adversarial import (
+    adversarial_loss,
+    attack_passes,
+    batch_eps,
+    check_applies,
+    ramp_progress,
+    robust_accuracy,
+)
 from capsrobust.data import Dataset, Split
 from capsrobust.errors import CheckpointError, RunError
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
@@ -137,13 +152,28 @@ def train(
         seen, correct, loss_sum = _train_epoch(run, epoch, images, labels)
         seconds = time.perf_counter() - started
         val_loss, val_accuracy = validate(run.model, dataset.val, run.device)
-        _end_epoch(run, {
+        row = {
             "epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
             "val_loss": val_loss, "val_accuracy": val_accuracy,
             "learning_rate": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
             "images_per_second": seen / seconds,
-        })
+        }
+        adversarial = recipe.adversarial
+        if adversarial is not None:
+            row["train_eps"] = batch_eps(adversarial, epoch, 1.0)
+            started = time.perf_counter()
+            row["robust_val_accuracy"] = robust_accuracy(run.model, dataset.val, adversarial, run.device,
+                                                         seed=settings.seed)
+            row["robust_val_seconds"] = time.perf_counter() - started  # not in `seconds`, which times training
+            # what one image costs: steps + 1 forward/backward passes (steps + 2 for TRADES)
+            row["passes_per_batch"] = attack_passes(adversarial)
+        _end_epoch(run, row)
     return pd.DataFrame(run.history)
+
+
+def selection_metric(recipe: Recipe) -> str:
+    """The metrics column that picks ``best``: robust validation accuracy for adversarial runs, clean otherwise."""
+    return "val_accuracy" if recipe.adversarial is None else "robust_val_accuracy"
 
 
 @dataclass
@@ -176,8 +206,12 @@ class _Run:
             raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
         record = {"recipe": recipe.to_dict(), "dataset": dataset.name.value, "seed": settings.seed,
                   "batch_size": batch_size, "device": str(device)}
+        if recipe.adversarial is not None:  # also inside the recipe; named on its own for readers of run.json
+            record["adversarial"] = recipe.to_dict()["adversarial"]
         seed_everything(settings.seed)
         model = build_model(recipe).to(device)
+        if recipe.adversarial is not None:
+            check_applies(model, recipe.adversarial)
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.learning_rate)
         start_epoch, history = 0, []
         if (out / f"{LAST}.json").is_file():
@@ -192,7 +226,7 @@ class _Run:
             **record, "epochs": epochs, "versions": versions(), "command": command_line(),
             "device_name": device_description(device), "precision": precision.value,
         }, indent=2) + "\n")
-        best = max((row["val_accuracy"] for row in history), default=-1.0)
+        best = max((row[selection_metric(recipe)] for row in history), default=-1.0)
         return cls(recipe, out, settings, device, precision, epochs, batch_size, record, model, optimizer, history,
                    start_epoch, best, time.perf_counter())
 
@@ -210,16 +244,22 @@ def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: to
     order = torch.randperm(len(labels_all), generator=generator).to(run.device)
     run.model.train()
     seen, correct, loss_sum = 0, 0, 0.0
-    bar = tqdm(range(0, len(labels_all), run.batch_size), desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch",
-               leave=False, disable=not settings.progress)
+    starts = range(0, len(labels_all), run.batch_size)
+    bar = tqdm(starts, desc=f"epoch {epoch + 1}/{run.epochs}", unit="batch", leave=False,
+               disable=not settings.progress)
     try:
-        for start in bar:
+        for batch, start in enumerate(bar):
             index = order[start : start + run.batch_size]
             images = random_shift(images_all[index], recipe.train.max_shift, generator)
             labels = labels_all[index]
-            with precision_scope(run.precision, run.device):
-                output = run.model(images, labels)
-                loss = run.model.loss(output, images, labels).total
+            if recipe.adversarial is not None:
+                eps = batch_eps(recipe.adversarial, epoch, ramp_progress(batch, len(starts)))
+                output, loss = adversarial_loss(run.model, images, labels, recipe.adversarial, eps, generator,
+                                                run.precision)
+            else:
+                with precision_scope(run.precision, run.device):
+                    output = run.model(images, labels)
+                    loss = run.model.loss(output, images, labels).total
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -245,13 +285,14 @@ def _end_epoch(run: _Run, row: dict[str, Any]) -> None:
         save_checkpoint(run.out / LAST, run.model, run.recipe, metadata)
         _save_optimizer(run.out, run.optimizer)
         run.last_saved = time.perf_counter()
-    if row["val_accuracy"] > run.best_accuracy:
-        run.best_accuracy = row["val_accuracy"]
+    if row[selection_metric(run.recipe)] > run.best_accuracy:
+        run.best_accuracy = row[selection_metric(run.recipe)]
         save_checkpoint(run.out / BEST, run.model, run.recipe, metadata)
     metrics = pd.DataFrame(run.history)
     atomic_write(run.out / METRICS_FILE, lambda path: metrics.to_csv(path, index=False))
-    log.info("epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s", row["epoch"], run.epochs,
-             row["train_loss"], row["train_accuracy"], row["val_accuracy"], row["images_per_second"])
+    robust = f"  robust val acc {row['robust_val_accuracy']:.4f}" if "robust_val_accuracy" in row else ""
+    log.info("epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f%s  %.0f img/s", row["epoch"], run.epochs,
+             row["train_loss"], row["train_accuracy"], row["val_accuracy"], robust, row["images_per_second"])
 
 
 def _save_optimizer(out: Path, optimizer: torch.optim.Optimizer) -> None:

@@ -8,6 +8,9 @@ A recipe names an architecture, its hyper-parameters (``[model]``) and its train
     routing_iterations = 3
     [train]
     epochs = 15
+    [adversarial]            # optional: adversarial training (capsrobust.adversarial)
+    attack = "pgd-linf"
+    eps = 0.3
 
 Unknown keys, wrong types and missing files are refused with one line naming the file and the key. A recipe
 round-trips through ``to_dict`` / ``recipe_from_dict`` so checkpoints carry the exact recipe they were trained with.
@@ -56,6 +59,73 @@ class TrainConfig:
             raise ValueError(f"max_shift must be ≥ 0, got {self.max_shift}")
 
 
+#: Training attacks: PGD's inner maximisation of the training loss (Madry et al. 2018) or of TRADES' KL term
+#: (Zhang et al. 2019), in the L∞ or L2 ball. capsrobust.adversarial implements them.
+TRAINING_ATTACKS = ("pgd-linf", "pgd-l2", "trades-linf", "trades-l2")
+#: What a Madry training attack maximises: "auto" (the model's default attack objective), an attack objective of
+#: capsrobust.attacks.objectives, or "vote-" and one of those (the vote surrogate of capsule models).
+TRAINING_OBJECTIVES = ("auto", "ce-lengths", "ce-log-lengths", "margin", "margin-log-lengths",
+                       "vote-ce-log-lengths", "vote-margin", "vote-margin-log-lengths")
+#: An L2 ball larger than the all-ones image's norm (√784 = 28) holds every image in [0, 1]: a meaningless budget.
+MAX_L2_EPS = 28.0
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """Adversarial training of a recipe: which attack makes the training batch, its budget and schedule.
+
+    ``eps`` is the full budget, reached after ``warmup_epochs`` (a linear ramp per batch from 0, as MNIST
+    adversarial training usually does: a network attacked at eps 0.3 from its first step may never start
+    learning). ``step_size`` is PGD's step at the full budget and shrinks with eps during the ramp.
+    ``trades_beta`` weighs TRADES' KL term (ignored by pgd-*). ``val_steps`` PGD steps at ``eps`` on the
+    validation split give each epoch's robust accuracy, which picks ``best``.
+    """
+
+    attack: str = "pgd-linf"
+    eps: float = 0.3
+    steps: int = 40
+    step_size: float = 0.01
+    random_start: bool = True
+    warmup_epochs: int = 0
+    trades_beta: float = 6.0
+    objective: str = "auto"
+    val_steps: int = 10
+
+    def __post_init__(self) -> None:
+        if self.attack not in TRAINING_ATTACKS:
+            raise ValueError(f"unknown training attack {self.attack!r}; choose one of: {', '.join(TRAINING_ATTACKS)}")
+        if self.norm == "linf" and not 0 <= self.eps <= 1:
+            raise ValueError(f"an L∞ training eps must lie in [0, 1] (pixels are in [0, 1]), got {self.eps}")
+        if self.norm == "l2" and not 0 <= self.eps <= MAX_L2_EPS:
+            raise ValueError(f"an L2 training eps must lie in [0, {MAX_L2_EPS:g}], got {self.eps}")
+        if self.steps < 1 or self.val_steps < 1:
+            raise ValueError(f"training attack steps must be ≥ 1, got {min(self.steps, self.val_steps)}")
+        if self.step_size <= 0:
+            raise ValueError(f"step_size must be positive, got {self.step_size}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be ≥ 0, got {self.warmup_epochs}")
+        if self.trades_beta < 0:
+            raise ValueError(f"TRADES beta must be ≥ 0, got {self.trades_beta}")
+        if self.objective not in TRAINING_OBJECTIVES:
+            raise ValueError(f"unknown training objective {self.objective!r}; choose one of: "
+                             f"{', '.join(TRAINING_OBJECTIVES)}")
+
+    @property
+    def norm(self) -> str:
+        """``linf`` or ``l2``."""
+        return self.attack.rsplit("-", 1)[1]
+
+    @property
+    def trades(self) -> bool:
+        return self.attack.startswith("trades-")
+
+    def describe(self) -> str:
+        """One line for logs and reports, e.g. ``pgd-linf eps 0.3, 40 steps of 0.01``."""
+        extra = f", beta {self.trades_beta:g}" if self.trades else ""
+        warmup = f", warm-up {self.warmup_epochs} epochs" if self.warmup_epochs else ""
+        return f"{self.attack} eps {self.eps:g}, {self.steps} steps of {self.step_size:g}{extra}{warmup}"
+
+
 @dataclass(frozen=True)
 class Recipe:
     """An architecture, its hyper-parameters and its training defaults, under one name."""
@@ -65,15 +135,19 @@ class Recipe:
     model: Any  # the architecture's config dataclass
     train: TrainConfig
     description: str = ""
+    adversarial: AdversarialConfig | None = None  # None: natural training
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        table = {
             "name": self.name,
             "architecture": self.architecture,
             "description": self.description,
             "model": _jsonable(dataclasses.asdict(self.model)),
             "train": dataclasses.asdict(self.train),
         }
+        if self.adversarial is not None:  # absent, not null, for natural runs: older checkpoints still match
+            table["adversarial"] = dataclasses.asdict(self.adversarial)
+        return table
 
 
 def resolve_recipe_path(recipe: str | Path) -> Path:
@@ -101,7 +175,7 @@ def load_recipe(recipe: str | Path) -> Recipe:
 
 def recipe_from_dict(table: Mapping[str, Any], source: str = "<recipe>", default_name: str = "") -> Recipe:
     """Validate a parsed recipe table; ``source`` names it in errors."""
-    allowed = {"name", "architecture", "description", "model", "train"}
+    allowed = {"name", "architecture", "description", "model", "train", "adversarial"}
     _refuse_unknown(table, allowed, source, "")
     if "architecture" not in table:
         raise RecipeError(f"{source}: missing key 'architecture'")
@@ -115,7 +189,27 @@ def recipe_from_dict(table: Mapping[str, Any], source: str = "<recipe>", default
         model=dataclass_from_table(architecture.config_type, table.get("model", {}), source, "model"),
         train=dataclass_from_table(TrainConfig, table.get("train", {}), source, "train"),
         description=str(table.get("description", "")),
+        adversarial=(dataclass_from_table(AdversarialConfig, table["adversarial"], source, "adversarial")
+                     if "adversarial" in table else None),
     )
+
+
+def with_adversarial(recipe: Recipe, **overrides: Any) -> Recipe:
+    """``recipe`` with its adversarial training changed by ``overrides`` (``None`` values are ignored).
+
+    A natural recipe becomes adversarial when ``attack`` is given; bad values are refused with one line.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if not given:
+        return recipe
+    if recipe.adversarial is None and "attack" not in given:
+        raise RecipeError(f"recipe {recipe.name} trains naturally; name a training attack (--adversarial) to set "
+                          f"{', '.join(sorted(given))}")
+    try:
+        adversarial = dataclasses.replace(recipe.adversarial or AdversarialConfig(**given), **given)
+    except (TypeError, ValueError) as error:
+        raise RecipeError(f"adversarial training of {recipe.name}: {error}") from None
+    return dataclasses.replace(recipe, adversarial=adversarial)
 
 
 def dataclass_from_table(cls: type, table: Any, source: str, section: str) -> Any:

@@ -104,7 +104,9 @@ def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> t
         files.append(run_dir / "run.json")
         if not metrics.empty:
             files.append(run_dir / "metrics.csv")
-        best = metrics.loc[metrics["val_accuracy"].idxmax()] if not metrics.empty else None
+        adversarial = run.get("adversarial")  # adversarial runs pick `best` by robust validation accuracy
+        chosen = "robust_val_accuracy" if adversarial and "robust_val_accuracy" in metrics else "val_accuracy"
+        best = metrics.loc[metrics[chosen].idxmax()] if not metrics.empty else None
         recipe = run.get("recipe", {})
         rows.append({
             **row, "found": True, "recipe": recipe.get("name"), "architecture": recipe.get("architecture"),
@@ -116,6 +118,9 @@ def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> t
             "device": run.get("device_name") or run.get("device"), "seed": run.get("seed"),
             "batch_size": run.get("batch_size"), "versions": json.dumps(run.get("versions", {}), sort_keys=True),
             "command": paths.command(str(run.get("command", ""))),
+            "training_attack": json.dumps(adversarial, sort_keys=True) if adversarial else "",
+            "best_robust_val_accuracy": None if best is None or chosen == "val_accuracy"
+            else float(best["robust_val_accuracy"]),
         })
     return pd.DataFrame(rows), files
 
