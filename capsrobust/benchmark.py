@@ -182,7 +182,7 @@ register_profile(BenchmarkProfile(
     recipes=(("capsnet-paper-at", 10), ("cnn-small-at", 20)),
     suite="robust", n=1000, backend="art", data="mnist-5k", report="robust-mnist-5k",
     attack_precision="tf32",
-    estimate="about 7.4 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py robust; "
+    estimate="about 7.5 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py robust; "
              "not yet timed end to end); about a day on 2 idle CPU cores: ~5 h of training, up to ~20 h of attacks "
              "(docs/adversarial-training.md)",
 ))

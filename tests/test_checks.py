@@ -62,6 +62,19 @@ def test_large_eps_must_break_an_undefended_model():
     assert check_large_eps("m", frame(row(eps=0.1))).status is Status.SKIP
 
 
+def test_an_adversarially_trained_model_is_tested_beyond_its_training_eps():
+    madry = {"train_linf_eps": 0.3}  # robust at its training eps by design: not a sign of masking
+    at_training_eps = check_large_eps("m", frame(row(eps=0.3, robust_accuracy=0.89, **madry)))
+    assert at_training_eps.status is Status.SKIP and "add eps ≥ 0.5 (adversarially trained at L∞ 0.3)" in \
+        at_training_eps.detail
+    falls = frame(row(eps=0.3, robust_accuracy=0.89, **madry), row(eps=0.5, robust_accuracy=0.04, **madry))
+    assert check_large_eps("m", falls).status is Status.PASS
+    holds = check_large_eps("m", frame(row(eps=0.5, robust_accuracy=0.7, **madry)))
+    assert holds.status is Status.FLAG and "gradient masking" in holds.detail
+    natural = {"train_linf_eps": None}  # a naturally trained model in the same table: 0.3 is large enough
+    assert check_large_eps("m", frame(row(eps=0.3, robust_accuracy=0.6, **natural))).status is Status.FLAG
+
+
 def test_pgd_must_beat_fgsm():
     fgsm = row(label="fgsm", attack="fgsm", robust_accuracy=0.4)
     assert check_pgd_vs_fgsm("m", frame(fgsm, row(robust_accuracy=0.3))).status is Status.PASS

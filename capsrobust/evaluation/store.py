@@ -42,7 +42,7 @@ RESULT_COLUMNS = [
     "objective_used", "params", "n", "clean_accuracy", "robust_accuracy", "attack_success_rate",
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
-    "train_seed", "precision", "capabilities",
+    "train_seed", "precision", "capabilities", "train_linf_eps",
 ]
 
 

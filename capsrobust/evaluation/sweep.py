@@ -79,6 +79,7 @@ from capsrobust.models.base import capabilities_of, capabilities_text
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
 from capsrobust.models.foreign import ForeignModel, in_memory_checkpoint
 from capsrobust.models.inference import predict
+from capsrobust.models.recipes import Recipe
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, resolve_device, versions
 
@@ -330,6 +331,12 @@ class _CellWork:
         return outcomes
 
 
+def _train_linf_eps(recipe: Recipe) -> float | None:
+    """The L∞ budget the model was adversarially trained at (None: naturally trained, or trained in L2)."""
+    adversarial = recipe.adversarial
+    return adversarial.eps if adversarial is not None and adversarial.norm == "linf" else None
+
+
 def _attack_cell(
     cell: Cell, entry: _Model, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
     device: torch.device, batch_size: int, shared: dict[str, tuple[AttackResult, float]], context: dict[str, Any],
@@ -387,6 +394,7 @@ def _attack_cell(
         "batch_size": context["batch_size"], "device": context["device"], "versions": context["versions"],
         "command": context["command"], "train_seed": entry.train_seed, "precision": context["precision"].value,
         "capabilities": capabilities_text(capabilities_of(entry.loaded.model)),
+        "train_linf_eps": _train_linf_eps(recipe),
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),
