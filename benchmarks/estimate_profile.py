@@ -33,10 +33,11 @@ import pandas as pd
 from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import load_suite
-from capsrobust.benchmark import get_profile, run_name
+from capsrobust.benchmark import run_name
 from capsrobust.evaluation.plan import PlannedModel, plan_cells
 from capsrobust.models.base import capabilities_of
 from capsrobust.models.recipes import Recipe, build_model, load_recipe
+from capsrobust.profiles import get_profile
 
 MEASURED = Path(__file__).resolve().parents[1] / "docs" / "gpu"
 CELL_OVERHEAD_S = 0.3  # predicting, scoring and saving one cell of 1,000 images (outside the attack)

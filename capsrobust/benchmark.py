@@ -34,7 +34,7 @@ from typing import Any
 from capsrobust.attacks.suites import load_suite
 from capsrobust.data import Dataset, DatasetName, load_dataset
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
-from capsrobust.errors import CapsRobustError, RecipeError, parse_choice
+from capsrobust.errors import RecipeError, parse_choice
 from capsrobust.evaluation.checks import Status
 from capsrobust.evaluation.store import SWEEP_FILE
 from capsrobust.evaluation.sweep import run_sweep
@@ -51,6 +51,7 @@ from capsrobust.figures.detection import write_detection_figures
 from capsrobust.figures.gallery import write_gallery
 from capsrobust.models.checkpoints import load_checkpoint, read_metadata
 from capsrobust.models.recipes import Recipe, load_recipe
+from capsrobust.profiles import BenchmarkError, BenchmarkProfile, get_profile
 from capsrobust.reporting.report import MANIFEST, build_report
 from capsrobust.reporting.sources import inputs_digest
 from capsrobust.runtime import atomic_write_text, command_line, read_table, resolve_device
@@ -65,10 +66,6 @@ FIGURE_IMAGES = 10  # test images in each reconstruction figure
 TWEAK_INDEX = 0  # the test image whose winning capsule the tweak figure moves
 
 
-class BenchmarkError(CapsRobustError):
-    """A benchmark cannot start or resume: unknown profile or stage, or a directory holding another benchmark."""
-
-
 class Stage(str, Enum):
     """The stages in the order they run; ``stop_after`` names one."""
 
@@ -81,111 +78,6 @@ class Stage(str, Enum):
     @classmethod
     def parse(cls, name: str | Stage) -> Stage:
         return parse_choice(cls, name, BenchmarkError, "stage")
-
-
-@dataclass(frozen=True)
-class BenchmarkProfile:
-    """What one benchmark trains and how it attacks: recipes with their epochs, a suite, n images, a backend."""
-
-    name: str
-    description: str
-    recipes: tuple[tuple[str, int], ...]  # (recipe name, epochs)
-    suite: str  # a name from attacks/ or a TOML file
-    n: int  # first n test images, the same for every model
-    backend: str  # art, foolbox or both
-    data: str  # the default data set
-    report: str  # the report's folder name under reports/
-    estimate: str  # expected wall time, for people choosing a profile
-    gallery_labels: tuple[str, ...] = ()  # attack labels the gallery shows (one figure row per model and label); all
-    gallery_per_row: int = 3  # examples per gallery row
-    # Training seeds of every recipe; empty: the benchmark's one seed. With several, run RECIPE-sK is trained with
-    # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.evaluation.seeds).
-    seeds: tuple[int, ...] = ()
-    train_precision: str = "auto"  # capsrobust.precision: auto is tf32 on a GPU, fp32 on a CPU
-    # What the attacks compute gradients in. fp32 unless a profile says otherwise; tf32 means fp32 on a CPU (which
-    # has no TF32). Robustness is always judged by fp32 predictions, whatever the attack computed in.
-    attack_precision: str = "fp32"
-
-
-PROFILES: dict[str, BenchmarkProfile] = {}
-
-
-def register_profile(profile: BenchmarkProfile) -> BenchmarkProfile:
-    """Add a profile to the registry; adding a profile is one call here, nothing else changes."""
-    if profile.name in PROFILES:
-        raise BenchmarkError(f"profile {profile.name!r} is registered twice")
-    PROFILES[profile.name] = profile
-    return profile
-
-
-def get_profile(name: str | BenchmarkProfile) -> BenchmarkProfile:
-    """A registered profile by name; an unknown name is refused with the list of known ones."""
-    if isinstance(name, BenchmarkProfile):
-        return name
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise BenchmarkError(f"unknown benchmark profile {name!r}; choose one of: {', '.join(PROFILES)}") from None
-
-
-register_profile(BenchmarkProfile(
-    name="tiny",
-    description="tiny models and the tiny suite on 20 images: every stage in seconds (tests, smoke runs)",
-    recipes=(("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)),
-    suite="tiny", n=20, backend="foolbox", data="mnist-5k", report="benchmark-tiny",
-    estimate="about half a minute on 2 CPU cores", gallery_labels=("pgd-linf",), gallery_per_row=1,
-))
-register_profile(BenchmarkProfile(
-    name="quick",
-    description="capsnet-paper, cnn-small and cnn-recon for 5 epochs each, the quick suite on 200 images",
-    recipes=(("capsnet-paper", 5), ("cnn-small", 5), ("cnn-recon", 5)),
-    suite="quick", n=200, backend="art", data="mnist-5k", report="benchmark-quick",
-    estimate="10-15 minutes on 2 idle CPU cores (training ~7 min, sweep ~4 min)",
-))
-register_profile(BenchmarkProfile(
-    name="standard",
-    description="the CPU reference run (reports/mnist-5k): the recipes' own epochs, cnn-baseline included, the "
-                "cpu-standard suite on 100 images",
-    recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
-    suite="cpu-standard", n=100, backend="both", data="mnist-5k", report="mnist-5k",
-    estimate="about 2 hours on 2 CPU cores: training ~70 min (cnn-baseline ~40), attacks 63 min (measured; "
-             "--reuse skips the training)",
-    gallery_labels=("pgd-linf", "pgd-linf-recon"),
-))
-register_profile(BenchmarkProfile(
-    name="gpu",
-    description="one GPU in minutes: the four paper models with three training seeds each on mnist-5k, the gpu "
-                "suite (the standard suite's attacks and AutoAttack; the expensive ones on seed 0) on all 1,000 "
-                "test images, both libraries on the main PGD cells",
-    recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
-    seeds=(0, 1, 2), suite="gpu", n=1000, backend="both", data="mnist-5k", report="gpu-mnist-5k",
-    attack_precision="tf32",
-    estimate="7.3-8 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py gpu; "
-             "training measured at 91 s, the whole profile not yet timed end to end: docs/gpu.md); many hours on "
-             "a CPU",
-    gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,
-))
-register_profile(BenchmarkProfile(
-    name="full",
-    description="full MNIST (--data-dir) on one GPU: longer training, the full suite in both libraries",
-    recipes=(("capsnet-paper", 30), ("cnn-small", 20), ("cnn-recon", 20), ("cnn-baseline", 20)),
-    suite="full", n=1000, backend="both", data="mnist", report="benchmark-full",
-    estimate="up to about 10.5 hours on one H100, estimated from measured per-cell costs (benchmarks/"
-             "estimate_profile.py full --train-images 55000): cnn-baseline's fp32 attacks and ART's Carlini-Wagner "
-             "dominate; adaptive attacks are priced as upper bounds",
-))
-register_profile(BenchmarkProfile(
-    name="robust",
-    description="robust capsules vs robust CNNs: capsnet-paper-at and cnn-small-at (Madry PGD L∞ 0.3, 40 steps), "
-                "the robust suite (PGD 100 steps with its 2×-steps check, restarts, vote attacks, APGD-CE, "
-                "AutoAttack, Square) on all 1,000 test images at L∞ 0.1-0.4",
-    recipes=(("capsnet-paper-at", 10), ("cnn-small-at", 20)),
-    suite="robust", n=1000, backend="art", data="mnist-5k", report="robust-mnist-5k",
-    attack_precision="tf32",
-    estimate="about 7.5 minutes on one H100, estimated from measured costs (benchmarks/estimate_profile.py robust; "
-             "not yet timed end to end); about a day on 2 idle CPU cores: ~5 h of training, up to ~20 h of attacks "
-             "(docs/adversarial-training.md)",
-))
 
 
 @dataclass(frozen=True)

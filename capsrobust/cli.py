@@ -542,7 +542,8 @@ def benchmark(
     task_gpus: float | None, retries: int,
 ) -> None:
     """Train, attack, detect, draw and report in one command; run it again to resume where it stopped."""
-    from capsrobust.benchmark import get_profile, parse_seeds, run_benchmark
+    from capsrobust.benchmark import parse_seeds, run_benchmark
+    from capsrobust.profiles import get_profile
 
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("art").setLevel(logging.WARNING)  # ART logs every attack's success rate at INFO

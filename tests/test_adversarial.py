@@ -210,7 +210,7 @@ def test_the_report_sets_adversarially_trained_capsules_against_cnns_with_their_
 def test_the_robust_profile_pairs_the_adversarially_trained_models_with_the_strongest_suite():
     from capsrobust.attacks.registry import AttackRole, get_attack
     from capsrobust.attacks.suites import load_suite
-    from capsrobust.benchmark import get_profile
+    from capsrobust.profiles import get_profile
 
     profile = get_profile("robust")
     assert [name for name, _ in profile.recipes] == ["capsnet-paper-at", "cnn-small-at"]

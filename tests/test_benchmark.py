@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from capsrobust.attacks.suites import load_suite
-from capsrobust.benchmark import PROFILES, BenchmarkError, Stage, get_profile, run_benchmark
+from capsrobust.benchmark import Stage, run_benchmark
 from capsrobust.cli import main
 from capsrobust.models.recipes import load_recipe
+from capsrobust.profiles import PROFILES, BenchmarkError, get_profile
 
 STAGES = [stage.value for stage in Stage]
 VOLATILE = ["seconds", "train_seconds", "images_per_second", "attack_seconds"]

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from capsrobust.attacks.suites import load_suite
-from capsrobust.benchmark import BenchmarkError, get_profile, parse_seeds, run_benchmark
+from capsrobust.benchmark import parse_seeds, run_benchmark
 from capsrobust.cli import main
 from capsrobust.evaluation.store import load_sweep
+from capsrobust.profiles import BenchmarkError, get_profile
 
 TINY = [("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)]
 
