@@ -22,6 +22,17 @@ def test_bare_names_resolve_to_the_models_folder():
     assert load_recipe("cnn-small").model.conv_channels == (32, 64)
 
 
+def test_bare_names_resolve_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no models/ here: the repository's recipes are found, as suites are
+    assert load_recipe("cnn-small-at").adversarial is not None
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "cnn-small.toml").write_text(
+        (REPO / "models" / "cnn-small.toml").read_text(encoding="utf-8").replace('name = "cnn-small"',
+                                                                                 'name = "cnn-small-local"'),
+        encoding="utf-8")
+    assert load_recipe("cnn-small").name == "cnn-small-local"  # the working directory's own models/ comes first
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "bad.toml"
     path.write_text(text)

@@ -37,6 +37,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 RECIPE_DIR = Path("models")
+# The recipes shipped with the repository, found also when the working directory is elsewhere.
+REPOSITORY_RECIPE_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 @dataclass(frozen=True)
@@ -151,14 +153,19 @@ class Recipe:
 
 
 def resolve_recipe_path(recipe: str | Path) -> Path:
-    """A path to a TOML file, or a bare recipe name looked up as ``models/NAME.toml``."""
+    """A path to a TOML file, or a bare recipe name looked up as ``models/NAME.toml``.
+
+    ``models/`` is the working directory's first, then the repository's, as for suites: a bare name also works
+    when the command runs elsewhere (a scratch folder for runs, a Ray worker's directory).
+    """
     path = Path(recipe)
     if path.is_file():
         return path
-    by_name = RECIPE_DIR / f"{recipe}.toml"
-    if by_name.is_file():
-        return by_name
-    known = sorted(p.stem for p in RECIPE_DIR.glob("*.toml")) if RECIPE_DIR.is_dir() else []
+    for folder in (RECIPE_DIR, REPOSITORY_RECIPE_DIR):
+        if (folder / f"{recipe}.toml").is_file():
+            return folder / f"{recipe}.toml"
+    known = sorted({p.stem for folder in (RECIPE_DIR, REPOSITORY_RECIPE_DIR) if folder.is_dir()
+                    for p in folder.glob("*.toml")})
     hint = f"; known recipes: {', '.join(known)}" if known else ""
     raise RecipeError(f"recipe {recipe!s} not found: pass a TOML file or a name from models/{hint}")
 
