@@ -37,6 +37,7 @@ from typing import Any
 from capsrobust.attacks.objectives import AttackObjective, ObjectiveError
 from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
 from capsrobust.errors import CapsRobustError
+from capsrobust.runtime import resolve_named_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,17 +140,9 @@ class Suite:
 
 
 def resolve_suite_path(suite: str | Path) -> Path:
-    """A path to a TOML file, or a bare suite name looked up as ``attacks/NAME.toml``."""
-    path = Path(suite)
-    if path.is_file():
-        return path
-    for folder in (SUITE_DIR, REPOSITORY_SUITE_DIR):
-        if (folder / f"{suite}.toml").is_file():
-            return folder / f"{suite}.toml"
-    known = sorted({p.stem for folder in (SUITE_DIR, REPOSITORY_SUITE_DIR) if folder.is_dir()
-                    for p in folder.glob("*.toml")})
-    hint = f"; known suites: {', '.join(known)}" if known else ""
-    raise SuiteError(f"suite {suite!s} not found: pass a TOML file or a name from attacks/{hint}")
+    """A path to a TOML file, or a bare suite name looked up in ``attacks/`` (the working directory's, then the
+    repository's)."""
+    return resolve_named_toml(suite, (SUITE_DIR, REPOSITORY_SUITE_DIR), "suite", SuiteError)
 
 
 def load_suite(suite: str | Path) -> Suite:

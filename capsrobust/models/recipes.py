@@ -30,6 +30,7 @@ from typing import Any
 from capsrobust.errors import RecipeError
 from capsrobust.models.base import CapsRobustModel
 from capsrobust.models.registry import get_architecture
+from capsrobust.runtime import resolve_named_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -153,21 +154,9 @@ class Recipe:
 
 
 def resolve_recipe_path(recipe: str | Path) -> Path:
-    """A path to a TOML file, or a bare recipe name looked up as ``models/NAME.toml``.
-
-    ``models/`` is the working directory's first, then the repository's, as for suites: a bare name also works
-    when the command runs elsewhere (a scratch folder for runs, a Ray worker's directory).
-    """
-    path = Path(recipe)
-    if path.is_file():
-        return path
-    for folder in (RECIPE_DIR, REPOSITORY_RECIPE_DIR):
-        if (folder / f"{recipe}.toml").is_file():
-            return folder / f"{recipe}.toml"
-    known = sorted({p.stem for folder in (RECIPE_DIR, REPOSITORY_RECIPE_DIR) if folder.is_dir()
-                    for p in folder.glob("*.toml")})
-    hint = f"; known recipes: {', '.join(known)}" if known else ""
-    raise RecipeError(f"recipe {recipe!s} not found: pass a TOML file or a name from models/{hint}")
+    """A path to a TOML file, or a bare recipe name looked up in ``models/`` (the working directory's, then the
+    repository's, as for suites)."""
+    return resolve_named_toml(recipe, (RECIPE_DIR, REPOSITORY_RECIPE_DIR), "recipe", RecipeError)
 
 
 def load_recipe(recipe: str | Path) -> Recipe:
