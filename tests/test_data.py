@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from capsrobust.data import IDX_FILES, DatasetName, load_dataset
+from capsrobust.data import IDX_FILES, KNOWN_PAYLOADS, DatasetName, identify_payloads, load_dataset
 from capsrobust.errors import DataError
 
 
@@ -107,3 +108,47 @@ def test_unknown_name_and_missing_data_dir_are_explained():
 def test_mnist5k_test_split_is_not_ordered_by_class(mnist5k):
     # Sweeps attack the first n test images: those must cover every class, not 0s and 1s.
     assert torch.bincount(mnist5k.test.labels[:100], minlength=10).min() >= 3
+
+
+def _payload_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of each IDX file's payload, as the loader computes them (the fake folder is not gzipped)."""
+    return {key: hashlib.sha256((folder / stem).read_bytes()).hexdigest() for key, stem in IDX_FILES.items()}
+
+
+def test_the_known_checksums_name_each_data_set():
+    # The published payload digests identify their data set; each set of four is distinct in every file.
+    assert identify_payloads(KNOWN_PAYLOADS["mnist"]) == "mnist"
+    assert identify_payloads(KNOWN_PAYLOADS["fashion-mnist"]) == "fashion-mnist"
+    mixed = {**KNOWN_PAYLOADS["mnist"], "test_labels": KNOWN_PAYLOADS["fashion-mnist"]["test_labels"]}
+    assert identify_payloads(mixed) is None
+    assert all(KNOWN_PAYLOADS["mnist"][key] != KNOWN_PAYLOADS["fashion-mnist"][key] for key in IDX_FILES)
+
+
+def test_fashion_files_given_as_mnist_are_refused_by_their_checksums(tmp_path, monkeypatch):
+    _fake_idx_folder(tmp_path)
+    monkeypatch.setitem(KNOWN_PAYLOADS, "fashion-mnist", _payload_digests(tmp_path))  # pretend these are Zalando's
+    assert load_dataset("fashion-mnist", tmp_path).provenance == "fashion-mnist"
+    with pytest.raises(DataError, match=r"holds the fashion-mnist files.*pass --data fashion-mnist"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_files_that_are_neither_load_with_a_warning_and_say_so(tmp_path, caplog):
+    _fake_idx_folder(tmp_path)
+    with caplog.at_level("WARNING", logger="capsrobust.data"):
+        dataset = load_dataset("mnist", tmp_path)
+    assert dataset.provenance == "unverified"
+    assert "neither the published MNIST nor Fashion-MNIST" in caplog.text
+
+
+def test_a_partial_folder_names_the_files_it_lacks(tmp_path):
+    _fake_idx_folder(tmp_path)
+    (tmp_path / IDX_FILES["test_labels"]).unlink()
+    with pytest.raises(DataError, match=r"lacks t10k-labels-idx1-ubyte\[\.gz\];"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_labels_that_disagree_in_count_with_images_are_refused(tmp_path):
+    _fake_idx_folder(tmp_path)
+    _write_idx(tmp_path / IDX_FILES["train_labels"], np.arange(5019) % 10, compress=False)
+    with pytest.raises(DataError, match=r"train IDX files .* do not match .*5020 images.*5019 labels"):
+        load_dataset("mnist", tmp_path)

@@ -7,6 +7,7 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     description = "FGSM and PGD L∞ in minutes on a CPU"
     n = 200                      # test images when the caller does not say (CLI --n)
     double_steps_check = true    # add a PGD cell with twice the steps (a self-check, see capsrobust.evaluation.checks)
+    cascade = false              # attack only what earlier attacks left robust (capsrobust.evaluation.cascade)
 
     [[attack]]
     name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
@@ -47,8 +48,8 @@ else:  # pragma: no cover
 SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
-SUITE_KEYS = {"name", "description", "n", "double_steps_check"}
-ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params"}
+SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n"}
 
 
 def model_group(model: str, train_seed: object) -> str:
@@ -86,6 +87,9 @@ class AttackEntry:
     objective: AttackObjective | None = None
     # The training seeds of the models it runs on; empty: all. A checkpoint's seed comes from its metadata.
     seeds: tuple[int, ...] = ()
+    # In a cascade, the attack runs on what is still robust among the sweep's first ``n`` images only (None: all):
+    # an expensive query attack (Square) can then check a verdict's 1,000 images on its first 200.
+    n: int | None = None
 
     def applies_to(self, model: str, train_seed: int | None = None) -> bool:
         """Whether this entry runs on ``model`` trained with ``train_seed`` (an unknown seed matches ``seeds = []``).
@@ -113,6 +117,8 @@ class AttackEntry:
             table["objective"] = self.objective.value
         if self.seeds:
             table["seeds"] = list(self.seeds)
+        if self.n is not None:
+            table["n"] = self.n
         return table
 
 
@@ -125,14 +131,15 @@ class Suite:
     n: int = 1000
     description: str = ""
     double_steps_check: bool = True
+    cascade: bool = False
     source: str = "<suite>"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "suite": {"name": self.name, "description": self.description, "n": self.n,
-                      "double_steps_check": self.double_steps_check},
-            "attack": [entry.to_dict() for entry in self.attacks],
-        }
+        header: dict[str, Any] = {"name": self.name, "description": self.description, "n": self.n,
+                                  "double_steps_check": self.double_steps_check}
+        if self.cascade:  # only when set, so the digests of suites without it (and their resumable sweeps) stay
+            header["cascade"] = True
+        return {"suite": header, "attack": [entry.to_dict() for entry in self.attacks]}
 
     def digest(self) -> str:
         """SHA-256 of the resolved suite: what a resumed sweep must match (the file's comments may change)."""
@@ -169,10 +176,11 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
         raise SuiteError(f"{source}: key 'suite.n' must be ≥ 1, got {n}")
     double = _typed(header.get("double_steps_check", True), bool, source, "suite.double_steps_check",
                     "true or false")
+    cascade = _typed(header.get("cascade", False), bool, source, "suite.cascade", "true or false")
     entries = table.get("attack")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{source}: no attacks; add at least one [[attack]] table with name and eps")
-    attacks = tuple(_entry(entry, index, source) for index, entry in enumerate(entries, start=1))
+    attacks = tuple(_entry(entry, index, source, cascade) for index, entry in enumerate(entries, start=1))
     labels = [entry.label for entry in attacks]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
@@ -180,10 +188,10 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
             f"{source}: two [[attack]] entries share the label {duplicates[0]!r}; give one a distinct 'label'"
         )
     return Suite(name=name, attacks=attacks, n=n, description=description, double_steps_check=double,
-                 source=source)
+                 cascade=cascade, source=source)
 
 
-def _entry(entry: Any, index: int, source: str) -> AttackEntry:
+def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:
     where = f"[[attack]] #{index}"
     if not isinstance(entry, Mapping):
         raise SuiteError(f"{source}: {where} must be a table")
@@ -226,6 +234,12 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
             objective = AttackObjective.parse(entry["objective"])
         except ObjectiveError as error:
             raise SuiteError(f"{source}: {where}: key 'objective': {error}") from None
+    limit = entry.get("n")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise SuiteError(f"{source}: {where}: key 'n' must be an integer ≥ 1 (images this attack sees), got {limit!r}")
+    if limit is not None and not cascade:
+        raise SuiteError(f"{source}: {where}: key 'n' needs the cascade (set cascade = true under [suite]); a full "
+                         f"sweep attacks every image with every attack")
     params = entry.get("params", {})
     if not isinstance(params, Mapping):
         raise SuiteError(f"{source}: {where}: key 'params' must be a table")
@@ -235,7 +249,7 @@ def _entry(entry: Any, index: int, source: str) -> AttackEntry:
         raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
     return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
                        params=tuple(sorted(resolved.items())), models=tuple(models),
-                       objective=objective, seeds=tuple(seeds))
+                       objective=objective, seeds=tuple(seeds), n=limit)
 
 
 def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:

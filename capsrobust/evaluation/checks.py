@@ -24,11 +24,17 @@ gradients           the objective's input gradients are finite and nonzero on ev
 deterministic       two forward passes of the same batch give the same scores
 coverage            attacks the sweep could not run for a model (no backend, not a capsule model)
 =================== =================================================================================
+
+In a cascade (``capsrobust.evaluation.cascade``) a later attack sees only what the earlier ones left robust, so two
+attacks' robust accuracies are not compared; the checks that compare attacks ask instead how many images the later
+one broke that every earlier one missed (its ``n_success``): more than the same tolerance, of all n images, is the
+same flag (APGD or Square finding what PGD missed, twice the steps finding what PGD-40 missed). PGD against FGSM and
+ART against Foolbox cannot be read off a cascade and are skipped there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
 
@@ -36,7 +42,7 @@ import pandas as pd
 import torch
 
 from capsrobust.attacks.objectives import AttackTarget, loss_module
-from capsrobust.attacks.registry import AttackError, AttackRole, AttackSpec, Norm, get_attack
+from capsrobust.attacks.registry import AttackError, AttackKind, AttackRole, AttackSpec, Norm, get_attack
 
 TOLERANCE = 1e-6
 MONOTONE_TOLERANCE = 0.01  # robust accuracy may rise by one point with eps before it is flagged
@@ -206,7 +212,27 @@ def _having(rows: pd.DataFrame, role: AttackRole, norm: Norm = Norm.LINF, surfac
     return rows[rows["attack"].map(matches).astype(bool)] if not rows.empty else rows
 
 
+def _cascaded(rows: pd.DataFrame) -> bool:
+    """Whether ``rows`` come from a cascade, where per-attack robust accuracies are cumulative."""
+    return "mode" in rows.columns and bool((rows["mode"] == "cascade").any())
+
+
+def _added(row: pd.Series) -> float:
+    """The fraction of all n images a cascaded cell broke that every earlier attack in its chain had missed."""
+    return float(row["n_success"]) / float(row["n"])
+
+
+def _before(rows: pd.DataFrame, row_index: object, eps: float) -> pd.DataFrame:
+    """The rows at ``eps`` that ran before row ``row_index`` in its cascade (rows are in plan order)."""
+    position = rows.index.get_loc(row_index)
+    earlier = rows.iloc[:position]
+    return earlier[(earlier["eps"] - eps).abs() < ROUNDING]
+
+
 def check_pgd_vs_fgsm(model: str, rows: pd.DataFrame) -> Check:
+    if _cascaded(rows):
+        return Check("pgd-vs-fgsm", model, Status.SKIP,
+                     "cascade: PGD attacked only what FGSM left robust, so the two are not compared")
     attacks = rows[rows["role"] == "attack"]
     fgsm = _having(attacks, AttackRole.SINGLE_STEP)
     pgd = _having(attacks, AttackRole.ITERATIVE)
@@ -230,6 +256,15 @@ def check_double_steps(model: str, rows: pd.DataFrame) -> Check:
                           suffixes=("_2x", "_1x"))
     if pairs.empty:
         return Check("double-steps", model, Status.SKIP, "the 2×-steps cell has no base cell to compare with")
+    if _cascaded(rows):
+        drops = pairs["n_success_2x"] / pairs["n_2x"]
+        detail = "; ".join(
+            f"{r['label_1x']}/{r['backend']}@{r['eps']:g}: {int(r['steps_or_queries_2x'])} steps broke "
+            f"{_pct(r['n_success_2x'] / r['n_2x'])} more than {int(r['steps_or_queries_1x'])} steps and the attacks "
+            f"before (cascade)" for _, r in pairs.iterrows())
+        if (drops > DOUBLE_STEPS_TOLERANCE + ROUNDING).any():
+            return Check("double-steps", model, Status.FLAG, f"PGD has not converged, raise its steps ({detail})")
+        return Check("double-steps", model, Status.PASS, detail)
     drops = pairs["robust_accuracy_1x"] - pairs["robust_accuracy_2x"]
     detail = "; ".join(
         f"{r['label_1x']}/{r['backend']}@{r['eps']:g}: {int(r['steps_or_queries_1x'])} steps "
@@ -248,6 +283,13 @@ def check_pgd_vs_apgd(model: str, rows: pd.DataFrame) -> Check:
     compared with the strongest APGD (and AutoAttack) that differentiates the same surface, the model or the
     capsules' votes. A flag says the PGD rows overstate robustness; read the best-attack rows.
     """
+    if _cascaded(rows):
+        return _cascade_gain(
+            "pgd-vs-apgd", model, rows, APGD_TOLERANCE,
+            later=lambda spec: spec.role in (AttackRole.ADAPTIVE, AttackRole.ENSEMBLE),
+            rival=lambda spec, later: spec.role is AttackRole.ITERATIVE and spec.surface == later.surface,
+            flag="APGD found images PGD and every attack before it left robust, PGD under-attacks (read the "
+                 "best-attack rows)", rivals_name="PGD")
     compared, bad = 0, []
     for surface in ("model", "votes"):
         iterative = _having(rows, AttackRole.ITERATIVE, surface=surface)
@@ -284,6 +326,13 @@ def check_gradient_free(model: str, rows: pd.DataFrame) -> Check:
     Gradient attacks are every bounded attack that is not gradient-free and not an ensemble (AutoAttack runs
     Square itself, so it cannot be beaten by Square and would hide the very masking this check looks for).
     """
+    if _cascaded(rows):
+        return _cascade_gain(
+            "gradient-free", model, rows, GRADIENT_FREE_TOLERANCE,
+            later=lambda spec: spec.gradient_free and not spec.ensemble and spec.kind is AttackKind.BOUNDED,
+            rival=lambda spec, later: not spec.gradient_free and not spec.ensemble and spec.norm is later.norm,
+            flag="a gradient-free attack broke images every gradient attack before it left robust, gradients are "
+                 "masked", rivals_name="gradient attacks")
     bounded = rows[rows["kind"] == "bounded"]
     ensemble = bounded["attack"].map(_is_ensemble).astype(bool)
     gradient_free = bounded["gradient_free"].astype(bool)
@@ -309,7 +358,38 @@ def check_gradient_free(model: str, rows: pd.DataFrame) -> Check:
                  f"the strongest gradient attack at least as strong as gradient-free in {pairs} cells")
 
 
+def _cascade_gain(
+    name: str, model: str, rows: pd.DataFrame, tolerance: float, *, later: Callable[[AttackSpec], bool],
+    rival: Callable[[AttackSpec, AttackSpec], bool], flag: str, rivals_name: str,
+) -> Check:
+    """A cascade's form of "attack B is not stronger than attack A": B, run after A at the same eps, broke at most
+    ``tolerance`` of all images beyond what A and every attack before it broke.
+    """
+    compared, bad = 0, []
+    cascaded = rows[rows["mode"] == "cascade"]
+    for index, row in cascaded.iterrows():
+        spec = _spec(str(row["attack"]))
+        if spec is None or not later(spec) or row["role"] != "attack":
+            continue
+        rivals = [other for _, other in _before(cascaded, index, float(row["eps"])).iterrows()
+                  if (other_spec := _spec(str(other["attack"]))) is not None and rival(other_spec, spec)]
+        if not rivals:
+            continue
+        compared += 1
+        if _added(row) > tolerance + ROUNDING:
+            bad.append(f"{_cell(row)} broke {_pct(_added(row))} more")
+    if compared == 0:
+        return Check(name, model, Status.SKIP, f"no cascaded cell ran after {rivals_name} at its eps")
+    if bad:
+        return Check(name, model, Status.FLAG, f"{flag}: " + "; ".join(bad))
+    return Check(name, model, Status.PASS,
+                 f"after {rivals_name}, at most {_pct(tolerance)} more broken in {compared} cascaded cells")
+
+
 def check_backends_agree(model: str, rows: pd.DataFrame) -> Check:
+    if _cascaded(rows):
+        return Check("backends-agree", model, Status.SKIP,
+                     "cascade: the second library attacked only what the first left robust")
     bounded = rows[(rows["kind"] == "bounded")]
     art = bounded[bounded["backend"] == "art"]
     foolbox = bounded[bounded["backend"] == "foolbox"]

@@ -50,6 +50,7 @@ class Cell:
     seed: int
     check_of: str = ""
     run_key: str = field(default="", compare=False)  # cells sharing a run_key share one attack run (minimisation)
+    limit: int | None = None  # a cascade attacks only among the first ``limit`` images (the suite entry's n)
 
 
 def slug(text: str) -> str:
@@ -126,14 +127,14 @@ def plan_cells(
             for backend in chosen:
                 for eps in entry.eps:
                     cells.append(_cell(label, "attack", entry.label, entry.attack, backend, eps, entry.params,
-                                       differentiates, seed, spec.kind))
+                                       differentiates, seed, spec.kind, limit=entry.n))
                 if suite.double_steps_check and _converges_by_steps(spec):
                     budgets = sorted(e for e in entry.eps if e > 0)
                     if budgets:
                         params = tuple((k, v * 2 if k == "steps" else v) for k, v in entry.params)
                         cells.append(_cell(label, "check", f"{entry.label}-2x-steps", entry.attack, backend,
                                            budgets[(len(budgets) - 1) // 2], params, differentiates, seed, spec.kind,
-                                           check_of=entry.label))
+                                           check_of=entry.label, limit=entry.n))
         if missing:
             notes.append(Check("coverage", label, Status.SKIP, "not run: " + "; ".join(missing)))
         else:
@@ -152,7 +153,7 @@ def _converges_by_steps(spec: AttackSpec) -> bool:
 def _cell(
     model: str, role: str, label: str, attack: str, backend: Backend, eps: float,
     params: tuple[tuple[str, ParamValue], ...], objective: AttackObjective, seed: int, kind: AttackKind,
-    check_of: str = "",
+    check_of: str = "", limit: int | None = None,
 ) -> Cell:
     run_key = f"{slug(model)}__{slug(label)}__{backend.value}__{objective.value}"
     cell_id = f"{run_key}__eps{eps:g}"
@@ -160,4 +161,4 @@ def _cell(
     key = run_key if kind is AttackKind.MINIMIZATION else cell_id
     return Cell(cell_id=cell_id, model=model, role=role, label=label, attack=attack, backend=backend, eps=eps,
                 params=params, objective=objective, seed=derive_seed(seed, key), check_of=check_of,
-                run_key=run_key if kind is AttackKind.MINIMIZATION else cell_id)
+                run_key=run_key if kind is AttackKind.MINIMIZATION else cell_id, limit=limit)

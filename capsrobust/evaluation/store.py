@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 SWEEP_FILE = "sweep.json"
 
 
-DEFAULTS = {"precision": Precision.FP32.value}  # what a sweep started before a setting existed ran with
+# What a sweep started before a setting existed ran with.
+DEFAULTS = {"precision": Precision.FP32.value, "cascade": False}
 
 
 CELLS_DIR = "cells"
@@ -42,13 +43,13 @@ RESULT_COLUMNS = [
     "objective_used", "params", "n", "clean_accuracy", "robust_accuracy", "attack_success_rate",
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
-    "train_seed", "precision", "capabilities", "train_linf_eps",
+    "train_seed", "precision", "capabilities", "train_linf_eps", "mode", "n_attacked",
 ]
 
 
 EXAMPLE_COLUMNS = [
     "cell_id", "model", "index", "label", "clean_pred", "adv_pred", "l2", "linf", "in_bounds", "in_ball",
-    "success", "robust",
+    "success", "robust", "attacked",
 ]
 
 
@@ -175,6 +176,11 @@ class CellStore:
         self._read(cell.cell_id)  # keep exactly what a resumed sweep would read back
         self.done.add(cell.cell_id)
         self._write_results()
+
+    def robust_flags(self) -> dict[str, np.ndarray]:
+        """Every finished cell's per-example robust flags, in example order (what a cascade continues from)."""
+        return {cell_id: frame.sort_values("index")["robust"].to_numpy(dtype=bool)
+                for cell_id, frame in self.examples.items()}
 
     def results(self) -> pd.DataFrame:
         return pd.DataFrame([self.rows[c] for c in self.order if c in self.rows], columns=RESULT_COLUMNS)

@@ -43,8 +43,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,7 @@ from capsrobust.attacks.registry import (
 )
 from capsrobust.attacks.suites import Suite, load_suite
 from capsrobust.data import Dataset, load_dataset
+from capsrobust.evaluation import cascade
 from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
 from capsrobust.evaluation.plan import (
     Cell,
@@ -132,6 +133,7 @@ def run_sweep(
     precision: str | Precision = Precision.FP32,
     progress: bool = True,
     executor: Executor | None = None,
+    cascade: bool | None = None,
 ) -> pd.DataFrame:
     """Attack every model in ``runs`` with ``suite``; returns the results table.
 
@@ -149,15 +151,24 @@ def run_sweep(
     ``executor`` runs the cells (default: ``LocalExecutor()``, here, in plan order; ``capsrobust.execution``): every
     executor gives the same tables, and a sweep started under one resumes under another. A cell that fails on every
     try is a ``failed`` row of the checks table and the sweep goes on; resuming retries it.
+    ``cascade`` (default: the suite's ``cascade``) attacks at each budget only the images every earlier attack left
+    robust, which keeps the best-attack numbers exact and makes the per-attack ones cumulative
+    (``capsrobust.evaluation.cascade``); a sweep resumes only in the mode it started in.
     """
     out = Path(out_dir)
     setup = _Setup.of(runs, suite, data, n=n, backend=backend, device=device, objective=objective,
                       batch_size=batch_size, data_dir=data_dir, precision=precision)
+    cascaded = setup.suite.cascade if cascade is None else cascade
     cells, notes = plan_cells(setup.suite, setup.planned_models(), setup.backends, seed)
-    prepare_dir(out, setup.request(backend, seed, objective, save_adversarials), resume, cells, _library_versions())
+    limited = sorted({cell.label for cell in cells if cell.limit is not None})
+    if limited and not cascaded:
+        raise SweepError(f"the suite limits {', '.join(limited)} to its first n images, which needs the cascade; "
+                         f"run the suite in cascade mode (drop --no-cascade)")
+    request = {**setup.request(backend, seed, objective, save_adversarials), "cascade": cascaded}
+    prepare_dir(out, request, resume, cells, _library_versions())
     store = CellStore(out, cells)
     runner = executor if executor is not None else LocalExecutor()
-    model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress)
+    model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
     checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),
                            *check_results(store.results())])
     atomic_write(out / "checks.csv", lambda path: checks.to_csv(path, index=False))
@@ -230,12 +241,18 @@ class _Setup:
 
 
 def _attack_cells(
-    setup: _Setup, cells: list[Cell], store: CellStore, runner: Executor, save_adversarials: bool, progress: bool
+    setup: _Setup, cells: list[Cell], store: CellStore, runner: Executor, save_adversarials: bool, progress: bool,
+    cascaded: bool,
 ) -> tuple[list[Check], list[Failure]]:
-    """Run the model self-checks, then every unfinished cell through ``runner``, storing each as it finishes."""
+    """Run the model self-checks, then every unfinished cell through ``runner``, storing each as it finishes.
+
+    A cascade runs in rounds (``cascade.rounds``): before each, the images still robust in every chain are read
+    back from the stored cells, so a resumed cascade continues from exactly what its files say.
+    """
     bar = tqdm(total=len(cells), initial=len(store.done), desc="sweep", unit="cell", disable=not progress)
     work = _CellWork({m.label: runner.share(m) for m in setup.models}, runner.share(setup.images),
-                     runner.share(setup.labels), setup.device, setup.batch_size, setup.context(), save_adversarials)
+                     runner.share(setup.labels), setup.device, setup.batch_size, setup.context(), save_adversarials,
+                     cascaded)
 
     def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> None:
         for cell, (row, examples, adversarials) in zip(job.payload, outcomes, strict=True):
@@ -247,7 +264,13 @@ def _attack_cells(
         model_checks = [check for entry in setup.models for check in
                         check_model(entry.label, attack_target(entry.loaded.model, entry.objective), setup.images,
                                     setup.labels, setup.device)]
-        failures = runner.run(work, _jobs(cells, store.done), finished)
+        if not cascaded:
+            failures = runner.run(work, _jobs(cells, store.done), finished)
+        else:
+            failures = []
+            for round_cells in cascade.rounds(cells, store.done):
+                masks = cascade.still_robust(cells, round_cells, store.robust_flags())
+                failures += runner.run(replace(work, still_robust=masks), _jobs(round_cells, store.done), finished)
     finally:
         bar.close()
         store.write_examples()  # also when stopped: the per-example table of every finished cell
@@ -309,6 +332,8 @@ class _CellWork:
     batch_size: int
     context: dict[str, Any]
     keep_adversarials: bool
+    cascaded: bool = False
+    still_robust: Mapping[str, torch.Tensor] = field(default_factory=dict)  # cascade: per cell, what is left
 
     @property
     def uses_gpu(self) -> bool:
@@ -325,10 +350,29 @@ class _CellWork:
         shared: dict[str, tuple[AttackResult, float]] = {}
         outcomes = []
         for cell in cells:
+            alive = self._still_robust(cell, clean == labels)
             row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
-                                                       self.batch_size, shared, self.context)
+                                                       self.batch_size, shared, self.context, alive)
             outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
         return outcomes
+
+    def _still_robust(self, cell: Cell, correct: torch.Tensor) -> torch.Tensor | None:
+        """The images a cascaded cell finds robust (clean-correct, no earlier attack broke them), or None: a full
+        sweep's cell, which attacks every image."""
+        if not self.cascaded or cascade.chain_of(cell) is None:
+            return None
+        left = self.still_robust.get(cell.cell_id)
+        return correct if left is None else correct & left
+
+
+def _nominal_budget(cell: Cell) -> int:
+    """The steps or queries a cell would have spent per image, for a cascaded cell left nothing to attack."""
+    params = dict(cell.params)
+    for key in ("steps", "queries", "apgd_steps", "max_iter"):
+        value = params.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 1
 
 
 def _train_linf_eps(recipe: Recipe) -> float | None:
@@ -340,34 +384,53 @@ def _train_linf_eps(recipe: Recipe) -> float | None:
 def _attack_cell(
     cell: Cell, entry: _Model, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
     device: torch.device, batch_size: int, shared: dict[str, tuple[AttackResult, float]], context: dict[str, Any],
+    alive: torch.Tensor | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, torch.Tensor]:
-    """Run (or, for a minimisation attack, reuse) the attack of ``cell`` and score it."""
+    """Run (or, for a minimisation attack, reuse) the attack of ``cell`` and score it.
+
+    ``alive`` (a cascade, ``capsrobust.evaluation.cascade``) are the images still robust; the cell attacks those of
+    them among its first ``cell.limit``, and the others keep their clean image: not robust when an earlier attack
+    broke them (or the model never got them right), still robust when only the limit kept them from this attack.
+    """
     spec = get_attack(cell.attack)
+    correct = clean == labels  # (n,)
+    if alive is None:
+        attacked = torch.ones_like(correct)
+    else:
+        attacked = alive & (torch.arange(len(labels)) < (cell.limit or len(labels)))
+    chosen = attacked.nonzero().flatten()
     if cell.run_key in shared:
         result, seconds = shared[cell.run_key]
+    elif len(chosen) == 0:  # a cascade with nothing left to attack at this budget
+        result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), "none (nothing left to attack)"), 0.0
     else:
         started = time.perf_counter()
         with precision_scope(context["precision"], device, autotune=False):  # attacks shrink their batches
             result = run_attack(
-                cell.attack, entry.loaded.model, images, labels, eps=cell.eps, params=dict(cell.params),
-                objective=cell.objective, backend=cell.backend, device=device, seed=cell.seed, batch_size=batch_size,
+                cell.attack, entry.loaded.model, images[chosen], labels[chosen], eps=cell.eps,
+                params=dict(cell.params), objective=cell.objective, backend=cell.backend, device=device,
+                seed=cell.seed, batch_size=batch_size,
             )
         seconds = time.perf_counter() - started
         if spec.kind is AttackKind.MINIMIZATION:
             shared[cell.run_key] = (result, seconds)
-    adversarials = result.adversarials  # (n, 1, 28, 28), exactly as the library returned them
-    adv_pred = predict(entry.loaded.model, adversarials, device, batch_size)
+    adversarials = images.clone()  # (n, 1, 28, 28)
+    adversarials[chosen] = result.adversarials  # exactly as the library returned them
+    adv_pred = clean.clone()
+    if len(chosen):
+        adv_pred[chosen] = predict(entry.loaded.model, adversarials[chosen], device, batch_size)
     delta = (adversarials.double() - images.double()).flatten(1)  # (n, 784)
     l2, linf = delta.norm(dim=1), delta.abs().amax(dim=1)
     flat = adversarials.flatten(1)
     in_bounds = (flat.amin(dim=1) >= -TOLERANCE) & (flat.amax(dim=1) <= 1 + TOLERANCE)
     in_ball = (linf if spec.norm is Norm.LINF else l2) <= cell.eps + TOLERANCE
-    correct = clean == labels
-    broken = correct & (adv_pred != labels)
+    broken = correct & attacked & (adv_pred != labels)
     if spec.kind is AttackKind.MINIMIZATION:
         broken &= in_ball
-    robust = correct & ~broken
+    robust = (correct if alive is None else alive) & ~broken  # a cascade's: robust to this and every earlier attack
     n_correct, n_broken = int(correct.sum()), int(broken.sum())
+    # Among the images attacked: all clean-correct ones in a full sweep, what was left in a cascade.
+    n_attackable = int((correct & attacked).sum())
 
     def stat(values: torch.Tensor, how: str) -> float | None:
         chosen = values[broken]
@@ -385,7 +448,7 @@ def _attack_cell(
         "objective": cell.objective.value, "objective_used": result.objective_used,
         "params": json.dumps(dict(cell.params), sort_keys=True), "n": context["n"],
         "clean_accuracy": n_correct / context["n"], "robust_accuracy": int(robust.sum()) / context["n"],
-        "attack_success_rate": n_broken / n_correct if n_correct else None,
+        "attack_success_rate": n_broken / n_attackable if n_attackable else None,
         "n_clean_correct": n_correct, "n_success": n_broken,
         "l2_median": stat(l2, "median"), "l2_mean": stat(l2, "mean"),
         "linf_median": stat(linf, "median"), "linf_mean": stat(linf, "mean"),
@@ -395,12 +458,13 @@ def _attack_cell(
         "command": context["command"], "train_seed": entry.train_seed, "precision": context["precision"].value,
         "capabilities": capabilities_text(capabilities_of(entry.loaded.model)),
         "train_linf_eps": _train_linf_eps(recipe),
+        "mode": cascade.FULL if alive is None else cascade.CASCADE, "n_attacked": len(chosen),
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),
         "label": labels.numpy(), "clean_pred": clean.numpy(), "adv_pred": adv_pred.numpy(),
         "l2": l2.numpy(), "linf": linf.numpy(), "in_bounds": in_bounds.numpy(), "in_ball": in_ball.numpy(),
-        "success": broken.numpy(), "robust": robust.numpy(),
+        "success": broken.numpy(), "robust": robust.numpy(), "attacked": attacked.numpy(),
     }, columns=EXAMPLE_COLUMNS)
     return row, examples, adversarials
 

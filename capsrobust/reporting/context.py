@@ -62,6 +62,15 @@ def suite_of(source: Source) -> dict[str, Any]:
     return source.record.get("request", {}).get("suite", {}).get("suite", {})
 
 
+def mode_note(results: pd.DataFrame) -> str:
+    """What a table built from ``results`` means when its sweep ran as a cascade (empty for a full sweep)."""
+    if "mode" not in results.columns or not (results["mode"] == "cascade").any():
+        return ""
+    return (" Mode: cascade. Each attack ran only on the images every attack before it (at this eps and every "
+            "smaller one, in the suite's order) left robust, so per-attack numbers are cumulative, not standalone; "
+            "the best-attack rows are exact.")
+
+
 def pct(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return ""

@@ -12,6 +12,7 @@ from capsrobust.figures.results import NORM_TITLES
 from capsrobust.reporting.context import (
     ReportContext,
     concat,
+    mode_note,
     num,
     pct,
     tagged,
@@ -76,7 +77,8 @@ def comparison(context: ReportContext, draft: Draft) -> None:
         suffix = f" ({source.shown})" if context.many else ""
         draft.blocks.append(Table("comparison", display, (("compute this table", command), context.rebuild()),
                                   f"{candidate} (candidate) against {baseline} (baseline){suffix}: robust "
-                                  f"accuracy (%) on the same {int(frame['n'].max())} images."))
+                                  f"accuracy (%) on the same {int(frame['n'].max())} images."
+                                  f"{mode_note(source.tables.results)}"))
     draft.tables["comparison"] = concat(raw)
 
 

@@ -11,6 +11,7 @@ from capsrobust.figures.results import NORM_TITLES
 from capsrobust.reporting.context import (
     ReportContext,
     concat,
+    mode_note,
     pct,
     tagged,
 )
@@ -51,7 +52,8 @@ def headline(context: ReportContext, draft: Draft) -> None:
                 (("produced by", context.sweep_command(source)), context.rebuild()),
                 f"{NORM_TITLES[norm]}: robust accuracy (%) per attack and eps{suffix}. Clean: clean accuracy (%). "
                 f"**best attack** rows: per-image worst case over the model's attacks at that eps or a smaller "
-                f"one. 95% Wilson intervals and per-cell wall times in tables/headline.csv."))
+                f"one. 95% Wilson intervals and per-cell wall times in tables/headline.csv."
+                f"{mode_note(source.tables.results)}"))
 
 
 def _pivot(rows: pd.DataFrame, model_order: list[str]) -> pd.DataFrame:

@@ -1,0 +1,163 @@
+"""Cascade mode: the order of a chain, its rounds, and a cascaded sweep against a full one on deterministic attacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from capsrobust.attacks.objectives import AttackObjective
+from capsrobust.attacks.registry import Backend
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.evaluation import cascade
+from capsrobust.evaluation.checks import Status
+from capsrobust.evaluation.plan import PlannedModel, SweepError, plan_cells
+from capsrobust.evaluation.store import load_sweep
+from capsrobust.evaluation.sweep import run_sweep
+
+N = 40
+# Deterministic attacks only (no random start): an image's adversarial does not depend on which other images share
+# its batch, so a cascade must reproduce the full sweep's per-image outcomes exactly where it attacks.
+DETERMINISTIC = {
+    "suite": {"name": "deterministic", "n": N},
+    "attack": [
+        {"name": "fgsm", "eps": [0.0, 0.05, 0.1, 0.2]},
+        {"name": "pgd-linf", "eps": [0.05, 0.1, 0.2], "params": {"steps": 4, "rel_step": 0.25, "random_start": False}},
+        {"name": "pgd-l2", "eps": [1.0], "params": {"steps": 3, "rel_step": 0.25, "random_start": False}},
+    ],
+}
+
+
+def _suite(cascaded: bool):
+    table = {**DETERMINISTIC, "suite": {**DETERMINISTIC["suite"], "cascade": cascaded}}
+    return suite_from_dict(table, source="deterministic.toml")
+
+
+def test_a_chain_runs_budgets_upwards_with_each_check_right_after_its_attack():
+    cells, _ = plan_cells(_suite(True), [PlannedModel("m", AttackObjective.MARGIN)], (Backend.ART,), seed=0)
+    chains = cascade.chains(cells)
+    assert set(chains) == {"m|linf", "m|l2"}
+    order = [(cell.label, cell.eps) for cell in chains["m|linf"]]
+    assert order == [("fgsm", 0.0), ("fgsm", 0.05), ("pgd-linf", 0.05), ("fgsm", 0.1), ("pgd-linf", 0.1),
+                     ("pgd-linf-2x-steps", 0.1), ("fgsm", 0.2), ("pgd-linf", 0.2)]
+
+
+def test_rounds_take_the_kth_unfinished_cell_of_every_chain():
+    planned = [PlannedModel("a", AttackObjective.MARGIN), PlannedModel("b", AttackObjective.MARGIN)]
+    cells, _ = plan_cells(_suite(True), planned, (Backend.ART,), seed=0)
+    chains = cascade.chains(cells)
+    first = chains["a|linf"][0].cell_id
+    ordered = cascade.rounds(cells, done={first})
+    assert len(ordered) == 8  # the longest chain, b's L∞ (8 cells); a's L∞ has 7 left
+    assert [c.cell_id for c in ordered[0]] == [chains["a|linf"][1].cell_id, chains["a|l2"][0].cell_id,
+                                               chains["b|linf"][0].cell_id, chains["b|l2"][0].cell_id]
+    assert sum(map(len, ordered)) == len(cells) - 1
+
+
+def test_still_robust_ands_every_finished_cell_at_a_budget_no_larger():
+    cells, _ = plan_cells(_suite(True), [PlannedModel("m", AttackObjective.MARGIN)], (Backend.ART,), seed=0)
+    chain = cascade.chains(cells)["m|linf"]
+    robust = {chain[0].cell_id: np.array([1, 1, 1, 0], bool),   # fgsm 0
+              chain[1].cell_id: np.array([1, 1, 0, 0], bool),   # fgsm 0.05
+              chain[3].cell_id: np.array([0, 1, 1, 1], bool)}   # fgsm 0.1: larger than pgd 0.05's budget
+    masks = cascade.still_robust(cells, [chain[2]], robust)
+    assert masks[chain[2].cell_id].tolist() == [True, True, False, False]
+
+
+@pytest.fixture(scope="module")
+def both_modes(trained_runs, mnist5k, tmp_path_factory):
+    runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
+    tables = {}
+    for cascaded in (False, True):
+        out = tmp_path_factory.mktemp("cascade" if cascaded else "full")
+        run_sweep(runs, _suite(cascaded), mnist5k, out_dir=out, device="cpu", progress=False)
+        tables[cascaded] = (out, load_sweep(out))
+    return tables
+
+
+def _robust(examples: pd.DataFrame, cell_id: str) -> np.ndarray:
+    return examples[examples["cell_id"] == cell_id].sort_values("index")["robust"].to_numpy(bool)
+
+
+def test_cascade_reproduces_the_full_sweeps_best_attack_per_image(both_modes):
+    (_, full), (_, cascaded) = both_modes[False], both_modes[True]
+    results = cascaded.results
+    assert set(results["mode"]) == {"cascade"} and set(full.results["mode"]) == {"full"}
+    for (model, norm), rows in results.groupby(["model", "norm"]):
+        full_rows = full.results[(full.results["model"] == model) & (full.results["norm"] == norm)]
+        for eps in sorted(rows["eps"].unique()):
+            # Full sweep: robust at eps = robust to every attack at every budget ≤ eps (an adversarial in a smaller
+            # ball is one in the larger ball too).
+            expected = np.logical_and.reduce([_robust(full.examples, c)
+                                              for c in full_rows.loc[full_rows["eps"] <= eps, "cell_id"]])
+            last_id = [cell_id for cell_id, at in _chain(results, model, norm) if at == eps][-1]
+            last = rows[rows["cell_id"] == last_id].iloc[0]
+            got = _robust(cascaded.examples, last["cell_id"])
+            assert got.tolist() == expected.tolist(), (model, norm, eps)
+            assert last["robust_accuracy"] == pytest.approx(expected.mean())
+
+
+def _chain(results: pd.DataFrame, model: str, norm: str) -> list[tuple[str, float]]:
+    """The chain's cells in cascade order, as (cell id, eps): by eps, then in plan order (the table's order)."""
+    rows = results[(results["model"] == model) & (results["norm"] == norm)]
+    order = sorted(range(len(rows)), key=lambda i: (rows["eps"].iloc[i], i))
+    return [(rows["cell_id"].iloc[i], rows["eps"].iloc[i]) for i in order]
+
+
+def test_each_cascaded_cell_attacks_exactly_what_was_left(both_modes):
+    _, cascaded = both_modes[True]
+    results, examples = cascaded.results, cascaded.examples
+    for (model, norm), _ in results.groupby(["model", "norm"]):
+        chain = _chain(results, model, norm)
+        left = None
+        for cell_id, _eps in chain:
+            row = results[results["cell_id"] == cell_id].iloc[0]
+            outcome = examples[examples["cell_id"] == cell_id].sort_values("index")
+            attacked = outcome["attacked"].to_numpy(bool)
+            correct = (outcome["clean_pred"] == outcome["label"]).to_numpy()
+            assert attacked.tolist() == (correct if left is None else left).tolist()
+            assert row["n_attacked"] == attacked.sum()
+            assert row["n_success"] == outcome["success"].sum()
+            assert not outcome.loc[~attacked, "success"].any()
+            robust = outcome["robust"].to_numpy(bool)
+            assert robust.tolist() == (attacked & ~outcome["success"].to_numpy(bool)).tolist()
+            left = robust
+
+
+def test_cascaded_robust_accuracy_never_rises_along_a_chain(both_modes):
+    _, cascaded = both_modes[True]
+    results = cascaded.results.set_index("cell_id")
+    for (model, norm), _ in cascaded.results.groupby(["model", "norm"]):
+        accuracies = [results.loc[cell_id, "robust_accuracy"] for cell_id, _ in _chain(cascaded.results, model, norm)]
+        assert accuracies == sorted(accuracies, reverse=True)
+
+
+def test_checks_that_compare_attacks_read_what_a_later_attack_added(both_modes):
+    _, cascaded = both_modes[True]
+    checks = cascaded.checks
+    assert set(checks.loc[checks["check"] == "pgd-vs-fgsm", "status"]) == {Status.SKIP.value}
+    doubled = checks[checks["check"] == "double-steps"]
+    assert doubled["detail"].str.contains("cascade").all()
+    assert set(checks.loc[checks["check"] == "eps-zero", "status"]) == {Status.PASS.value}
+
+
+def test_a_stopped_cascade_resumes_to_the_same_tables(both_modes, trained_runs, mnist5k, tmp_path):
+    out, cascaded = both_modes[True]
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    chain = _chain(cascaded.results, cascaded.results["model"].iloc[0], "linf")
+    for cell_id, _ in chain[3:]:  # as if stopped after the third cell of the first chain
+        (copy / "cells" / f"{cell_id}.json").unlink()
+    runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
+    resumed = run_sweep(runs, _suite(True), mnist5k, out_dir=copy, device="cpu", progress=False, resume=True)
+    columns = ["cell_id", "robust_accuracy", "n_attacked", "n_success"]
+    pd.testing.assert_frame_equal(resumed[columns], cascaded.results[columns])
+
+
+def test_a_sweep_resumes_only_in_the_mode_it_started_in(both_modes, trained_runs, mnist5k):
+    out, _ = both_modes[True]
+    runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
+    with pytest.raises(SweepError, match="cascade"):
+        run_sweep(runs, _suite(True), mnist5k, out_dir=out, device="cpu", progress=False, resume=True, cascade=False)
