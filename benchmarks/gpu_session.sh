@@ -6,6 +6,7 @@
 #                                            # capsnet-paper trained in fp32 and in bf16 (15 epochs, seed 0)
 #   bash benchmarks/gpu_session.sh profile   # ≤ 8 min: `capsrobust benchmark --profile gpu` into reports/gpu-mnist-5k
 #   bash benchmarks/gpu_session.sh short     # the fp32/bf16 training check, then the profile until DEADLINE seconds
+#   bash benchmarks/gpu_session.sh mnist     # full MNIST: the gpu-mnist profile, then cnn-small-at-mnist (issue 17)
 #
 # Run from the project's root on a machine with a GPU and no network, with the wheels of ../shared/gpu/wheels.sh in
 # .whl/ (ART, Foolbox, mlxtend and their needs). Results go to $OUT (default /tmp/capsrobust-gpu): logs, JSON, and
@@ -72,5 +73,26 @@ case "$step" in
     done
     BUDGET=$(( ${DEADLINE:-270} - ($(date +%s) - started) )) bash "$0" profile
     ;;
-  *) echo "unknown step $step: use check, profile or short"; exit 2 ;;
+  mnist)
+    # Issue 17's GPU run, in its order: the full-MNIST gpu profile (4 models × 3 seeds, the mnist cascade on 1,000
+    # digits) within BUDGET seconds (default 470), then Madry's cnn-small-at on full MNIST (40-step PGD, 20 epochs)
+    # and its leaderboard suite until DEADLINE (default 540). Needs .data/mnist (../shared/gpu/README.md).
+    started=$(date +%s)
+    timeout -s INT "${BUDGET:-470}" python3 -c 'from capsrobust.cli import main; main()' benchmark \
+      --profile gpu-mnist --data-dir .data/mnist --device cuda --out runs/benchmark/gpu-mnist --no-progress \
+      > "$out/gpu-mnist.log" 2>&1
+    echo "gpu-mnist exit $? after $(( $(date +%s) - started )) s"; tail -5 "$out/gpu-mnist.log"
+    left=$(( ${DEADLINE:-540} - ($(date +%s) - started) ))
+    if [ "$left" -gt 30 ]; then
+      timeout -s INT "$left" python3 -c 'from capsrobust.cli import main; main()' benchmark --profile mnist-robust \
+        --data-dir .data/mnist --device cuda --out runs/benchmark/robust-mnist --no-progress \
+        > "$out/robust-mnist.log" 2>&1
+      echo "mnist-robust exit $? after $(( $(date +%s) - started )) s"; tail -5 "$out/robust-mnist.log"
+    fi
+    tar -czf "$out/gpu-mnist.tgz" reports/gpu-mnist reports/robust-mnist runs/benchmark/*mnist/benchmark.json \
+      runs/benchmark/*mnist/sweep/{sweep.json,results.csv,checks.csv,examples.csv} runs/benchmark/*mnist/sweep/detection \
+      runs/benchmark/*mnist/runs/*/{run.json,metrics.csv,best.json} 2>/dev/null
+    ls -la "$out"
+    ;;
+  *) echo "unknown step $step: use check, profile, short or mnist"; exit 2 ;;
 esac

@@ -334,9 +334,9 @@ def _recipe(name: str) -> Recipe:
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` → (0, 1, 2); anything but distinct non-negative integers is refused with one line."""
+    """``"0,1,2"`` → (0, 1, 2); anything but distinct non-negative ASCII integers below 2^63 is refused in one line."""
     parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() for part in parts):
+    if not all(part.isascii() and part.isdigit() and int(part) < 2**63 for part in parts):
         raise BenchmarkError(f"--seeds takes distinct non-negative integers separated by commas, e.g. 0,1,2; "
                              f"got {text!r}")
     return check_seeds([int(part) for part in parts])

@@ -20,6 +20,37 @@ PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # capsrobust.precision.Pre
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
 
 
+MAX_SEED = 2**63 - 1
+
+
+class OneLineError(click.ClickException):
+    """A bad value caught while click parses arguments, shown as one line (click's own errors add usage lines)."""
+
+    exit_code = 2
+
+
+class SeedType(click.ParamType):
+    """A seed as people type one: ASCII digits only, 0 to 2^63 - 1.
+
+    click's ``int`` takes whatever Python's ``int`` does, Arabic-Indic digits included, and a seed too large for
+    torch would then fail deep inside a run with a traceback.
+    """
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED:
+            return value
+        text = str(value).strip()
+        if not (text.isascii() and text.isdigit()) or int(text) > MAX_SEED:
+            name = param.opts[0] if param is not None and param.opts else "seed"
+            raise OneLineError(f"{name}: {value!r} is not a seed; use a plain integer from 0 to {MAX_SEED}")
+        return int(text)
+
+
+SEED = SeedType()
+
+
 class CapsRobustGroup(click.Group):
     """Turns the library's own errors into one line on stderr and exit code 2, and Ctrl-C into exit code 130."""
 
@@ -82,7 +113,7 @@ def main(verbose: bool, plugins: tuple[str, ...]) -> None:
 @data_options
 @click.option("--epochs", type=click.IntRange(min=1), help="default: the recipe's")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory [runs/RECIPE-DATA]")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--seeds", "seeds_text", metavar="LIST",
               help="one run per seed, comma-separated (e.g. 0,1,2), into OUT-sK; side by side with --executor ray")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
@@ -289,7 +320,7 @@ def describe(recipe: str, as_json: bool) -> None:
 @data_options
 @click.option("--n", "count", type=click.IntRange(1, 50), default=10, show_default=True, help="images to show")
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
-@click.option("--seed", type=int, default=0, show_default=True, help="chooses which images")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="chooses which images")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="PNG file to write")
 @click.option("--device", default="auto", show_default=True)
 def reconstruct(
@@ -379,7 +410,7 @@ RESULT_SUMMARY = [
                    "budgets grows it")
 @click.option("--save-adversarials", is_flag=True, help="store every cell's adversarials as .npz")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--objective", help=OBJECTIVE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), help="images per attack batch [1,000 on a GPU, 100 on a CPU]")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
@@ -448,7 +479,7 @@ def pd_display_width() -> Any:
 @click.option("--title", help="report title [default: from the suites and data sets]")
 @click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="bootstrap resamples for the paired comparison")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the bootstrap")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the bootstrap")
 def report(
     result_dirs: tuple[str, ...], out_dir: str, formats: str, title: str | None, n_resamples: int, seed: int
 ) -> None:
@@ -468,7 +499,7 @@ def report(
 @click.option("--candidate", required=True, help="model name or multi-seed recipe, as --baseline")
 @click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="bootstrap resamples")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the bootstrap")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the bootstrap")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="also write the table as CSV")
 def compare(
     result_dir: str, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
@@ -538,7 +569,7 @@ def compare(
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--reuse", is_flag=True, help="use finished runs in --reuse-dir/RECIPE as they are instead of training")
 @click.option("--reuse-dir", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--seed", type=int, default=0, show_default=True, help="seeds the attacks and figures (and the training "
+@click.option("--seed", type=SEED, default=0, show_default=True, help="seeds the attacks and figures (and the training "
               "of a one-seed profile)")
 @click.option("--seeds", "seeds_text", metavar="LIST",
               help="training seeds, comma-separated, e.g. 0,1,2 [default: the profile's, else --seed]")
@@ -619,7 +650,7 @@ def detect(
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False), help="PNG file to write")
 @click.option("--n-per-row", type=click.IntRange(1, 10), default=3, show_default=True, help="examples per row")
-@click.option("--seed", type=int, default=0, show_default=True, help="chooses which examples")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="chooses which examples")
 @click.option("--attack", "labels", multiple=True, help="attack label of the suite, repeatable [default: all]")
 @click.option("--eps", type=float, help="budget of the cells shown [default: each attack's largest]")
 @click.option("--backend", type=click.Choice(["art", "foolbox"]), help="[default: each attack's first]")

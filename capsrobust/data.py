@@ -38,8 +38,8 @@ IDX_FILES = {
 SPLITS = ("train", "val", "test")
 # SHA-256 of the four *decompressed* IDX payloads. Compressed files differ between mirrors (gzip headers, levels),
 # the payloads do not. MNIST: LeCun's files; Fashion-MNIST: Zalando's, which use the same file names, so only the
-# checksums tell the two apart. Each value was checked against two independent published lists (and MNIST's against
-# the files in ../shared/data/mnist); see docs/data.md.
+# checksums tell the two apart. MNIST's were computed from LeCun's files and match published lists; Fashion-MNIST's
+# come from published lists that agree with each other, its label files' also from the official files hashed here.
 KNOWN_PAYLOADS = {
     "mnist": {
         "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",

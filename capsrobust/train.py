@@ -262,6 +262,10 @@ def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: to
                 with precision_scope(run.precision, run.device):
                     output = run.model(images, labels)
                     loss = run.model.loss(output, images, labels).total
+            if not bool(torch.isfinite(loss.detach())):  # one step further would write NaN weights
+                raise RunError(f"the training loss became {float(loss.detach())} at epoch {epoch + 1}, batch "
+                               f"{batch + 1}; stopped before saving anything of this epoch: lower the learning rate "
+                               f"or check the data for NaN pixels")
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()

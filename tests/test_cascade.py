@@ -70,7 +70,8 @@ def both_modes(trained_runs, mnist5k, tmp_path_factory):
     tables = {}
     for cascaded in (False, True):
         out = tmp_path_factory.mktemp("cascade" if cascaded else "full")
-        run_sweep(runs, _suite(cascaded), mnist5k, out_dir=out, device="cpu", progress=False)
+        run_sweep(runs, _suite(cascaded), mnist5k, out_dir=out, device="cpu", progress=False,
+                  save_adversarials=cascaded)
         tables[cascaded] = (out, load_sweep(out))
     return tables
 
@@ -151,7 +152,8 @@ def test_a_stopped_cascade_resumes_to_the_same_tables(both_modes, trained_runs, 
     for cell_id, _ in chain[3:]:  # as if stopped after the third cell of the first chain
         (copy / "cells" / f"{cell_id}.json").unlink()
     runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
-    resumed = run_sweep(runs, _suite(True), mnist5k, out_dir=copy, device="cpu", progress=False, resume=True)
+    resumed = run_sweep(runs, _suite(True), mnist5k, out_dir=copy, device="cpu", progress=False, resume=True,
+                        save_adversarials=True)
     columns = ["cell_id", "robust_accuracy", "n_attacked", "n_success"]
     pd.testing.assert_frame_equal(resumed[columns], cascaded.results[columns])
 
@@ -159,5 +161,48 @@ def test_a_stopped_cascade_resumes_to_the_same_tables(both_modes, trained_runs, 
 def test_a_sweep_resumes_only_in_the_mode_it_started_in(both_modes, trained_runs, mnist5k):
     out, _ = both_modes[True]
     runs = [trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]]
-    with pytest.raises(SweepError, match="cascade"):
-        run_sweep(runs, _suite(True), mnist5k, out_dir=out, device="cpu", progress=False, resume=True, cascade=False)
+    with pytest.raises(SweepError, match="started with another cascade"):
+        run_sweep(runs, _suite(True), mnist5k, out_dir=out, device="cpu", progress=False, resume=True, cascade=False,
+                  save_adversarials=True)
+
+
+def test_an_attack_limited_to_its_first_n_images_leaves_the_rest_as_they_were(trained_runs, mnist5k, tmp_path):
+    table = {"suite": {"name": "limited", "n": N, "cascade": True, "double_steps_check": False},
+             "attack": [{"name": "fgsm", "eps": [0.05]},
+                        {"name": "pgd-linf", "eps": [0.05], "n": 15,
+                         "params": {"steps": 4, "rel_step": 0.25, "random_start": False}}]}
+    results = run_sweep([trained_runs["cnn-tiny"]], suite_from_dict(table, source="limited.toml"), mnist5k,
+                        out_dir=tmp_path, device="cpu", progress=False)
+    examples = load_sweep(tmp_path).examples
+    fgsm, pgd = (examples[examples["cell_id"] == c].sort_values("index") for c in results["cell_id"])
+    left = fgsm["robust"].to_numpy(bool)
+    attacked = pgd["attacked"].to_numpy(bool)
+    assert attacked.tolist() == (left & (np.arange(N) < 15)).tolist()
+    assert pgd["robust"].to_numpy(bool)[15:].tolist() == left[15:].tolist()
+    assert results["n_attacked"].iloc[1] == attacked.sum()
+
+
+def test_an_attack_of_its_own_n_needs_the_cascade(trained_runs, mnist5k, tmp_path):
+    from capsrobust.attacks.suites import SuiteError
+
+    table = {"suite": {"name": "limited", "n": N}, "attack": [{"name": "fgsm", "eps": [0.1], "n": 5}]}
+    with pytest.raises(SuiteError, match="key 'n' needs the cascade"):
+        suite_from_dict(table, source="limited.toml")
+    cascaded = suite_from_dict({**table, "suite": {**table["suite"], "cascade": True}}, source="limited.toml")
+    with pytest.raises(SweepError, match="needs the cascade"):
+        run_sweep([trained_runs["cnn-tiny"]], cascaded, mnist5k, out_dir=tmp_path, device="cpu", progress=False,
+                  cascade=False)
+    assert not (tmp_path / "sweep.json").exists()  # refused before anything was written
+
+
+def test_the_detector_scores_only_what_a_cascaded_cell_attacked(both_modes, mnist5k, tmp_path):
+    from capsrobust.detection.pipeline import run_detection
+
+    out, cascaded = both_modes[True]
+    table = run_detection(out, out_dir=tmp_path / "detection", device="cpu", dataset=mnist5k)
+    assert len(table)
+    for _, row in table.iterrows():
+        attacked = cascaded.examples[(cascaded.examples["cell_id"] == row["cell_id"])
+                                     & cascaded.examples["attacked"].astype(bool)
+                                     & (cascaded.examples["clean_pred"] == cascaded.examples["label"])]
+        assert row["n"] == len(attacked)

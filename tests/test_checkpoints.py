@@ -67,3 +67,13 @@ def test_pickles_and_foreign_json_are_refused(tmp_path, run_copy):
         load_checkpoint(run_copy / "last.json")
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(tmp_path, bad):
+    model = build_model(recipe("capsnet-tiny")).eval()
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[3] = bad
+    save_checkpoint(tmp_path / "ckpt", model, recipe("capsnet-tiny"), {"epoch": 1})  # SHA-256 consistent: not altered
+    with pytest.raises(CheckpointError, match="NaN or infinite weights"):
+        load_checkpoint(tmp_path / "ckpt")

@@ -59,6 +59,10 @@ def test_train_then_evaluate_json(tmp_path):
         (("train", "cnn-tiny", "--data", "mnist", "--data-dir", "/nonexistent"), "lacks its IDX files"),
         (("evaluate", "/nonexistent/run"), "no checkpoint at"),
         (("train", "cnn-tiny", "--device", "tpu"), "unknown device 'tpu'"),
+        (("train", "cnn-tiny", "--seed", "\u0661\u0662"), "is not a seed"),  # Arabic-Indic 12: int() takes it
+        (("train", "cnn-tiny", "--seed", str(2**64)), "is not a seed"),
+        (("train", "cnn-tiny", "--seed", "-1"), "is not a seed"),
+        (("train", "cnn-tiny", "--seeds", "0,\u00b2"), "--seeds takes distinct non-negative integers"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_code_2(args, message):

@@ -100,6 +100,15 @@ def test_a_precision_the_device_cannot_run_stops_training_before_anything_is_wri
     assert not (tmp_path / "run").exists()
 
 
+def test_a_loss_that_turns_nan_stops_training_before_any_checkpoint_is_written(tmp_path, small):
+    images = small.train.images.clone()
+    images[250:] = float("nan")  # the third batch of 100 meets them
+    poisoned = dataclasses.replace(small, train=dataclasses.replace(small.train, images=images))
+    with pytest.raises(RunError, match=r"training loss became nan at epoch 1, batch \d+; stopped before saving"):
+        train(recipe("cnn-tiny"), poisoned, tmp_path / "run", TrainSettings(device="cpu", progress=False))
+    assert not list((tmp_path / "run").glob("best.*")) and not list((tmp_path / "run").glob("last.*"))
+
+
 def test_existing_run_is_not_overwritten_without_resume(tmp_path, small):
     settings = TrainSettings(epochs=1, device="cpu", progress=False)
     train(recipe("cnn-tiny"), small, tmp_path, settings)

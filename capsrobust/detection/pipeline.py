@@ -12,7 +12,8 @@ every model of the sweep that can reconstruct class-conditionally (CapsNet, CNN+
 Models without a decoder are listed as skipped, with the reason, never silently dropped.
 
 Which inputs count: as in the sweep's ``attack_success_rate``, the *attacked inputs* of a cell are the test images
-the model classifies correctly when clean (an image it already gets wrong cannot be broken); ``n`` counts them. A
+the model classifies correctly when clean (an image it already gets wrong cannot be broken) and, in a cascade, that
+the cell attacked (not those an earlier attack had already broken); ``n`` counts them. A
 success is the sweep's own (``examples.csv``: misclassified, and for a minimisation attack within the threshold),
 so ``attack_success_rate`` here equals the sweep's. The clean scores of a row are those of the same attacked images.
 
@@ -349,6 +350,8 @@ def _score_cell(
         raise DetectionError(f"examples.csv of {record.path} lacks rows of cell {cell['cell_id']}; resume the sweep")
     index = outcomes["index"].to_numpy()
     attacked = (outcomes["clean_pred"] == outcomes["label"]).to_numpy()  # (n,) the inputs the attack could break
+    if "attacked" in outcomes:  # a cascade attacked only what earlier attacks left; the rest kept their clean image
+        attacked = attacked & outcomes["attacked"].astype(bool).to_numpy()
     success = outcomes["success"].astype(bool).to_numpy()
     outcome = detection_outcome(clean_scores[index][attacked], adv_scores[index][attacked], success[attacked],
                                 threshold)

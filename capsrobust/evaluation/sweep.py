@@ -210,8 +210,13 @@ class _Setup:
         if count < 1:
             raise SweepError(f"n must be ≥ 1, got {count}")
         split = dataset.test.head(count)
+        models = _load_models(runs, torch_device, objective)
+        for model in models:  # allowed (transfer between data sets is a question too), but never silently
+            trained_on = model.loaded.metadata.get("dataset")
+            if trained_on is not None and trained_on != dataset.name.value:
+                log.warning("%s was trained on %s and is attacked on %s", model.label, trained_on, dataset.name.value)
         return cls(chosen_suite, backends, torch_device, batch_size, attack_precision, dataset, split.images,
-                   split.labels, _load_models(runs, torch_device, objective))
+                   split.labels, models)
 
     def planned_models(self) -> list[PlannedModel]:
         return [PlannedModel(m.label, m.objective, capabilities_of(m.loaded.model), m.train_seed)

@@ -112,7 +112,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
 
 
 def check_state_matches(model: CapsRobustModel, state: dict[str, torch.Tensor], source: Path) -> None:
-    """Refuse weights whose names or shapes differ from the model's."""
+    """Refuse weights whose names or shapes differ from the model's, or that are not finite."""
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
     found = {name: tuple(tensor.shape) for name, tensor in state.items()}
     missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
@@ -125,3 +125,7 @@ def check_state_matches(model: CapsRobustModel, state: dict[str, torch.Tensor], 
                 f"{source} does not match its recipe ({name} has shape {found[name]}, recipe wants {shape}); "
                 f"retrain with that recipe"
             )
+    for name, tensor in state.items():  # a diverged run's weights would turn every result into noise or NaN
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source} holds NaN or infinite weights ({name}); the run diverged: retrain it "
+                                  f"(a lower learning rate, or --resume from an earlier checkpoint)")
