@@ -59,6 +59,17 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("[model]\nconv1_channels = 8\n", r"missing key 'architecture'"),
         ('architecture = "cnn"\ncolour = "red"\n', r"unknown key 'colour'"),
         ('architecture = "cnn"\n[model\n', r"not valid TOML"),
+        # ranges, checked at load before anything allocates
+        ('architecture = "capsnet"\n[model]\nrouting_iterations = 0\n', r"\[model\] routing_iterations must lie in"),
+        ('architecture = "capsnet"\n[model]\nconv1_channels = 0\n', r"\[model\] conv1_channels must lie in \[1, "),
+        ('architecture = "capsnet"\n[model]\ndecoder_hidden = [512, 100000000000]\n', r"decoder_hidden must lie in"),
+        ('architecture = "capsnet"\n[model]\nconv1_kernel = 27\n', r"leave no primary capsule"),
+        ('architecture = "capsnet"\n[model]\nmargin_plus = 0.05\n', r"margins need"),
+        ('architecture = "cnn"\n[model]\nhidden_units = [0]\n', r"hidden_units must lie in"),
+        ('architecture = "cnn"\n[model]\ndropout = 1.0\n', r"dropout must lie in \[0, 1\)"),
+        ('architecture = "cnn"\n[model]\nnum_classes = 1\n', r"num_classes must be ≥ 2"),
+        ('architecture = "cnn-recon"\n[model]\nclass_dim = 0\n', r"class_dim must lie in"),
+        ('architecture = "cnn"\n[model]\ninput_std = 0.0\n', r"input_std must be positive"),
     ],
 )
 def test_bad_recipes_are_refused_with_file_and_key(tmp_path, text, message):

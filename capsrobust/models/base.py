@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -152,3 +152,26 @@ class CapsRobustModel(nn.Module, ABC):
     def decoder_parameter_names(self) -> set[str]:
         """Names of parameters that belong to a reconstruction decoder (none by default)."""
         return set()
+
+
+#: The largest layer width or channel count a recipe may ask for. Far above any published MNIST or CIFAR network
+#: (the paper's widest layer has 1,024 units); a mistyped size beyond it would allocate gigabytes before anything
+#: could say what was wrong.
+MAX_LAYER_SIZE = 16_384
+
+
+def check_sizes(config: object, *names: str) -> None:
+    """Refuse sizes (ints, or tuples of ints) outside [1, MAX_LAYER_SIZE], naming the key; raises ``ValueError``."""
+    for name in names:
+        value = getattr(config, name)
+        for size in value if isinstance(value, tuple) else (value,):
+            if not 1 <= size <= MAX_LAYER_SIZE:
+                raise ValueError(f"{name} must lie in [1, {MAX_LAYER_SIZE:,}], got {value}")
+
+
+def check_normalisation_and_classes(config: Any) -> None:
+    """The checks every architecture shares: at least two classes and a positive input standard deviation."""
+    if config.num_classes < 2:
+        raise ValueError(f"num_classes must be ≥ 2, got {config.num_classes}")
+    if not config.input_std > 0:
+        raise ValueError(f"input_std must be positive, got {config.input_std}")

@@ -36,6 +36,8 @@ from capsrobust.models.base import (
     Normalize,
     at_least_fp32,
     build_decoder,
+    check_normalisation_and_classes,
+    check_sizes,
     mask_by_class,
     sum_squared_error,
 )
@@ -194,6 +196,22 @@ class CapsNetConfig:
     input_mean: float = 0.0
     input_std: float = 1.0
     image_size: int = 28
+
+    def __post_init__(self) -> None:
+        """Ranges checked at load, before anything allocates (recipe errors name the key)."""
+        check_sizes(self, "conv1_channels", "conv1_kernel", "primary_channels", "primary_dim", "primary_kernel",
+                    "primary_stride", "digit_dim", "decoder_hidden", "image_size")
+        check_normalisation_and_classes(self)
+        if not 1 <= self.routing_iterations <= 100:
+            raise ValueError(f"routing_iterations must lie in [1, 100] (1: no routing), got {self.routing_iterations}")
+        if not 0 <= self.margin_minus < self.margin_plus <= 1:
+            raise ValueError(f"margins need 0 ≤ margin_minus < margin_plus ≤ 1, got {self.margin_minus} and "
+                             f"{self.margin_plus}")
+        if self.margin_down_weight < 0 or self.reconstruction_weight < 0:
+            raise ValueError("margin_down_weight and reconstruction_weight must be ≥ 0")
+        if self.primary_grid < 1:
+            raise ValueError(f"conv1_kernel {self.conv1_kernel} and primary_kernel {self.primary_kernel} leave no "
+                             f"primary capsule on a {self.image_size}×{self.image_size} image")
 
     @property
     def primary_grid(self) -> int:

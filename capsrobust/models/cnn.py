@@ -12,7 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from capsrobust.models.base import CapsRobustModel, LossTerms, ModelOutput, Normalize, at_least_fp32
+from capsrobust.models.base import (
+    CapsRobustModel,
+    LossTerms,
+    ModelOutput,
+    Normalize,
+    at_least_fp32,
+    check_normalisation_and_classes,
+    check_sizes,
+)
 from capsrobust.models.registry import register_architecture
 
 
@@ -29,6 +37,15 @@ class CNNConfig:
     input_mean: float = 0.1307
     input_std: float = 0.3081
     image_size: int = 28
+
+    def __post_init__(self) -> None:
+        """Ranges checked at load, before anything allocates (recipe errors name the key)."""
+        check_sizes(self, "conv_channels", "kernel_size", "hidden_units", "image_size")
+        check_normalisation_and_classes(self)
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.kernel_size > self.image_size:
+            raise ValueError(f"kernel_size {self.kernel_size} exceeds the {self.image_size}-pixel image")
 
 
 @register_architecture("cnn", CNNConfig)

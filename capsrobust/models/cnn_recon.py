@@ -25,6 +25,7 @@ from capsrobust.models.base import (
     ModelOutput,
     at_least_fp32,
     build_decoder,
+    check_sizes,
     mask_by_class,
     sum_squared_error,
 )
@@ -39,6 +40,12 @@ class CNNReconConfig(CNNConfig):
     class_dim: int = 16
     decoder_hidden: tuple[int, ...] = (512, 1024)
     reconstruction_weight: float = 0.0005
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_sizes(self, "class_dim", "decoder_hidden")
+        if self.reconstruction_weight < 0:
+            raise ValueError(f"reconstruction_weight must be ≥ 0, got {self.reconstruction_weight}")
 
 
 @register_architecture("cnn-recon", CNNReconConfig)
