@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,18 +53,35 @@ class SeedType(click.ParamType):
 SEED = SeedType()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, how nohup'd jobs and schedulers are stopped, raised where Ctrl-C would be: the same clean stop."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 class CapsRobustGroup(click.Group):
-    """Turns the library's own errors into one line on stderr and exit code 2, and Ctrl-C into exit code 130."""
+    """Turns the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit code 130 and SIGTERM
+    into 143, after the same clean stop (finished epochs and cells kept, ``--resume`` continues)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
         try:
             return super().invoke(ctx)
         except CapsRobustError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except Terminated:
+            click.echo("terminated (SIGTERM); finished work is kept, --resume continues", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def data_options(function: Any) -> Any:

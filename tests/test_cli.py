@@ -80,3 +80,39 @@ def test_reconstruct_and_tweak_write_pngs(trained_runs, tmp_path):
     refused = invoke("tweak", str(trained_runs["cnn-tiny"]), "--out", str(tmp_path / "c.png"))
     assert refused.exit_code == 2 and "no class-conditional decoder" in refused.output
     assert not (tmp_path / "c.png").exists()
+
+
+SIGTERM_DURING_TRAINING = """
+import os, signal, sys
+import capsrobust.train as training
+calls = {"n": 0}
+shift = training.random_shift
+
+def shift_then_terminate(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == 3:  # the third batch of the first epoch: as `kill PID` would, from outside
+        os.kill(os.getpid(), signal.SIGTERM)
+    return shift(*args, **kwargs)
+
+training.random_shift = shift_then_terminate
+from capsrobust.cli import main
+main(["train", "cnn-tiny", "--epochs", "1", "--out", sys.argv[1], "--no-progress", "--device", "cpu"])
+"""
+
+
+def test_sigterm_stops_training_like_ctrl_c_and_resume_continues(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "run"
+    stopped = subprocess.run([sys.executable, "-c", SIGTERM_DURING_TRAINING, str(out)], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
+    assert "Traceback" not in stopped.stderr
+    assert (out / "interrupted.safetensors").is_file() and not (out / "best.safetensors").exists()
+    resumed = invoke("train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--resume", "--no-progress",
+                     "--device", "cpu")
+    assert resumed.exit_code == 0 and "best validation accuracy" in resumed.output
