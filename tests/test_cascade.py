@@ -206,3 +206,10 @@ def test_the_detector_scores_only_what_a_cascaded_cell_attacked(both_modes, mnis
                                      & cascaded.examples["attacked"].astype(bool)
                                      & (cascaded.examples["clean_pred"] == cascaded.examples["label"])]
         assert row["n"] == len(attacked)
+
+
+def test_a_cell_left_nothing_to_attack_names_its_entrys_objective():
+    results = pd.DataFrame({"model": ["m", "m"], "label": ["pgd", "pgd"], "backend": ["art", "art"],
+                            "objective_used": ["margin(lengths)", "none (nothing left to attack)"],
+                            "n_attacked": [12, 0]})
+    assert cascade.objectives_used(results) == {cascade.entry_key("m", "pgd", "art"): "margin(lengths)"}

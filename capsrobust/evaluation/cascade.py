@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 from capsrobust.attacks.registry import AttackKind, AttackRole, get_attack
@@ -95,3 +96,19 @@ def still_robust(
             if earlier:
                 masks[cell.cell_id] = torch.from_numpy(np.logical_and.reduce(earlier).astype(bool))
     return masks
+
+
+def entry_key(model: str, label: str, backend: str) -> str:
+    """One suite entry on one model in one library: its cells at every budget differentiate the same objective."""
+    return f"{model}|{label}|{backend}"
+
+
+def objectives_used(results: pd.DataFrame) -> dict[str, str]:
+    """What each entry's cells that attacked something differentiated, so that a cell of the same entry left nothing
+    to attack (at a budget where every image was already broken) names the same objective in the tables."""
+    if results.empty:
+        return {}
+    ran = results[results["n_attacked"] > 0]
+    return {entry_key(str(model), str(label), str(backend)): str(used)
+            for model, label, backend, used in zip(ran["model"], ran["label"], ran["backend"], ran["objective_used"],
+                                                   strict=True)}

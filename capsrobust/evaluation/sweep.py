@@ -275,7 +275,8 @@ def _attack_cells(
             failures = []
             for round_cells in cascade.rounds(cells, store.done):
                 masks = cascade.still_robust(cells, round_cells, store.robust_flags())
-                failures += runner.run(replace(work, still_robust=masks), _jobs(round_cells, store.done), finished)
+                chained = replace(work, still_robust=masks, objectives=cascade.objectives_used(store.results()))
+                failures += runner.run(chained, _jobs(round_cells, store.done), finished)
     finally:
         bar.close()
         store.write_examples()  # also when stopped: the per-example table of every finished cell
@@ -339,6 +340,7 @@ class _CellWork:
     keep_adversarials: bool
     cascaded: bool = False
     still_robust: Mapping[str, torch.Tensor] = field(default_factory=dict)  # cascade: per cell, what is left
+    objectives: Mapping[str, str] = field(default_factory=dict)  # cascade: what each entry's earlier cells used
 
     @property
     def uses_gpu(self) -> bool:
@@ -356,8 +358,10 @@ class _CellWork:
         outcomes = []
         for cell in cells:
             alive = self._still_robust(cell, clean == labels)
+            # a 2×-steps check differentiates what the PGD it checks does
+            used = self.objectives.get(cascade.entry_key(cell.model, cell.check_of or cell.label, cell.backend.value))
             row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
-                                                       self.batch_size, shared, self.context, alive)
+                                                       self.batch_size, shared, self.context, alive, used)
             outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
         return outcomes
 
@@ -389,13 +393,14 @@ def _train_linf_eps(recipe: Recipe) -> float | None:
 def _attack_cell(
     cell: Cell, entry: _Model, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
     device: torch.device, batch_size: int, shared: dict[str, tuple[AttackResult, float]], context: dict[str, Any],
-    alive: torch.Tensor | None = None,
+    alive: torch.Tensor | None = None, objective_used: str | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, torch.Tensor]:
     """Run (or, for a minimisation attack, reuse) the attack of ``cell`` and score it.
 
     ``alive`` (a cascade, ``capsrobust.evaluation.cascade``) are the images still robust; the cell attacks those of
     them among its first ``cell.limit``, and the others keep their clean image: not robust when an earlier attack
     broke them (or the model never got them right), still robust when only the limit kept them from this attack.
+    ``objective_used`` names what the entry differentiated at its other budgets, for a cell left nothing to attack.
     """
     spec = get_attack(cell.attack)
     correct = clean == labels  # (n,)
@@ -407,7 +412,8 @@ def _attack_cell(
     if cell.run_key in shared:
         result, seconds = shared[cell.run_key]
     elif len(chosen) == 0:  # a cascade with nothing left to attack at this budget
-        result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), "none (nothing left to attack)"), 0.0
+        used = objective_used or "none (nothing left to attack)"
+        result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), used), 0.0
     else:
         started = time.perf_counter()
         with precision_scope(context["precision"], device, autotune=False):  # attacks shrink their batches
