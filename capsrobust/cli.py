@@ -437,12 +437,15 @@ RESULT_SUMMARY = [
 @click.option("--cascade/--no-cascade", default=None,
               help="attack only what earlier attacks left robust: exact best-attack numbers, cumulative per-attack "
                    "ones [default: the suite's cascade]")
+@click.option("--max-cells", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="refuse a suite that expands to more cells (a typo in an eps list, usually)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @executor_options
 def sweep(
     runs: tuple[str, ...], suite_name: str, data_name: str, data_dir: str | None, download: bool, n: int | None,
     backend: str, out_dir: str | None, resume: bool, save_adversarials: bool, device: str, seed: int,
-    objective: str | None, batch_size: int | None, precision: str, cascade: bool | None, no_progress: bool,
+    objective: str | None, batch_size: int | None, precision: str, cascade: bool | None, max_cells: int,
+    no_progress: bool,
     executor_name: str,
     ray_address: str | None, task_cpus: float, task_gpus: float | None, retries: int,
 ) -> None:
@@ -465,7 +468,7 @@ def sweep(
             list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
             save_adversarials=save_adversarials, device=device, seed=seed, objective=chosen_objective,
             batch_size=batch_size, data_dir=data_dir, precision=precision, progress=not no_progress,
-            executor=executor, cascade=cascade,
+            executor=executor, cascade=cascade, max_cells=max_cells,
         )
     tables = load_sweep(out)
     cascaded = (tables.results["mode"] == "cascade").any()

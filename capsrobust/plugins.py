@@ -66,6 +66,10 @@ def _load_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exit_:  # sys.exit(0) in a plugin must not make the command look as if it succeeded
+        del sys.modules[name]
+        raise PluginError(f"plugin {path} called sys.exit({exit_.code!r}) while loading; a plugin should only "
+                          f"register architectures or attacks") from None
     except Exception as error:  # whatever the user's file raises, say which file and why, in one line
         del sys.modules[name]
         raise PluginError(f"plugin {path} failed to import: {type(error).__name__}: {error}") from None

@@ -91,3 +91,10 @@ def test_without_the_plugin_the_architecture_is_unknown_and_bad_plugins_are_one_
     with pytest.raises(PluginError, match="not a Python file"):
         load_plugins([tmp_path / "toy.toml"])
     assert load_plugins([PLUGIN]) == load_plugins([PLUGIN])  # loaded once per process, registered once
+
+
+def test_a_plugin_that_calls_sys_exit_fails_the_command(tmp_path):
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(0)\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["--plugin", str(tmp_path / "exits.py"), "describe", "capsnet-tiny"])
+    assert result.exit_code == 2 and "called sys.exit(0) while loading" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -188,3 +188,9 @@ def test_bad_ray_settings_are_one_line_errors_not_hangs(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     with pytest.raises(ExecutionError, match=r"a Ray worker cannot load what the jobs need .*lib_only_on_the_driver"):
         RayExecutor(RaySettings()).run(work, one, lambda job, result: None)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:abc", "127.0.0.1:\u00b2", "127.0.0.1:99999", "127.0.0.1:0", ":6379"])
+def test_a_ray_address_without_a_valid_port_is_one_line(address):
+    with pytest.raises(ExecutionError, match=r"is not HOST:PORT"):
+        RayExecutor(RaySettings(address=address, connect_timeout_s=2)).connect()

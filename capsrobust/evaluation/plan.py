@@ -28,6 +28,8 @@ from capsrobust.evaluation.checks import Check, Status
 from capsrobust.models.base import Capability
 
 BACKEND_CHOICES = ("art", "foolbox", "both")
+#: More cells than this is almost always a typo in a suite (an eps list of thousands): refused unless asked for.
+MAX_CELLS = 10_000
 
 
 class SweepError(CapsRobustError):
@@ -56,6 +58,16 @@ class Cell:
 def slug(text: str) -> str:
     """A file-name-safe form of ``text``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def eps_text(eps: float) -> str:
+    """A budget as cell ids write it: ``%g`` where that is exact (``0.1``), every digit where it is not.
+
+    ``%g`` keeps six significant digits, so 0.1000001 would share 0.1's cell id, and a resumed sweep would pass the
+    cell computed at one budget off as the other.
+    """
+    short = f"{eps:g}"
+    return short if float(short) == eps else repr(float(eps))
 
 
 def derive_seed(seed: int, key: str) -> int:
@@ -92,6 +104,7 @@ class PlannedModel:
 
 def plan_cells(
     suite: Suite, models: Sequence[PlannedModel | tuple[Any, ...]], backends: Sequence[Backend], seed: int,
+    max_cells: int = MAX_CELLS,
 ) -> tuple[list[Cell], list[Check]]:
     """Every cell of the sweep in a fixed order, and a coverage note per model.
 
@@ -139,6 +152,9 @@ def plan_cells(
             notes.append(Check("coverage", label, Status.SKIP, "not run: " + "; ".join(missing)))
         else:
             notes.append(Check("coverage", label, Status.PASS, f"all {len(suite.attacks)} suite entries ran"))
+    if len(cells) > max_cells:
+        raise SweepError(f"the suite expands to {len(cells):,} cells for {len(models)} model(s), more than the limit "
+                         f"of {max_cells:,}; check its eps lists, or raise the limit (--max-cells) if you mean it")
     ids = [cell.cell_id for cell in cells]
     if len(set(ids)) != len(ids):
         raise SweepError("two cells share an id; give suite entries distinct labels and models distinct names")
@@ -156,7 +172,7 @@ def _cell(
     check_of: str = "", limit: int | None = None,
 ) -> Cell:
     run_key = f"{slug(model)}__{slug(label)}__{backend.value}__{objective.value}"
-    cell_id = f"{run_key}__eps{eps:g}"
+    cell_id = f"{run_key}__eps{eps_text(eps)}"
     # A minimisation attack runs once for all its thresholds, so its seed must not depend on eps.
     key = run_key if kind is AttackKind.MINIMIZATION else cell_id
     return Cell(cell_id=cell_id, model=model, role=role, label=label, attack=attack, backend=backend, eps=eps,

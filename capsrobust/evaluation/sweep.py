@@ -67,6 +67,7 @@ from capsrobust.data import Dataset, load_dataset
 from capsrobust.evaluation import cascade
 from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
 from capsrobust.evaluation.plan import (
+    MAX_CELLS,
     Cell,
     PlannedModel,
     SweepError,
@@ -134,6 +135,7 @@ def run_sweep(
     progress: bool = True,
     executor: Executor | None = None,
     cascade: bool | None = None,
+    max_cells: int = MAX_CELLS,
 ) -> pd.DataFrame:
     """Attack every model in ``runs`` with ``suite``; returns the results table.
 
@@ -153,13 +155,14 @@ def run_sweep(
     try is a ``failed`` row of the checks table and the sweep goes on; resuming retries it.
     ``cascade`` (default: the suite's ``cascade``) attacks at each budget only the images every earlier attack left
     robust, which keeps the best-attack numbers exact and makes the per-attack ones cumulative
-    (``capsrobust.evaluation.cascade``); a sweep resumes only in the mode it started in.
+    (``capsrobust.evaluation.cascade``); a sweep resumes only in the mode it started in. A suite expanding to more
+    than ``max_cells`` cells is refused before anything is written (``plan.MAX_CELLS``, 10,000).
     """
     out = Path(out_dir)
     setup = _Setup.of(runs, suite, data, n=n, backend=backend, device=device, objective=objective,
                       batch_size=batch_size, data_dir=data_dir, precision=precision)
     cascaded = setup.suite.cascade if cascade is None else cascade
-    cells, notes = plan_cells(setup.suite, setup.planned_models(), setup.backends, seed)
+    cells, notes = plan_cells(setup.suite, setup.planned_models(), setup.backends, seed, max_cells)
     limited = sorted({cell.label for cell in cells if cell.limit is not None})
     if limited and not cascaded:
         raise SweepError(f"the suite limits {', '.join(limited)} to its first n images, which needs the cascade; "

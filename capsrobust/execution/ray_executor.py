@@ -269,7 +269,7 @@ def _probe(address: str, timeout: float) -> None:
     """Fail fast, in one line, when nothing listens at ``address`` (ray.init would retry for a minute)."""
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ExecutionError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()

@@ -1,0 +1,37 @@
+"""Planning: cell ids that tell every budget apart, at the precision it was written with."""
+
+from __future__ import annotations
+
+from capsrobust.attacks.objectives import AttackObjective
+from capsrobust.attacks.registry import Backend
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.evaluation.plan import PlannedModel, eps_text, plan_cells
+
+
+def test_eps_in_cell_ids_is_short_where_exact_and_whole_where_not():
+    assert [eps_text(e) for e in (0.0, 0.1, 0.3, 2.0, 8 / 255)] == ["0", "0.1", "0.3", "2", repr(8 / 255)]
+    assert eps_text(0.1000001) == "0.1000001" and eps_text(0.10000001) == "0.10000001"
+
+
+def test_a_budget_nudged_in_its_seventh_digit_is_another_cell():
+    def ids(eps: list[float]) -> list[str]:
+        suite = suite_from_dict({"suite": {"name": "s", "double_steps_check": False},
+                                 "attack": [{"name": "fgsm", "eps": eps}]}, source="s.toml")
+        cells, _ = plan_cells(suite, [PlannedModel("m", AttackObjective.MARGIN)], (Backend.ART,), seed=0)
+        return [cell.cell_id for cell in cells]
+
+    assert ids([0.1]) != ids([0.1000001])
+    assert ids([0.1]) == ["m__fgsm__art__margin__eps0.1"]  # ids of ordinary budgets are as they always were
+
+
+def test_a_suite_expanding_past_the_cell_limit_is_refused_unless_asked_for():
+    import pytest
+
+    from capsrobust.evaluation.plan import SweepError
+
+    suite = suite_from_dict({"suite": {"name": "s", "double_steps_check": False},
+                             "attack": [{"name": "fgsm", "eps": [i / 1000 for i in range(300)]}]}, source="s.toml")
+    models = [PlannedModel(f"m{i}", AttackObjective.MARGIN) for i in range(4)]
+    with pytest.raises(SweepError, match=r"expands to 1,200 cells for 4 model\(s\), more than the limit of 1,000"):
+        plan_cells(suite, models, (Backend.ART,), seed=0, max_cells=1000)
+    assert len(plan_cells(suite, models, (Backend.ART,), seed=0, max_cells=1200)[0]) == 1200
