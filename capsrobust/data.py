@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import zlib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -36,6 +37,9 @@ IDX_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 SPLITS = ("train", "val", "test")
+#: The most decompressed pixel bytes one IDX file may promise: 20 times MNIST's training images (47 MB), far below
+#: this machine's memory. A header promising more is refused before anything is read.
+MAX_IDX_BYTES = 1 << 30
 # SHA-256 of the four *decompressed* IDX payloads. Compressed files differ between mirrors (gzip headers, levels),
 # the payloads do not. MNIST: LeCun's files; Fashion-MNIST: Zalando's, which use the same file names, so only the
 # checksums tell the two apart. MNIST's were computed from LeCun's files and match published lists; Fashion-MNIST's
@@ -264,14 +268,38 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def _read_idx_payload(path: Path | None, folder: Path, expected: str) -> tuple[Path, bytes]:
-    """One IDX file's decompressed bytes."""
+    """One IDX file's decompressed bytes, streamed and checked against its header as they come.
+
+    A gzip file of a few kilobytes can inflate to gigabytes: the header says how many bytes follow, so reading stops
+    one byte past that promise, and a promise beyond ``MAX_IDX_BYTES`` is refused before any pixel is read.
+    """
     assert path is not None
+    fix = f"replace the files in {folder} with the standard {expected}"
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"cannot read {path} ({error}); replace the files in {folder} with the standard {expected}") \
-            from error
-    return path, raw
+        with opener(path, "rb") as stream:
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or magic[3] not in (1, 3):
+                raise DataError(f"{path} is not an IDX file of unsigned bytes; {fix}")
+            dims = stream.read(4 * magic[3])
+            if len(dims) < 4 * magic[3]:
+                raise DataError(f"{path} is truncated (header cut short); {fix}")
+            shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(magic[3])]
+            promised = int(np.prod(shape, dtype=object))
+            if promised > MAX_IDX_BYTES:
+                raise DataError(f"{path}: its header promises {promised:,} bytes of shape {tuple(shape)}, more than "
+                                f"the {MAX_IDX_BYTES:,} an IDX data set may hold here; {fix}")
+            body = bytearray()
+            while len(body) <= promised:
+                chunk = stream.read(min(1 << 22, promised + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path} ({error}); {fix}") from error
+    if len(body) > promised:
+        raise DataError(f"{path} holds more data than its header promises ({promised:,} bytes); {fix}")
+    return path, magic + dims + bytes(body)
 
 
 def _parse_idx(path: Path, raw: bytes, folder: Path, expected: str) -> np.ndarray:

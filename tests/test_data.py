@@ -152,3 +152,21 @@ def test_labels_that_disagree_in_count_with_images_are_refused(tmp_path):
     _write_idx(tmp_path / IDX_FILES["train_labels"], np.arange(5019) % 10, compress=False)
     with pytest.raises(DataError, match=r"train IDX files .* do not match .*5020 images.*5019 labels"):
         load_dataset("mnist", tmp_path)
+
+
+def test_a_gzip_inflating_past_its_header_is_refused_without_unpacking_it_all(tmp_path):
+    _fake_idx_folder(tmp_path)
+    header = bytes([0, 0, 0x08, 1]) + (30).to_bytes(4, "big")  # 30 test labels promised
+    bomb = gzip.compress(header + bytes(30) + bytes(50_000_000))  # ~50 KB on disk, 50 MB inflated
+    (tmp_path / IDX_FILES["test_labels"]).unlink()
+    (tmp_path / f"{IDX_FILES['test_labels']}.gz").write_bytes(bomb)
+    with pytest.raises(DataError, match=r"holds more data than its header promises \(30 bytes\)"):
+        load_dataset("mnist", tmp_path)
+
+
+def test_a_header_promising_more_than_the_limit_is_refused_before_reading(tmp_path):
+    _fake_idx_folder(tmp_path)
+    header = bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in (10**9, 28, 28))
+    (tmp_path / IDX_FILES["train_images"]).write_bytes(header + bytes(100))
+    with pytest.raises(DataError, match=r"header promises 784,000,000,000 bytes of shape \(1000000000, 28, 28\)"):
+        load_dataset("mnist", tmp_path)
