@@ -16,6 +16,7 @@ import click
 from capsrobust.errors import CapsRobustError, DataError, RunError
 
 if TYPE_CHECKING:
+    from capsrobust.data import Dataset
     from capsrobust.models.recipes import Recipe
 
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # capsrobust.precision.Precision; cli imports lazily
@@ -210,16 +211,17 @@ def train(
         for failure in failures:
             click.echo(f"{failure.job.key}: failed {failure.attempts} time(s), last with {failure.error}", err=True)
         for job in (job for job in jobs if str(job.out_dir) not in failed):
-            _report_run(loaded, dataset.name.value, job.out_dir, read_table(job.out_dir / "metrics.csv"))
+            _report_run(loaded, dataset, job.out_dir, read_table(job.out_dir / "metrics.csv"))
         if failures:
             raise RunError(f"{len(failures)} of {len(jobs)} runs failed on every try; run again with --resume to "
                            f"retry them")
         return
     metrics = run_training(loaded, dataset, out, settings)
-    _report_run(loaded, dataset.name.value, out, metrics)
+    _report_run(loaded, dataset, out, metrics)
 
 
-def _report_run(recipe: Recipe, data: str, out: Path, metrics: Any) -> None:
+def _report_run(recipe: Recipe, dataset: Dataset, out: Path, metrics: Any) -> None:
+    from capsrobust.evaluation.stats import at_chance
     from capsrobust.train import selection_metric
 
     if metrics.empty:
@@ -229,10 +231,14 @@ def _report_run(recipe: Recipe, data: str, out: Path, metrics: Any) -> None:
     robust = (f", robust {best[metric]:.4f} under {recipe.adversarial.val_steps}-step PGD at eps "
               f"{recipe.adversarial.eps:g}" if recipe.adversarial else "")
     click.echo(
-        f"{recipe.name} on {data}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
+        f"{recipe.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
         f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
         f"{metrics['images_per_second'].mean():.0f} images/s in {_run_precision(out)}; run in {out}"
     )
+    if at_chance(float(best["val_accuracy"]), len(dataset.val), len(dataset.classes)):
+        click.echo(f"warning: {recipe.name} is at chance (validation accuracy {best['val_accuracy']:.4f} on "
+                   f"{len(dataset.val)} images, {len(dataset.classes)} classes): robust accuracy of a model at chance "
+                   f"means nothing; retrain it (adversarial training: add --warmup-epochs)", err=True)
 
 
 def _run_precision(run_dir: Path) -> str:

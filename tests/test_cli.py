@@ -8,6 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from capsrobust.cli import main
+from tests.conftest import REPO
+
+REPO_MODELS = REPO / "models"
 
 
 def invoke(*args: str):
@@ -116,3 +119,26 @@ def test_sigterm_stops_training_like_ctrl_c_and_resume_continues(tmp_path):
     resumed = invoke("train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--resume", "--no-progress",
                      "--device", "cpu")
     assert resumed.exit_code == 0 and "best validation accuracy" in resumed.output
+
+
+def test_a_model_at_chance_is_flagged_in_the_training_output(tmp_path):
+    text = (REPO_MODELS / "cnn-tiny.toml").read_text(encoding="utf-8")
+    frozen = tmp_path / "cnn-frozen.toml"  # a learning rate so small that one epoch leaves the weights as drawn
+    frozen.write_text(text.replace("name = \"cnn-tiny\"", "name = \"cnn-frozen\"").replace(
+        "learning_rate = 0.003", "learning_rate = 1e-12"), encoding="utf-8")
+    result = CliRunner().invoke(main, ["train", str(frozen), "--epochs", "1", "--out", str(tmp_path / "run"),
+                                       "--no-progress", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "warning: cnn-frozen is at chance" in result.output
+
+
+def test_the_report_puts_a_model_at_chance_among_the_flags():
+    import pandas as pd
+
+    from capsrobust.reporting.sections.checks import _at_chance
+
+    results = pd.DataFrame({"model": ["good", "good", "chance"], "clean_accuracy": [0.98, 0.98, 0.11],
+                            "n": [200, 200, 200]})
+    examples = pd.DataFrame({"label": list(range(10)) * 3})
+    lines = _at_chance(results, examples)
+    assert len(lines) == 1 and lines[0].startswith("**at chance** (chance): clean accuracy 11.0% on 200 images of 10")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from capsrobust.evaluation.stats import bootstrap_interval, compare_paired, mcnemar_exact, wilson_interval
+from capsrobust.evaluation.stats import at_chance, bootstrap_interval, compare_paired, mcnemar_exact, wilson_interval
 
 
 def test_mcnemar_exact_matches_hand_computation():
@@ -45,3 +45,19 @@ def test_wilson_interval_stays_inside_zero_one():
     assert low == 0.0 and 0.0 < high < 0.1
     low, high = wilson_interval(50, 50)
     assert 0.9 < low < 1.0 and high == 1.0
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "n", "classes", "expected"),
+    [
+        (0.10, 1000, 10, True),    # exactly chance
+        (0.12, 100, 10, True),     # 12 of 100: the interval [6.9%, 19.8%] holds 10%
+        (0.45, 1000, 2, True),     # below 50%
+        (0.60, 100, 2, False),     # two classes: [50.2%, 69.1%] just misses 50%
+        (0.58, 100, 2, True),      # [48.2%, 67.3%] holds it
+        (0.98, 1000, 10, False),
+        (0.30, 1000, 10, True),    # well above 1/K, but below 50%
+    ],
+)
+def test_at_chance_is_a_wilson_interval_holding_one_over_k_or_below_half(accuracy, n, classes, expected):
+    assert at_chance(accuracy, n, classes) is expected

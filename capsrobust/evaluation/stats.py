@@ -148,3 +148,13 @@ def two_level_interval(
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(samples, [tail, 1.0 - tail])
     return float(low), float(high)
+
+
+def at_chance(accuracy: float, n: int, classes: int) -> bool:
+    """Whether a clean accuracy says the model learned nothing worth attacking: below 50%, or a 95% Wilson interval
+    that holds 1/K. Robust accuracy of such a model means nothing (a tiny CNN adversarially trained without warm-up
+    collapses to 10%, and every attack then "fails" on the images it gets right by luck)."""
+    if n <= 0:
+        return False
+    low, high = wilson_interval(round(accuracy * n), n)
+    return accuracy < 0.5 or low <= 1.0 / max(classes, 1) <= high

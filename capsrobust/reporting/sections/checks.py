@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from capsrobust.evaluation.stats import at_chance
 from capsrobust.reporting.context import (
     ReportContext,
     concat,
@@ -18,6 +21,7 @@ def flags(context: ReportContext, draft: Draft) -> None:
         for _, row in checks[checks["status"] == "flag"].iterrows():
             where = f"{source.shown}: " if context.many else ""
             items.append(f"{where}**{row['check']}** ({row['model']}): {row['detail']}")
+        items += [f"{where}{item}" for item in _at_chance(source.tables.results, source.tables.examples)]
         passed += int((checks["status"] == "pass").sum())
         skipped += int((checks["status"] == "skip").sum())
     if items:
@@ -35,3 +39,16 @@ def all_checks(context: ReportContext, draft: Draft) -> None:
                 + [context.rebuild()],
                 "Every self-check of the sweeps (pass, flag, skip), after Carlini et al. (2019), *On Evaluating "
                 "Adversarial Robustness*; see docs/attacks.md for what each one tests.")
+
+
+def _at_chance(results: pd.DataFrame, examples: pd.DataFrame) -> list[str]:
+    """A line for each model whose clean accuracy is at chance (``stats.at_chance``); K is the number of labels the
+    attacked images carry."""
+    classes = int(examples["label"].nunique()) if len(examples) else 10
+    lines = []
+    for model, rows in results.groupby("model", sort=False):
+        accuracy, n = float(rows["clean_accuracy"].iloc[0]), int(rows["n"].iloc[0])
+        if at_chance(accuracy, n, classes):
+            lines.append(f"**at chance** ({model}): clean accuracy {100 * accuracy:.1f}% on {n} images of {classes} "
+                         f"classes; robust accuracy of a model at chance means nothing")
+    return lines
