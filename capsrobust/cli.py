@@ -62,6 +62,14 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _os_error_text(error: OSError) -> str:
+    """One line for an I/O failure: what, where, and what to do (writes are atomic, so nothing was half-written)."""
+    where = f" {error.filename}" if error.filename else ""
+    reason = error.strerror or str(error)
+    return (f"cannot read or write{where}: {reason}; choose another --out (or free disk space) and run the command "
+            f"again (earlier results are intact)")
+
+
 class CapsRobustGroup(click.Group):
     """Turns the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit code 130 and SIGTERM
     into 143, after the same clean stop (finished epochs and cells kept, ``--resume`` continues)."""
@@ -73,6 +81,9 @@ class CapsRobustGroup(click.Group):
             return super().invoke(ctx)
         except CapsRobustError as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except OSError as error:  # an output folder that cannot be written, a full disk, a symlink loop...
+            click.echo(f"error: {_os_error_text(error)}", err=True)
             sys.exit(2)
         except Terminated:
             click.echo("terminated (SIGTERM); finished work is kept, --resume continues", err=True)

@@ -77,3 +77,26 @@ def test_weights_that_are_not_finite_are_refused(tmp_path, bad):
     save_checkpoint(tmp_path / "ckpt", model, recipe("capsnet-tiny"), {"epoch": 1})  # SHA-256 consistent: not altered
     with pytest.raises(CheckpointError, match="NaN or infinite weights"):
         load_checkpoint(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda meta: meta.update(recipe=5), "its 'recipe' is not a table"),
+        (lambda meta: meta.update(weights_sha256=["x"]), "its 'weights_sha256' is not a string"),
+        (lambda meta: meta.update(epoch="3"), "its 'epoch' is not an integer"),
+        (lambda meta: meta["recipe"].update(model=[1, 2]), "holds no valid recipe"),
+    ],
+)
+def test_checkpoint_json_with_fields_of_the_wrong_type_is_refused_in_one_line(run_copy, edit, message):
+    metadata = json.loads((run_copy / "best.json").read_text())
+    edit(metadata)
+    (run_copy / "best.json").write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(run_copy)
+
+
+def test_absurdly_nested_checkpoint_json_is_refused(run_copy):
+    (run_copy / "best.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        load_checkpoint(run_copy)

@@ -142,3 +142,13 @@ def test_the_report_puts_a_model_at_chance_among_the_flags():
     examples = pd.DataFrame({"label": list(range(10)) * 3})
     lines = _at_chance(results, examples)
     assert len(lines) == 1 and lines[0].startswith("**at chance** (chance): clean accuracy 11.0% on 200 images of 10")
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for out in (tmp_path / "file" / "run", tmp_path / "loop" / "run"):
+        result = invoke("train", "cnn-tiny", "--epochs", "1", "--out", str(out), "--no-progress", "--device", "cpu")
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: cannot read or write") and len(result.output.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "loop"]

@@ -68,6 +68,11 @@ def checkpoint_stem(path: str | Path) -> Path:
     return path
 
 
+#: Fields of a checkpoint's JSON that code reads, with the type it must have.
+METADATA_TYPES = (("recipe", dict, "a table"), ("weights_sha256", str, "a string"), ("epoch", int, "an integer"),
+                  ("seed", int, "an integer"), ("dataset", str, "a string"), ("metrics", dict, "a table"))
+
+
 def read_metadata(stem: Path) -> dict[str, Any]:
     metadata_path = stem.with_name(stem.name + METADATA_SUFFIX)
     if not metadata_path.is_file():
@@ -79,8 +84,13 @@ def read_metadata(stem: Path) -> dict[str, Any]:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{metadata_path} is corrupt ({error}); retrain or restore the run") from None
+    except RecursionError:  # json nests as deep as the file says
+        raise CheckpointError(f"{metadata_path} is corrupt (nested too deeply); retrain or restore the run") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise CheckpointError(f"{metadata_path} is not a capsrobust checkpoint ({FORMAT}); retrain the model")
+    for key, kind, what in METADATA_TYPES:
+        if key in metadata and not (isinstance(metadata[key], kind) and not isinstance(metadata[key], bool)):
+            raise CheckpointError(f"{metadata_path} is corrupt (its {key!r} is not {what}); retrain or restore the run")
     return metadata
 
 
@@ -98,7 +108,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
         )
     try:
         recipe = recipe_from_dict(metadata["recipe"], source=f"{stem.name}{METADATA_SUFFIX}")
-    except (KeyError, RecipeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, RecipeError) as error:
         raise CheckpointError(f"{stem}{METADATA_SUFFIX} holds no valid recipe ({error}); {fix}") from None
     try:
         state = load_file(str(weights_path))
