@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,62 @@ def load_sweep(out_dir: str | Path) -> SweepTables:
     return SweepTables(read_table(out / "results.csv", RESULT_COLUMNS),
                        read_table(out / "examples.csv", EXAMPLE_COLUMNS),
                        read_table(out / "checks.csv", ["check", "model", "status", "detail"]))
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Hold ``out`` for this process: a second sweep writing into the same folder would mix its cells with ours.
+
+    The lock file names host and pid. A lock left by a process that no longer runs on this host is stale and taken
+    over; one held by a live process (or by another host, which cannot be checked from here) is refused in one line.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    holder = {"host": socket.gethostname(), "pid": os.getpid()}
+    for _ in range(2):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _lock_holder(path)
+            if other.get("host") == holder["host"] and not _alive(other.get("pid")):
+                log.warning("%s: taking over the lock of pid %s, which no longer runs", out, other.get("pid"))
+                path.unlink(missing_ok=True)
+                continue
+            raise SweepError(f"{out} is being written by another capsrobust (pid {other.get('pid')} on "
+                             f"{other.get('host')}); wait for it to finish or choose another --out (delete "
+                             f"{path} if that process is gone)") from None
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(holder))
+        break
+    try:
+        yield
+    finally:
+        if _lock_holder(path) == holder:
+            path.unlink(missing_ok=True)
+
+
+def _lock_holder(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _alive(pid: object) -> bool:
+    """Whether a process with this pid runs here (a pid we may not signal still runs)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare_dir(

@@ -75,7 +75,7 @@ from capsrobust.evaluation.plan import (
     plan_cells,
     slug,
 )
-from capsrobust.evaluation.store import EXAMPLE_COLUMNS, CellStore, prepare_dir
+from capsrobust.evaluation.store import EXAMPLE_COLUMNS, CellStore, prepare_dir, writer_lock
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models.base import capabilities_of, capabilities_text
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
@@ -168,15 +168,16 @@ def run_sweep(
         raise SweepError(f"the suite limits {', '.join(limited)} to its first n images, which needs the cascade; "
                          f"run the suite in cascade mode (drop --no-cascade)")
     request = {**setup.request(backend, seed, objective, save_adversarials), "cascade": cascaded}
-    prepare_dir(out, request, resume, cells, _library_versions())
-    store = CellStore(out, cells)
-    runner = executor if executor is not None else LocalExecutor()
-    model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
-    checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),
-                           *check_results(store.results())])
-    atomic_write(out / "checks.csv", lambda path: checks.to_csv(path, index=False))
-    atomic_write_text(out / "checks.json", checks.to_json(orient="records", indent=2) + "\n")
-    return store.results()
+    with writer_lock(out):
+        prepare_dir(out, request, resume, cells, _library_versions())
+        store = CellStore(out, cells)
+        runner = executor if executor is not None else LocalExecutor()
+        model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
+        checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),
+                               *check_results(store.results())])
+        atomic_write(out / "checks.csv", lambda path: checks.to_csv(path, index=False))
+        atomic_write_text(out / "checks.json", checks.to_json(orient="records", indent=2) + "\n")
+        return store.results()
 
 
 @dataclass(frozen=True)
