@@ -111,6 +111,17 @@ def test_flags_come_first_and_best_attack_rows_are_the_per_image_worst_case(tiny
                                   expected[["model", "norm", "eps", "robust_accuracy"]])
 
 
+def test_a_sweep_stopped_before_its_checks_is_flagged_as_unfinished(tiny_benchmark, tmp_path):
+    root, _ = tiny_benchmark
+    sweep = tmp_path / "sweep"
+    shutil.copytree(root / "bench" / "sweep", sweep)
+    (sweep / "checks.csv").unlink()  # as a sweep stopped by Ctrl-C or SIGTERM leaves it
+    out = build_report([sweep], tmp_path / "report", formats=["md"], n_resamples=200)
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    flag = markdown.find("**unfinished sweep**")
+    assert 0 < flag < markdown.find("## Headline") and "No self-check flagged" not in markdown
+
+
 def test_cli_rebuilds_atomically_and_refuses_what_is_not_a_report(tiny_benchmark, tmp_path):
     root, _ = tiny_benchmark
     out = tmp_path / "reports" / "tiny"

@@ -18,8 +18,11 @@ def flags(context: ReportContext, draft: Draft) -> None:
     items, passed, skipped = [], 0, 0
     for source in context.sources:
         checks = source.tables.checks
+        where = f"{source.shown}: " if context.many else ""
+        if checks.empty:  # a sweep writes its checks when it ends: this one was stopped, or is still running
+            items.append(f"{where}**unfinished sweep**: no self-check has been computed for it (they are written when "
+                         f"the sweep ends); resume it with `--resume` before trusting its numbers")
         for _, row in checks[checks["status"] == "flag"].iterrows():
-            where = f"{source.shown}: " if context.many else ""
             items.append(f"{where}**{row['check']}** ({row['model']}): {row['detail']}")
         items += [f"{where}{item}" for item in _at_chance(source.tables.results, source.tables.examples)]
         passed += int((checks["status"] == "pass").sum())
