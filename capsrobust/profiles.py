@@ -113,8 +113,9 @@ register_profile(BenchmarkProfile(
                 "digits, the mnist suite as a cascade on the first 1,000 test digits",
     recipes=(("capsnet-paper-mnist", 30), ("cnn-small-mnist", 12), ("cnn-recon-mnist", 12)),
     suite="mnist", n=1000, backend="art", data="mnist", report="mnist",
-    estimate="training ~6 h on 2 CPU cores (capsnet-paper 30 epochs of ~10 min; the CNNs ~1 min an epoch), "
-             "then the cascade's attacks, measured in reports/mnist (--reuse skips the training)",
+    estimate="training ~6 h on 2 idle CPU cores (capsnet-paper 30 epochs of ~10 min, ~22 min on one busy core; "
+             "the CNNs ~1 min an epoch); then 71 min measured for sweep, detector, figures and report (reports/mnist, "
+             "2 busy cores; --reuse skips the training)",
     gallery_labels=("pgd-linf", "pgd-linf-recon"),
 ))
 register_profile(BenchmarkProfile(
