@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from capsrobust.adversarial import adversarial_loss
 from capsrobust.data import load_dataset
 from capsrobust.models.recipes import build_model, load_recipe
 from capsrobust.precision import precision_scope, resolve_precision
 from capsrobust.runtime import resolve_device
+from capsrobust.training.adversarial import adversarial_loss
 
 
 def main() -> None:

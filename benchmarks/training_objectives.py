@@ -1,7 +1,7 @@
 """Which objective should a capsule network's training attack maximise? The one whose PGD breaks the most images.
 
 Not a test: the evidence behind the capsule AT recipes' ``objective`` (docs/adversarial-training.md). Runs the
-training attack itself (``capsrobust.adversarial.pgd``, random start, fp32) with every Madry objective on the
+training attack itself (``capsrobust.training.adversarial.pgd``, random start, fp32) with every Madry objective on the
 first ``n`` test images of a checkpoint and prints robust accuracy per (objective, eps): the lowest is strongest.
 
     PYTHONPATH=. .venv/bin/python benchmarks/training_objectives.py runs/capsnet-paper --eps 0.05 0.1 --steps 10
@@ -14,11 +14,11 @@ import time
 
 import torch
 
-from capsrobust.adversarial import adversarial_examples
 from capsrobust.data import load_dataset
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import AdversarialConfig
 from capsrobust.precision import Precision
+from capsrobust.training.adversarial import adversarial_examples
 
 OBJECTIVES = ("margin", "ce-log-lengths", "ce-lengths", "margin-log-lengths", "vote-margin", "vote-ce-log-lengths")
 

@@ -5,7 +5,7 @@ adversarials), runs the reconstruction-error detector, draws reconstruction, twe
 checkpoints, and builds the report from the tables on disk. A benchmark directory holds::
 
     benchmark.json           the profile, data, seed and n it was started with, and what each stage did
-    runs/RECIPE/             one training run per recipe (capsrobust.train)
+    runs/RECIPE/             one training run per recipe (capsrobust.training)
     sweep/                   the sweep (capsrobust.evaluation.sweep), with detection/ and figures/ inside it
 
 and the report goes to ``reports/REPORT``, the profile's report name (``report_dir`` to choose). Every stage is
@@ -36,7 +36,7 @@ from capsrobust.data import Dataset, DatasetName, load_dataset
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
 from capsrobust.errors import RecipeError, parse_choice
 from capsrobust.evaluation.checks import Status
-from capsrobust.evaluation.store import SWEEP_FILE
+from capsrobust.evaluation.store import RESULTS_FILE, figures_dir, holds_sweep, load_checks
 from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.execution import Executor, LocalExecutor
 from capsrobust.figures.capsules import (
@@ -51,11 +51,12 @@ from capsrobust.figures.detection import write_detection_figures
 from capsrobust.figures.gallery import write_gallery
 from capsrobust.models.checkpoints import load_checkpoint, read_metadata
 from capsrobust.models.recipes import Recipe, load_recipe
+from capsrobust.precision import resolve_precision
 from capsrobust.profiles import BenchmarkError, BenchmarkProfile, get_profile
 from capsrobust.reporting.report import MANIFEST, build_report
 from capsrobust.reporting.sources import inputs_digest
-from capsrobust.runtime import atomic_write_text, command_line, read_table, resolve_device
-from capsrobust.train import TrainJob, TrainSettings, train_runs
+from capsrobust.runtime import atomic_write_text, command_line, resolve_device
+from capsrobust.training import TrainJob, TrainSettings, train_runs
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def run_benchmark(
     stop_after: str | Stage | None = None,
     progress: bool = True,
     executor: Executor | None = None,
+    precision: str | None = None,
 ) -> BenchmarkResult:
     """Run ``profile`` end to end into ``out_dir``, skipping every stage whose outputs are complete.
 
@@ -130,7 +132,9 @@ def run_benchmark(
     the figures. ``recipes`` ((name, epochs), ...) and ``suite`` (a name or TOML file) replace the profile's,
     e.g. tiny models and fewer steps to try a GPU profile on a CPU. ``stop_after`` ends after that stage.
     ``executor`` (``capsrobust.execution``; default: here, one job after another) trains the runs and attacks the
-    sweep's cells; a training run or cell that fails on every try stops the benchmark after its stage. Raises
+    sweep's cells; a training run or cell that fails on every try stops the benchmark after its stage. ``precision``
+    replaces the profile's attack precision; both it and the training precision follow ``resolve_precision``'s rule,
+    as ``--precision`` does everywhere (a GPU profile's tf32 is refused on a CPU: pass fp32 to try it there). Raises
     ``BenchmarkError`` when ``out_dir`` holds a benchmark started with another profile, data set, seed, seeds or n.
     """
     chosen = get_profile(profile)
@@ -140,6 +144,8 @@ def run_benchmark(
             raise BenchmarkError(f"recipes must be (name, epochs ≥ 1) pairs, at least one; got {list(recipes)!r}")
     if suite is not None:
         chosen = replace(chosen, suite=str(suite))
+    if precision is not None:
+        chosen = replace(chosen, attack_precision=precision)
     train_seeds = check_seeds(seeds if seeds is not None else chosen.seeds or (seed,))
     data_name = DatasetName.parse(data.name if isinstance(data, Dataset) else data or chosen.data).value
     count = chosen.n if n is None else n
@@ -148,7 +154,9 @@ def run_benchmark(
     last = Stage.parse(stop_after) if stop_after is not None else Stage.REPORT
     out = Path(out_dir) if out_dir is not None else default_out_dir(chosen, data_name)
     report = Path(report_dir) if report_dir is not None else default_report_dir(chosen, data_name)
-    resolve_device(device)  # refuse a device that is not here before anything is written
+    torch_device = resolve_device(device)  # refuse a device (or precision) it cannot run before anything is written
+    resolve_precision(chosen.train_precision, torch_device, training=True)
+    resolve_precision(chosen.attack_precision, torch_device, training=False)
     dataset = _Lazy(data if isinstance(data, Dataset) else None, data_name, data_dir)
     if data_dir is None and data_name != DatasetName.MNIST_5K.value:
         dataset.get()  # IDX data sets need --data-dir: say so before anything is written
@@ -195,7 +203,7 @@ class _Context:
 
     @property
     def attack_precision(self) -> str:
-        return _attack_precision(self.profile, self.device)
+        return self.profile.attack_precision
 
     @cached_property
     def key(self) -> str:
@@ -230,13 +238,13 @@ def _train(context: _Context) -> str:
 
 def _sweep(context: _Context) -> str:
     key = context.key
-    if context.state.done(Stage.SWEEP, key) and (context.sweep_dir / "results.csv").is_file():
+    if context.state.done(Stage.SWEEP, key) and (context.sweep_dir / RESULTS_FILE).is_file():
         return "skipped"
     run_sweep(list(context.runs.values()), context.profile.suite, context.dataset.get(), out_dir=context.sweep_dir,
-              n=context.n, backend=context.profile.backend, resume=(context.sweep_dir / SWEEP_FILE).is_file(),
+              n=context.n, backend=context.profile.backend, resume=holds_sweep(context.sweep_dir),
               save_adversarials=True, device=context.device, seed=context.seed, data_dir=context.data_dir,
               precision=context.attack_precision, progress=context.progress, executor=context.executor)
-    checks = read_table(context.sweep_dir / "checks.csv", ["check", "model", "status", "detail"])
+    checks = load_checks(context.sweep_dir)
     failed = checks[checks["status"] == Status.FAILED.value]
     if len(failed):
         raise BenchmarkError(f"{len(failed)} sweep job(s) failed on every try (checks.csv in {context.sweep_dir}: "
@@ -259,7 +267,7 @@ def _detect(context: _Context) -> str:
 
 def _figures(context: _Context) -> str:
     key = context.key
-    if context.state.done(Stage.FIGURES, key) and (context.sweep_dir / "figures").is_dir():
+    if context.state.done(Stage.FIGURES, key) and figures_dir(context.sweep_dir).is_dir():
         return "skipped"
     first = context.first_seed_runs
     write_figures(context.sweep_dir, {name: path for name, path in context.reconstructing.items() if name in first},
@@ -302,7 +310,7 @@ def write_figures(
     ``gallery_per_row`` examples each; ``gallery_models`` limits its rows to those models.
     """
     torch_device = resolve_device(device)
-    folder = sweep_dir / "figures"
+    folder = figures_dir(sweep_dir)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     test = dataset.test
@@ -392,14 +400,6 @@ def _train_stage(
                              f"{failures[0].error}); run the benchmark again to retry them")
     state.note(Stage.TRAIN, {name: {"run": str(path), "status": statuses[name]} for name, path in runs.items()})
     return runs, statuses
-
-
-def _attack_precision(profile: BenchmarkProfile, device: str) -> str:
-    """The profile's attack precision on ``device``: a CPU has no TF32, so tf32 there is fp32 (and logged)."""
-    if profile.attack_precision == "tf32" and resolve_device(device).type != "cuda":
-        log.info("%s: attacks in fp32 on the CPU (tf32 is a GPU mode)", profile.name)
-        return "fp32"
-    return profile.attack_precision
 
 
 def _finished(run: Path, recipe: Recipe, data_name: str, seed: int, epochs: int) -> bool:

@@ -7,19 +7,13 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from capsrobust.errors import CapsRobustError, DataError, RunError
 
-if TYPE_CHECKING:
-    from capsrobust.data import Dataset
-    from capsrobust.models.recipes import Recipe
-
-PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # capsrobust.precision.Precision; cli imports lazily
 DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
 
 
@@ -30,6 +24,9 @@ class OneLineError(click.ClickException):
     """A bad value caught while click parses arguments, shown as one line (click's own errors add usage lines)."""
 
     exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=True)  # as the library's errors are shown
 
 
 class SeedType(click.ParamType):
@@ -54,6 +51,30 @@ class SeedType(click.ParamType):
 SEED = SeedType()
 
 
+class LibraryChoice(click.Choice):
+    """One of the values the library defines at ``where`` ("module:NAME", an ``Enum`` or a tuple of strings).
+
+    The CLI never keeps its own copy of a choice list; the module is imported only when click needs the list
+    (parsing that option, or help), so ``capsrobust --help`` does not import torch.
+    """
+
+    def __init__(self, where: str) -> None:  # not click.Choice.__init__, which would read the list now
+        self.where = where
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        import importlib
+
+        module, name = self.where.split(":")
+        found = getattr(importlib.import_module(module), name)
+        return tuple(str(member.value) for member in found) if isinstance(found, type) else tuple(found)
+
+
+PRECISIONS = LibraryChoice("capsrobust.precision:Precision")
+SPLITS = LibraryChoice("capsrobust.data:SPLITS")
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, how nohup'd jobs and schedulers are stopped, raised where Ctrl-C would be: the same clean stop."""
 
@@ -74,11 +95,20 @@ class CapsRobustGroup(click.Group):
     """Turns the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit code 130 and SIGTERM
     into 143, after the same clean stop (finished epochs and cells kept, ``--resume`` continues)."""
 
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as error:  # an unknown option or command before the command's name
+            raise _one_line_usage(error) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
         try:
             return super().invoke(ctx)
+        except click.UsageError as error:  # a command's own arguments: a bad choice, a missing option...
+            raise _one_line_usage(error) from None
         except CapsRobustError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
@@ -94,6 +124,17 @@ class CapsRobustGroup(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_usage(error: click.UsageError) -> click.ClickException:
+    """click's usage error (three lines: usage, hint, error) as one line that says where the options are listed.
+
+    ``NoArgsIsHelpError`` (a bare ``capsrobust``) stays as click shows it: the help text.
+    """
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        return error
+    path = error.ctx.command_path if error.ctx is not None else "capsrobust"
+    return OneLineError(f"{error.format_message()} (see `{path} --help`)")
 
 
 def data_options(function: Any) -> Any:
@@ -114,7 +155,7 @@ def executor_options(function: Any) -> Any:
     function = click.option("--ray-address", metavar="HOST:PORT",
                             help="Ray cluster to join (or auto) [default: start a Ray instance here]")(function)
     return click.option("--executor", "executor_name", default="local", show_default=True,
-                        type=click.Choice(["local", "ray"]),
+                        type=LibraryChoice("capsrobust.execution.choose:EXECUTOR_CHOICES"),
                         help="where jobs run: here one after another, or as Ray tasks (pip install "
                              "'capsrobust[ray]')")(function)
 
@@ -151,7 +192,7 @@ def main(verbose: bool, plugins: tuple[str, ...]) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="default: the recipe's (100)")
 @click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(PRECISION_CHOICES),
+@click.option("--precision", default="auto", show_default=True, type=PRECISIONS,
               help="auto: tf32 on a GPU, fp32 on the CPU; bf16: autocast (see docs/precision.md)")
 @executor_options
 @click.option("--adversarial", "train_attack", metavar="ATTACK",
@@ -199,9 +240,7 @@ def train(
     from capsrobust.benchmark import parse_seeds
     from capsrobust.data import load_dataset
     from capsrobust.models.recipes import load_recipe, with_adversarial
-    from capsrobust.runtime import read_table
-    from capsrobust.train import TrainJob, TrainSettings, train_runs
-    from capsrobust.train import train as run_training
+    from capsrobust.training import TrainSettings, summarise_run, train_recipe
 
     loaded = with_adversarial(
         load_recipe(recipe), attack=train_attack, eps=train_eps, steps=train_steps, step_size=train_step_size,
@@ -209,62 +248,29 @@ def train(
     )
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
-    local = executor_name == "local"
-    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress and local,
-                             precision=precision)
-    if seeds_text is not None or not local:
-        seeds = parse_seeds(seeds_text) if seeds_text is not None else (seed,)
-        jobs = [TrainJob(loaded, out.with_name(f"{out.name}-s{k}") if seeds_text is not None else out,
-                         replace(settings, seed=k)) for k in seeds]
-        with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
-            failures = train_runs(jobs, dataset, executor)
-        failed = {failure.job.key for failure in failures}
-        for failure in failures:
-            click.echo(f"{failure.job.key}: failed {failure.attempts} time(s), last with {failure.error}", err=True)
-        for job in (job for job in jobs if str(job.out_dir) not in failed):
-            _report_run(loaded, dataset, job.out_dir, read_table(job.out_dir / "metrics.csv"))
-        if failures:
-            raise RunError(f"{len(failures)} of {len(jobs)} runs failed on every try; run again with --resume to "
-                           f"retry them")
-        return
-    metrics = run_training(loaded, dataset, out, settings)
-    _report_run(loaded, dataset, out, metrics)
-
-
-def _report_run(recipe: Recipe, dataset: Dataset, out: Path, metrics: Any) -> None:
-    from capsrobust.evaluation.stats import at_chance
-    from capsrobust.train import selection_metric
-
-    if metrics.empty:
-        raise RunError(f"{out}: no epoch was trained; ask for at least one with --epochs")
-    metric = selection_metric(recipe)  # robust validation accuracy for adversarial runs
-    best = metrics.loc[metrics[metric].idxmax()]
-    robust = (f", robust {best[metric]:.4f} under {recipe.adversarial.val_steps}-step PGD at eps "
-              f"{recipe.adversarial.eps:g}" if recipe.adversarial else "")
-    click.echo(
-        f"{recipe.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
-        f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
-        f"{metrics['images_per_second'].mean():.0f} images/s in {_run_precision(out)}; run in {out}"
-    )
-    if at_chance(float(best["val_accuracy"]), len(dataset.val), len(dataset.classes)):
-        click.echo(f"warning: {recipe.name} is at chance (validation accuracy {best['val_accuracy']:.4f} on "
-                   f"{len(dataset.val)} images, {len(dataset.classes)} classes): robust accuracy of a model at chance "
-                   f"means nothing; retrain it (adversarial training: add --warmup-epochs)", err=True)
-
-
-def _run_precision(run_dir: Path) -> str:
-    """The precision a run recorded in its run.json (what ``auto`` became)."""
-    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-    return str(record.get("precision", "fp32"))
+    settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)
+    seeds = parse_seeds(seeds_text) if seeds_text is not None else None
+    with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
+        trained = train_recipe(loaded, dataset, out, settings, seeds=seeds, executor=executor)
+    for failure in trained.failures:
+        click.echo(f"{failure.job.key}: failed {failure.attempts} time(s), last with {failure.error}", err=True)
+    for run_dir, metrics in trained.finished.items():
+        summary = summarise_run(loaded, dataset, run_dir, metrics)
+        click.echo(summary.line)
+        if summary.warning:
+            click.echo(f"warning: {summary.warning}", err=True)
+    if trained.failures:
+        raise RunError(f"{len(trained.failures)} of {len(trained.failures) + len(trained.finished)} runs failed on "
+                       f"every try; run again with --resume to retry them")
 
 
 @main.command()
 @click.argument("checkpoint", type=click.Path())
 @data_options
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, type=SPLITS)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object instead of tables")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
+@click.option("--precision", default="fp32", show_default=True, type=PRECISIONS,
               help="auto means fp32 here; bf16 is faster but not what attacks use (see docs/precision.md)")
 def evaluate(
     checkpoint: str,
@@ -355,7 +361,7 @@ def describe(recipe: str, as_json: bool) -> None:
 @click.argument("checkpoint", type=click.Path())
 @data_options
 @click.option("--n", "count", type=click.IntRange(1, 50), default=10, show_default=True, help="images to show")
-@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test"]))
+@click.option("--split", default="test", show_default=True, type=SPLITS)
 @click.option("--seed", type=SEED, default=0, show_default=True, help="chooses which images")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), required=True, help="PNG file to write")
 @click.option("--device", default="auto", show_default=True)
@@ -439,7 +445,8 @@ RESULT_SUMMARY = [
 @click.option("--suite", "suite_name", required=True, help="attack suite: a TOML file or a name from attacks/")
 @data_options
 @click.option("--n", type=click.IntRange(min=1), help="first N test images [default: the suite's n]")
-@click.option("--backend", default="art", show_default=True, type=click.Choice(["art", "foolbox", "both"]))
+@click.option("--backend", default="art", show_default=True,
+              type=LibraryChoice("capsrobust.evaluation.plan:BACKEND_CHOICES"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [sweeps/SUITE-DATA]")
 @click.option("--resume", is_flag=True,
               help="continue the sweep in --out, skipping its finished cells; a suite that only adds attacks or "
@@ -449,7 +456,7 @@ RESULT_SUMMARY = [
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--objective", help=OBJECTIVE_HELP)
 @click.option("--batch-size", type=click.IntRange(min=1), help="images per attack batch [1,000 on a GPU, 100 on a CPU]")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISION_CHOICES),
+@click.option("--precision", default="fp32", show_default=True, type=PRECISIONS,
               help="what attacks compute gradients in (robustness is always judged in fp32; docs/precision.md)")
 @click.option("--cascade/--no-cascade", default=None,
               help="attack only what earlier attacks left robust: exact best-attack numbers, cumulative per-attack "
@@ -548,46 +555,19 @@ def compare(
     Given two recipes trained with several seeds, the best-attack difference averaged over seeds, with an interval
     over seeds and images, and seed-by-seed differences.
     """
-    from capsrobust.evaluation.compare import compare_models
-    from capsrobust.evaluation.seeds import compare_across_seeds, multi_seed_groups
+    from capsrobust.evaluation.comparison import compare as run_comparison
     from capsrobust.evaluation.store import load_sweep
     from capsrobust.reporting.report import resolve_result_dir
     from capsrobust.runtime import atomic_write
 
     tables = load_sweep(resolve_result_dir(result_dir))
-    groups = multi_seed_groups(tables.results)
-    if baseline in groups and candidate in groups:
-        frame = compare_across_seeds(tables.results, tables.examples, baseline, candidate, n_resamples=n_resamples,
-                                     seed=seed)
-        columns = ["norm", "eps", "n", "baseline_seeds", "candidate_seeds"]
-        heading = "best-attack robust accuracy in % averaged over training seeds, over the attacks every seed of " \
-                  "both faced"
-        footnote = "difference in points with a 95% bootstrap interval over seeds and images; per seed: seed k " \
-                   "against seed k, interval over images"
-        extra = ["per_seed_differences"]
-    else:
-        frame = compare_models(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
-        frame = frame.assign(cell=[f"{label}/{backend}" for label, backend in
-                                   zip(frame["label"], frame["backend"], strict=True)],
-                             p=[f"{v:.3g}" for v in frame["mcnemar_p"]])
-        columns = ["cell", "norm", "eps", "objective_baseline", "objective_candidate", "n"]
-        heading = "robust accuracy in % on the same images"
-        footnote = "difference in points with its bootstrap 95% interval over images; p: exact McNemar on the " \
-                   "images where only one model is robust (per row, not corrected for the number of rows)"
-        extra = ["only_baseline", "only_candidate", "p"]
+    comparison = run_comparison(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
     if out_file:
-        atomic_write(Path(out_file), lambda path: frame.drop(columns=["cell", "p"], errors="ignore").to_csv(
-            path, index=False))
-    shown = frame.assign(
-        baseline_robust=[f"{100 * v:.1f}" for v in frame["baseline_robust_accuracy"]],
-        candidate_robust=[f"{100 * v:.1f}" for v in frame["candidate_robust_accuracy"]],
-        difference_pts=[f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]" for d, low, high in
-                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
-    )[[*columns, "baseline_robust", "candidate_robust", "difference_pts", *extra]]
-    click.echo(f"{candidate} (candidate) minus {baseline} (baseline), {heading}:")
+        atomic_write(Path(out_file), lambda path: comparison.table.to_csv(path, index=False))
+    click.echo(comparison.heading)
     with pd_display_width():
-        click.echo(shown.to_string(index=False))
-    click.echo(footnote)
+        click.echo(comparison.display().to_string(index=False))
+    click.echo(comparison.footnote)
     if out_file:
         click.echo(f"table in {out_file}")
 
@@ -613,15 +593,17 @@ def compare(
 @click.option("--seeds", "seeds_text", metavar="LIST",
               help="training seeds, comma-separated, e.g. 0,1,2 [default: the profile's, else --seed]")
 @click.option("--n", type=click.IntRange(min=1), help="test images to attack [default: the profile's]")
-@click.option("--stop-after", type=click.Choice(["train", "sweep", "detect", "figures", "report"]),
+@click.option("--stop-after", type=LibraryChoice("capsrobust.benchmark:Stage"),
               help="end after this stage; run again without it to continue")
+@click.option("--precision", type=PRECISIONS,
+              help="what attacks compute gradients in [default: the profile's; a GPU profile's tf32 needs CUDA]")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @executor_options
 def benchmark(
     profile_name: str, out_dir: str | None, report_dir: str | None, data_name: str | None, data_dir: str | None,
     device: str, reuse: bool, reuse_dir: str, seed: int, seeds_text: str | None, n: int | None,
-    stop_after: str | None, no_progress: bool, executor_name: str, ray_address: str | None, task_cpus: float,
-    task_gpus: float | None, retries: int,
+    stop_after: str | None, precision: str | None, no_progress: bool, executor_name: str, ray_address: str | None,
+    task_cpus: float, task_gpus: float | None, retries: int,
 ) -> None:
     """Train, attack, detect, draw and report in one command; run it again to resume where it stopped."""
     from capsrobust.benchmark import parse_seeds, run_benchmark
@@ -635,7 +617,8 @@ def benchmark(
         result = run_benchmark(profile, out_dir=out_dir, report_dir=report_dir, data=data_name, data_dir=data_dir,
                                device=device, reuse=reuse, reuse_dir=reuse_dir, seed=seed,
                                seeds=parse_seeds(seeds_text) if seeds_text is not None else None, n=n,
-                               stop_after=stop_after, progress=not no_progress, executor=executor)
+                               stop_after=stop_after, progress=not no_progress, executor=executor,
+                               precision=precision)
     for stage, status in result.stages.items():
         click.echo(f"  {stage:<8} {status:<34} {result.seconds[stage]:>8.1f} s")
     if result.finished:
@@ -654,7 +637,8 @@ DETECTION_SUMMARY = [
 @click.argument("sweep_dir", type=click.Path(file_okay=False))
 @click.option("--percentile", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=95.0,
               show_default=True, help="threshold: this percentile of the clean validation scores")
-@click.option("--distance", default="l2", show_default=True, type=click.Choice(["l2", "l1"]),
+@click.option("--distance", default="l2", show_default=True,
+              type=LibraryChoice("capsrobust.detection.detector:Distance"),
               help="distance between an input and its reconstruction")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [SWEEP_DIR/detection]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
@@ -692,7 +676,8 @@ def detect(
 @click.option("--seed", type=SEED, default=0, show_default=True, help="chooses which examples")
 @click.option("--attack", "labels", multiple=True, help="attack label of the suite, repeatable [default: all]")
 @click.option("--eps", type=float, help="budget of the cells shown [default: each attack's largest]")
-@click.option("--backend", type=click.Choice(["art", "foolbox"]), help="[default: each attack's first]")
+@click.option("--backend", type=LibraryChoice("capsrobust.attacks.registry:Backend"),
+              help="[default: each attack's first]")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 def gallery(

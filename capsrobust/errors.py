@@ -34,6 +34,13 @@ class DeviceError(CapsRobustError):
     """The requested device is not available on this machine."""
 
 
+class ModelOutputError(CapsRobustError):
+    """A model gave no usable answer: non-finite scores on clean images, or an attack changed its weights.
+
+    Raised rather than flagged because either would turn into a plausible-looking accuracy.
+    """
+
+
 def parse_choice(enum_type: type[ChoiceT], value: str | ChoiceT, error: type[CapsRobustError], noun: str) -> ChoiceT:
     """``value`` as a member of a string ``Enum``, or ``error`` with one line that lists the valid choices."""
     try:

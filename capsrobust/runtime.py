@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 import capsrobust
-from capsrobust.errors import CapsRobustError, DeviceError
+from capsrobust.errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -125,22 +125,3 @@ def read_table(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
     if path.is_file() and path.stat().st_size > 1:
         return pd.read_csv(path)
     return pd.DataFrame(columns=list(columns))
-
-
-def resolve_named_toml(
-    name: str | Path, folders: Sequence[Path], kind: str, error: type[CapsRobustError]
-) -> Path:
-    """A path to a TOML file, or ``NAME.toml`` in the first of ``folders`` that has it (recipes, suites).
-
-    The folders go from the working directory's (a user's own ``models/``) to the repository's, so a bare name
-    also works when a command runs elsewhere. Not found: ``error`` listing the known names.
-    """
-    path = Path(name)
-    if path.is_file():
-        return path
-    for folder in folders:
-        if (folder / f"{name}.toml").is_file():
-            return folder / f"{name}.toml"
-    known = sorted({item.stem for folder in folders if folder.is_dir() for item in folder.glob("*.toml")})
-    hint = f"; known {kind}s: {', '.join(known)}" if known else ""
-    raise error(f"{kind} {name!s} not found: pass a TOML file or a name from {folders[0]}/{hint}")

@@ -8,7 +8,7 @@ import pytest
 
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.models.recipes import Recipe, load_recipe
-from capsrobust.train import TrainSettings, train
+from capsrobust.training import TrainSettings, train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -87,7 +92,7 @@ def test_reconstruct_and_tweak_write_pngs(trained_runs, tmp_path):
 
 SIGTERM_DURING_TRAINING = """
 import os, signal, sys
-import capsrobust.train as training
+import capsrobust.training.loop as training
 calls = {"n": 0}
 shift = training.random_shift
 
@@ -152,3 +157,90 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: cannot read or write") and len(result.output.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "loop"]
+
+
+# Every subcommand against the classes of bad value of issue 18, as a user meets them: a fresh process each.
+HOSTILE = [
+    (["train", "no-such-recipe"], "recipe no-such-recipe not found"),
+    (["train", "cnn-tiny", "--out", "file/run", "--device", "cpu"], "cannot read or write"),
+    (["train", "cnn-tiny", "--out", "loop/run", "--device", "cpu"], "cannot read or write"),
+    (["train", "cnn-tiny", "--seed", str(2**64)], "is not a seed"),
+    (["train", "cnn-tiny", "--precision", "fp8"], "'fp8' is not one of"),
+    (["train", "cnn-tiny", "--executor", "ray", "--ray-address", "127.0.0.1:x"], "is not HOST:PORT"),
+    (["evaluate", "corrupt"], "not a capsrobust checkpoint"),
+    (["evaluate", "corrupt", "--split", "nope"], "'nope' is not one of 'train', 'val', 'test'"),
+    (["attacks", "no-such-attack"], "unknown attack 'no-such-attack'"),
+    (["describe", "badrecipe.toml"], "badrecipe.toml"),
+    (["reconstruct", "corrupt", "--out", "out.png"], "not a capsrobust checkpoint"),
+    (["tweak", "corrupt", "--out", "out.png"], "not a capsrobust checkpoint"),
+    (["sweep", "corrupt", "--suite", "quick", "--out", "sweep"], "not a capsrobust checkpoint"),
+    (["sweep", "corrupt", "--suite", "bad.toml", "--out", "sweep"], "not valid TOML"),
+    (["sweep", "corrupt", "--suite", "quick", "--max-cells", "0"], "0 is not in the range"),
+    (["sweep", "corrupt", "--suite", "quick", "--backend", "both,art"], "is not one of 'art', 'foolbox', 'both'"),
+    (["report", "nowhere", "--out", "report"], "holds no sweep"),
+    (["compare", "nowhere", "--baseline", "a", "--candidate", "b"], "holds no sweep"),
+    (["benchmark", "--profile", "nope", "--out", "bench"], "unknown benchmark profile 'nope'"),
+    (["benchmark", "--profile", "tiny", "--stop-after", "lunch"], "'lunch' is not one of 'train', 'sweep'"),
+    (["detect", "nowhere"], "holds no sweep"),
+    (["gallery", "nowhere", "--out", "gallery.png"], "holds no sweep"),
+    (["--plugin", "missing.py", "describe", "cnn-tiny"], "plugin missing.py"),
+    (["--no-such-option"], "No such option"),
+    (["no-such-command"], "No such command"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every entry under ``root`` (links not followed) with its bytes or link target: what must not change."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            found[str(path.relative_to(root))] = os.readlink(path).encode()
+        elif path.is_file():
+            found[str(path.relative_to(root))] = path.read_bytes()
+        else:
+            found[str(path.relative_to(root))] = b"<dir>"
+    return found
+
+
+@pytest.mark.slow
+def test_every_subcommand_refuses_every_class_of_bad_value_in_one_line_and_writes_nothing(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "best.json").write_text('{"recipe": 5}')
+    (tmp_path / "corrupt" / "best.safetensors").write_bytes(b"garbage")
+    (tmp_path / "bad.toml").write_text("[suite\nname=")
+    (tmp_path / "badrecipe.toml").write_text('[model]\nname = "r"\nrouting_iterations = 0\n')
+    before = _snapshot(tmp_path)
+    command = [sys.executable, "-c", "from capsrobust.cli import main; main()"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        finished = list(pool.map(run, [args for args, _ in HOSTILE]))
+    for (args, message), result in zip(HOSTILE, finished, strict=True):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, result.stderr)
+        assert "Traceback" not in result.stderr + result.stdout, args
+    assert _snapshot(tmp_path) == before
+
+
+def test_every_choice_list_of_the_cli_is_read_from_the_library():
+    """No option keeps its own copy of a list the library defines (precisions, splits, backends, stages...)."""
+    import click
+
+    from capsrobust.benchmark import Stage
+    from capsrobust.cli import LibraryChoice
+    from capsrobust.precision import Precision
+
+    options = [(name, param) for name, command in main.commands.items() for param in command.params
+               if isinstance(param.type, click.Choice)]
+    assert options and all(isinstance(param.type, LibraryChoice) for _, param in options)
+    assert all(param.type.choices for _, param in options)  # each resolves to a non-empty list
+    by_name = {(name, param.name): param.type.choices for name, param in options}
+    assert by_name[("train", "precision")] == tuple(member.value for member in Precision)
+    assert by_name[("benchmark", "stop_after")] == tuple(member.value for member in Stage)
+    assert by_name[("sweep", "backend")] == ("art", "foolbox", "both")

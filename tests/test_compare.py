@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from capsrobust.evaluation.compare import BEST_ATTACK, CompareError, compare_models, worst_case, worst_case_examples
+from capsrobust.evaluation.comparison import ComparisonKind, compare
 from capsrobust.evaluation.store import SweepTables
 
 # Per-image robust outcomes of 8 images under two L∞ attacks at eps 0.1 (every image is clean-correct).
@@ -118,3 +119,14 @@ def test_refuses_unknown_models_and_different_images():
     shifted.loc[caps_fgsm, "label"] = (shifted.loc[caps_fgsm, "label"] + 1) % 10
     with pytest.raises(CompareError, match="hold different images"):
         compare_models(SweepTables(table.results, shifted, table.checks), "cnn", "caps")
+
+
+def test_two_models_are_compared_image_by_image_and_printed_with_their_interval():
+    comparison = compare(tables(OUTCOMES), "cnn", "caps", n_resamples=500)
+    assert comparison.kind is ComparisonKind.MODELS
+    shown = comparison.display().set_index("cell")
+    assert list(shown.index) == ["fgsm/art", "pgd-linf/art", f"{BEST_ATTACK}/all"]
+    fgsm = shown.loc["fgsm/art"]
+    assert (fgsm["baseline_robust"], fgsm["candidate_robust"], fgsm["p"]) == ("62.5", "87.5", "0.625")
+    assert fgsm["difference_pts"].startswith("+25.0 [")
+    assert comparison.heading.startswith("caps (candidate) minus cnn (baseline)") and "McNemar" in comparison.footnote

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from capsrobust.data import Dataset
-from capsrobust.detection import DetectionError, run_detection
+from capsrobust.detection import run_detection
 from capsrobust.evaluation import SweepError, load_sweep, run_sweep
 from capsrobust.models import Capability, ForeignModelError, ModelOutput, wrap_module
 from capsrobust.models.capsnet import capsule_length, margin_loss, route_by_agreement, squash
@@ -160,7 +160,7 @@ def test_a_users_capsule_module_gets_the_vote_and_defense_aware_attacks_and_the_
     assert mine["capabilities"].iloc[0] == "capsule-lengths,class-decoder,votes"
     assert mine["clean_accuracy"].iloc[0] > 0.2  # above chance (0.1): one epoch of the user's own loop learned
 
-    with pytest.raises(DetectionError, match="swept in memory"):
+    with pytest.raises(SweepError, match="swept in memory"):
         run_detection(tmp_path / "sweep", device="cpu", dataset=mnist5k)
     detection = run_detection(tmp_path / "sweep", device="cpu", dataset=mnist5k, models=[capsules, cnn])
     assert set(detection["model"]) == {"user-caps"}  # the CNN has no decoder

@@ -13,6 +13,7 @@ from capsrobust.attacks.suites import load_suite
 from capsrobust.benchmark import parse_seeds, run_benchmark
 from capsrobust.cli import main
 from capsrobust.evaluation.store import load_sweep
+from capsrobust.precision import PrecisionError
 from capsrobust.profiles import BenchmarkError, get_profile
 
 TINY = [("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)]
@@ -48,7 +49,8 @@ def dump_toml(suite: dict) -> str:
 def gpu_on_cpu(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("gpu-profile")
     result = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
-                           seeds=(0, 1), n=6, recipes=TINY, suite=shortened_gpu_suite(root), progress=False)
+                           seeds=(0, 1), n=6, recipes=TINY, suite=shortened_gpu_suite(root), progress=False,
+                           precision="fp32")  # the profile's tf32 is a GPU mode
     return root, result
 
 
@@ -108,10 +110,19 @@ def test_compare_takes_multi_seed_recipes(gpu_on_cpu):
 def test_a_finished_multi_seed_benchmark_is_skipped_and_other_seeds_are_refused(gpu_on_cpu, mnist5k):
     root, _ = gpu_on_cpu
     again = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
-                          seeds=(0, 1), n=6, recipes=TINY, suite=root / "gpu-short.toml", progress=False)
+                          seeds=(0, 1), n=6, recipes=TINY, suite=root / "gpu-short.toml", progress=False,
+                          precision="fp32")
     assert set(again.stages.values()) == {"skipped"}
     with pytest.raises(BenchmarkError, match="started with seeds"):
-        run_benchmark("gpu", out_dir=root / "bench", data=mnist5k, device="cpu", seeds=(0, 2), n=6, recipes=TINY)
+        run_benchmark("gpu", out_dir=root / "bench", data=mnist5k, device="cpu", seeds=(0, 2), n=6, recipes=TINY,
+                      precision="fp32")
+
+
+def test_a_gpu_profile_on_the_cpu_follows_the_precision_rule_of_every_command(mnist5k, tmp_path):
+    """tf32 on a CPU is refused in one line before anything is written, as ``--precision tf32`` is elsewhere."""
+    with pytest.raises(PrecisionError, match="tf32 is a CUDA tensor-core mode and cannot run on cpu"):
+        run_benchmark("gpu", out_dir=tmp_path / "bench", data=mnist5k, device="cpu", n=6, recipes=TINY)
+    assert not (tmp_path / "bench").exists()
 
 
 @pytest.mark.parametrize("text", ["0,x", "1,1", "", "0;1", "-1"])

@@ -1,4 +1,8 @@
-"""The package's import graph has no cycle: every module imports only from modules upstream of it."""
+"""The package's import graph: no cycle, and every module imports only from its own layer or the ones below it.
+
+The layers are docs/layout.md's. An import inside a function counts like one at the top of a module: it runs
+when the function does, and a lazy upward import is still an upward dependency (``import_graph`` walks every node).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,22 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PACKAGE = REPO / "capsrobust"
+
+#: docs/layout.md's layers, lowest first. A module belongs to the layer of its longest prefix listed here.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("infrastructure", ("capsrobust", "capsrobust.errors", "capsrobust.runtime", "capsrobust.precision",
+                        "capsrobust.plugins", "capsrobust.tomlfile", "capsrobust.execution")),
+    ("data", ("capsrobust.data",)),
+    ("models", ("capsrobust.models",)),
+    ("attacks", ("capsrobust.attacks",)),
+    ("evaluation", ("capsrobust.evaluation",)),
+    ("detection", ("capsrobust.detection",)),
+    ("figures", ("capsrobust.figures",)),
+    ("reporting", ("capsrobust.reporting",)),
+    # profiles imports only errors, but it is the benchmark's configuration and only the benchmark and the CLI use it
+    ("training and benchmark", ("capsrobust.training", "capsrobust.benchmark", "capsrobust.profiles")),
+    ("cli", ("capsrobust.cli",)),
+)
 
 
 def module_name(path: Path) -> str:
@@ -84,6 +104,42 @@ def test_importing_a_submodule_depends_on_its_package_init():
         "capsrobust.evaluation"
     ]
     assert cross_package_parents("capsrobust.evaluation.sweep", "capsrobust.evaluation.accuracy") == []
+
+
+def layer_of(module: str) -> int | None:
+    """The index in ``LAYERS`` of the layer ``module`` belongs to, or None when no layer names it."""
+    found = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+             if module == prefix or module.startswith(prefix + ".")]
+    return max(found)[1] if found else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a module from a higher layer, as ``importer (layer) → imported (layer)``."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            below, above = layer_of(module), layer_of(target)
+            if below is not None and above is not None and above > below:
+                found.append(f"{module} ({LAYERS[below][0]}) → {target} ({LAYERS[above][0]})")
+    return found
+
+
+def test_every_module_has_a_layer():
+    unplaced = [name for name in import_graph() if layer_of(name) is None]
+    assert unplaced == [], f"add these to LAYERS and docs/layout.md: {unplaced}"
+
+
+def test_every_module_imports_only_from_its_layer_or_below():
+    upward = upward_imports(import_graph())
+    assert upward == [], "imports against docs/layout.md's layer order:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    assert layer_of("capsrobust.evaluation.store") == layer_of("capsrobust.evaluation") == 4
+    assert layer_of("capsrobust") == layer_of("capsrobust.execution.ray_executor") == 0
+    planted = {"capsrobust.models.capsnet": {"capsrobust.attacks.registry", "capsrobust.errors"},
+               "capsrobust.training.loop": {"capsrobust.models"}}
+    assert upward_imports(planted) == ["capsrobust.models.capsnet (models) → capsrobust.attacks.registry (attacks)"]
 
 
 def test_each_package_says_its_job():

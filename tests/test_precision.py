@@ -90,7 +90,7 @@ def test_cli_offers_exactly_the_precisions_of_the_enum_and_refuses_in_one_line(t
 
     from capsrobust import cli
 
-    assert cli.PRECISION_CHOICES == PRECISION_CHOICES
+    assert cli.PRECISIONS.choices == PRECISION_CHOICES
     out = tmp_path / "run"
     result = CliRunner().invoke(
         cli.main, ["train", "cnn-tiny", "--device", "cpu", "--precision", "tf32", "--out", str(out)]

@@ -8,7 +8,10 @@ starts once for this module (a few seconds); every sweep here is small.
 from __future__ import annotations
 
 import os
+import socket
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from capsrobust.evaluation.store import load_sweep
 from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.execution import ExecutionError, Job, LocalExecutor
 from capsrobust.models.checkpoints import read_metadata
-from capsrobust.train import TrainJob, TrainSettings, train_runs
+from capsrobust.training import TrainJob, TrainSettings, train_runs
 from tests.conftest import REPO, recipe
 
 ray = pytest.importorskip("ray")
@@ -194,3 +197,38 @@ def test_bad_ray_settings_are_one_line_errors_not_hangs(tmp_path, monkeypatch):
 def test_a_ray_address_without_a_valid_port_is_one_line(address):
     with pytest.raises(ExecutionError, match=r"is not HOST:PORT"):
         RayExecutor(RaySettings(address=address, connect_timeout_s=2)).connect()
+
+
+def test_an_address_where_something_else_listens_is_refused_within_seconds():
+    """A web server (or anything not gRPC) on the port: refused by the probe, not after ray.init's minute of retries."""
+    gcs = ray.get_runtime_context().gcs_address
+    RayExecutor(RaySettings(address=gcs, connect_timeout_s=2)).connect()  # the real head passes
+    for answer in (b"HTTP/1.1 400 Bad Request\r\n\r\n", None):  # a web server, then one that never answers
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            if answer is not None:
+                threading.Thread(target=_answer_once, args=(server, answer), daemon=True).start()
+            started = time.monotonic()
+            with pytest.raises(ExecutionError, match=r"answers but is not a Ray head"):
+                RayExecutor(RaySettings(address=f"127.0.0.1:{server.getsockname()[1]}", connect_timeout_s=2)).connect()
+            assert time.monotonic() - started < 10
+
+
+def _answer_once(server: socket.socket, answer: bytes) -> None:
+    connection, _ = server.accept()
+    with connection:
+        connection.recv(64)
+        connection.sendall(answer)
+
+
+def test_a_sweep_whose_ray_start_fails_leaves_no_folder_and_can_run_again(runs, mnist5k, tmp_path):
+    out = tmp_path / "sweep"
+    suite = suite_from_dict({"suite": {"name": "one", "n": 4}, "attack": [{"name": "fgsm", "eps": [0.1]}]},
+                            source="one.toml")
+    with pytest.raises(ExecutionError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"):
+        run_sweep([runs[1]], suite, mnist5k, out_dir=out, backend="art", device="cpu", progress=False,
+                  executor=RayExecutor(RaySettings(address="127.0.0.1:1", connect_timeout_s=1)))
+    assert not out.exists()
+    run_sweep([runs[1]], suite, mnist5k, out_dir=out, backend="art", device="cpu", progress=False)
+    assert len(load_sweep(out).results) == 1

@@ -1,15 +1,46 @@
-"""The sweep directory's writer lock: one writer at a time, stale locks taken over, the lock gone when done."""
+"""The sweep directory's one owner: its writer lock, the row schema cells write, and what later stages read back."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 
+import pandas as pd
 import pytest
+import torch
 
-from capsrobust.evaluation.plan import SweepError
-from capsrobust.evaluation.store import LOCK_FILE, writer_lock
+from capsrobust.attacks.objectives import AttackObjective
+from capsrobust.attacks.registry import Backend
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.data import DatasetName
+from capsrobust.evaluation.plan import Cell, SweepError
+from capsrobust.evaluation.store import (
+    LOCK_FILE,
+    RESULT_COLUMNS,
+    SWEEP_FILE,
+    CellStore,
+    adversarials_path,
+    has_adversarials,
+    load_adversarials,
+    load_sweep_models,
+    load_test_split,
+    read_sweep_file,
+    read_sweep_record,
+    writer_lock,
+)
+from capsrobust.evaluation.sweep import run_sweep
+
+TINY_SUITE = {"suite": {"name": "tiny", "n": 6}, "attack": [{"name": "fgsm", "eps": [0.1]}]}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(trained_runs, mnist5k, tmp_path_factory):
+    out = tmp_path_factory.mktemp("store-sweep")
+    run_sweep([trained_runs["cnn-tiny"]], suite_from_dict(TINY_SUITE, source="tiny.toml"), mnist5k, out_dir=out,
+              backend="art", device="cpu", save_adversarials=True, progress=False)
+    return out
 
 
 def _lock(folder, pid: int, host: str | None = None) -> None:
@@ -37,3 +68,47 @@ def test_a_stale_lock_is_taken_over_and_ours_is_removed_when_done(tmp_path):
         held = json.loads((tmp_path / LOCK_FILE).read_text())
         assert held == {"host": socket.gethostname(), "pid": os.getpid()}
     assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_cell_writes_exactly_the_columns_the_store_reads(tiny_sweep):
+    rows = [json.loads(path.read_text()) for path in sorted((tiny_sweep / "cells").glob("*.json"))]
+    assert rows and all(list(row) == RESULT_COLUMNS for row in rows)
+
+
+def test_a_row_outside_the_schema_is_refused_before_anything_is_written(tmp_path):
+    cell = Cell("c", "m", "attack", "fgsm", "fgsm", Backend.ART, 0.1, (), AttackObjective.MARGIN, 0)
+    store = CellStore(tmp_path, [cell])
+    examples = pd.DataFrame({"label": [1]})
+    with pytest.raises(ValueError, match=r"missing \['n_no_answer'\]"):
+        store.save(cell, {column: 0 for column in RESULT_COLUMNS[:-1]}, examples, None)
+    with pytest.raises(ValueError, match=r"extra \['colour'\]"):
+        store.save(cell, {**dict.fromkeys(RESULT_COLUMNS, 0), "colour": 1}, examples, None)
+    assert not (tmp_path / "cells").exists()
+
+
+def test_later_stages_read_the_sweep_through_the_store(tiny_sweep, mnist5k):
+    record = read_sweep_record(tiny_sweep)
+    assert record.n == 6 and record.request == read_sweep_file(tiny_sweep)["request"] and has_adversarials(record)
+    cell_id = record.results["cell_id"].iloc[0]
+    assert record.adversarials_path(cell_id) == adversarials_path(tiny_sweep, cell_id)
+    adversarials = load_adversarials(record, cell_id)
+    assert adversarials.shape == (6, 1, 28, 28) and adversarials.dtype == torch.float32
+    _, split = load_test_split(record, dataset=mnist5k)
+    assert torch.equal(split.labels, mnist5k.test.labels[:6])
+    assert list(load_sweep_models(record, torch.device("cpu"))) == list(record.results["model"].unique())
+
+
+def test_a_missing_or_damaged_sweep_is_refused_in_one_line(tiny_sweep, mnist5k, tmp_path):
+    with pytest.raises(SweepError, match="holds no sweep"):
+        read_sweep_record(tmp_path)
+    (tmp_path / SWEEP_FILE).write_text("{not json")
+    with pytest.raises(SweepError, match="is corrupt"):
+        read_sweep_file(tmp_path)
+    (tmp_path / SWEEP_FILE).write_text("[]")
+    with pytest.raises(SweepError, match="no request table"):
+        read_sweep_file(tmp_path)
+    record = read_sweep_record(tiny_sweep)
+    with pytest.raises(SweepError, match="is missing; resume the sweep"):
+        load_adversarials(record, "no-such-cell")
+    with pytest.raises(SweepError, match="attacked mnist-5k, not mnist"):
+        load_test_split(record, dataset=dataclasses.replace(mnist5k, name=DatasetName.MNIST))

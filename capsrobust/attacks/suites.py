@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,12 +37,7 @@ from typing import Any
 from capsrobust.attacks.objectives import AttackObjective, ObjectiveError
 from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
 from capsrobust.errors import CapsRobustError
-from capsrobust.runtime import resolve_named_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_toml
 
 SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
@@ -155,11 +149,7 @@ def resolve_suite_path(suite: str | Path) -> Path:
 def load_suite(suite: str | Path) -> Suite:
     """Read and validate a suite file (or bare name)."""
     path = resolve_suite_path(suite)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise SuiteError(f"{path}: not valid TOML ({error}); fix the file") from None
-    return suite_from_dict(table, source=str(path), default_name=path.stem)
+    return suite_from_dict(read_toml(path, SuiteError), source=str(path), default_name=path.stem)
 
 
 def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_name: str = "suite") -> Suite:
@@ -283,6 +273,4 @@ def _typed(value: Any, kind: type, source: str, key: str, what: str) -> Any:
 
 
 def _refuse_unknown(table: Mapping[str, Any], allowed: set[str], source: str, where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise SuiteError(f"{source}: {where}: unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+    refuse_unknown_keys(table, allowed, SuiteError, f"{source}: {where}: ")

@@ -114,9 +114,6 @@ class DetectionOutcome:
     attack_success_rate: float  # misclassified after the attack, among all attacked inputs
     undetected_success_rate: float  # misclassified and not flagged, among all attacked inputs
 
-    def as_row(self) -> dict[str, float]:
-        return dict(self.__dict__)
-
 
 def detection_outcome(
     clean_scores: np.ndarray,

@@ -1,7 +1,8 @@
 """The reconstruction-error detector measured on a sweep's saved adversarial examples.
 
-``run_detection`` reads a sweep directory (``capsrobust.evaluation.sweep``) run with ``save_adversarials``, and for
-every model of the sweep that can reconstruct class-conditionally (CapsNet, CNN+R):
+``run_detection`` reads a sweep directory run with ``save_adversarials`` (through ``capsrobust.evaluation.store``,
+its owner: the request, tables, models, test images and adversarials), and for every model of the sweep that can
+reconstruct class-conditionally (CapsNet, CNN+R):
 
 1. calibrates the threshold on the model's clean **validation** images of the sweep's data set (a percentile of
    their scores, ``capsrobust.detection.detector.calibrate``), so that the false-positive rate is set on images the
@@ -45,7 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from capsrobust.data import Dataset, Split, load_dataset
+from capsrobust.data import Dataset
 from capsrobust.detection.detector import (
     DetectionError,
     Distance,
@@ -54,11 +55,20 @@ from capsrobust.detection.detector import (
     detection_outcome,
     reconstruction_distances,
 )
-from capsrobust.errors import CheckpointError
-from capsrobust.evaluation.store import ADVERSARIALS_DIR, SWEEP_FILE, load_sweep
+from capsrobust.errors import parse_choice
+from capsrobust.evaluation.store import (
+    EXAMPLES_FILE,
+    RESULTS_FILE,
+    SweepRecord,
+    has_adversarials,
+    load_adversarials,
+    load_sweep_models,
+    load_test_split,
+    read_sweep_record,
+)
 from capsrobust.models.base import CapsRobustModel
-from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint
-from capsrobust.models.foreign import IN_MEMORY_PREFIX, ForeignModel, in_memory_checkpoint
+from capsrobust.models.checkpoints import LoadedCheckpoint
+from capsrobust.models.foreign import ForeignModel
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,
@@ -94,115 +104,17 @@ class DetectionTables:
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
 
 
-@dataclass(frozen=True)
-class SweepRecord:
-    """A sweep directory's ``sweep.json`` request and its finished tables, checked for what detection needs."""
-
-    path: Path
-    request: dict[str, Any]
-    results: pd.DataFrame
-    examples: pd.DataFrame
-
-    @property
-    def n(self) -> int:
-        return int(self.request["n"])
-
-    def adversarials_path(self, cell_id: str) -> Path:
-        return self.path / ADVERSARIALS_DIR / f"{cell_id}.npz"
-
-
-def parse_distance(distance: str | Distance) -> Distance:
-    try:
-        return Distance(distance)
-    except ValueError:
-        known = ", ".join(member.value for member in Distance)
-        raise DetectionError(f"unknown distance {distance!r}; choose one of: {known}") from None
-
-
 def read_sweep(sweep_dir: str | Path) -> SweepRecord:
     """The sweep in ``sweep_dir``; refuses a sweep without saved adversarials or without finished cells."""
-    path = Path(sweep_dir)
-    tables = load_sweep(path)  # SweepError when there is no sweep at all
-    try:
-        request = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))["request"]
-    except (OSError, ValueError, KeyError) as error:
-        raise DetectionError(f"{path / SWEEP_FILE} is corrupt ({error}); rerun the sweep") from None
-    if not request.get("save_adversarials") or not (path / ADVERSARIALS_DIR).is_dir():
+    record = read_sweep_record(sweep_dir)  # SweepError when there is no sweep at all
+    if not has_adversarials(record):
         raise DetectionError(
-            f"{path} has no saved adversarial examples; rerun the sweep with --save-adversarials into a new --out"
+            f"{record.path} has no saved adversarial examples; rerun the sweep with --save-adversarials into a new "
+            f"--out"
         )
-    if tables.results.empty:
-        raise DetectionError(f"{path} has no finished cells; run or resume the sweep first")
-    return SweepRecord(path, request, tables.results, tables.examples)
-
-
-def load_sweep_models(
-    record: SweepRecord, device: torch.device, in_memory: Sequence[ForeignModel] = ()
-) -> dict[str, LoadedCheckpoint]:
-    """Every model of the sweep, loaded from the checkpoint it recorded and refused if the weights changed since.
-
-    A model the sweep attacked in memory (``wrap_module``) has no file to load: it comes from ``in_memory``.
-    """
-    given = {model.name: model for model in in_memory}
-    models = {}
-    for entry in record.request["models"]:
-        try:
-            if str(entry["checkpoint"]).startswith(IN_MEMORY_PREFIX):
-                if entry["model"] not in given:
-                    raise DetectionError(f"{entry['model']} was swept in memory (wrap_module) and has no checkpoint; "
-                                         f"pass it again: run_detection(..., models=[the wrapped model])")
-                loaded = in_memory_checkpoint(given[entry["model"]], device)
-            else:
-                loaded = load_checkpoint(entry["checkpoint"], device)
-        except CheckpointError as error:
-            raise DetectionError(
-                f"cannot load {entry['model']}, recorded by the sweep in {record.path} ({error}); run from the "
-                f"directory the sweep ran in (its checkpoint paths are as given then)"
-            ) from None
-        if entry.get("sha256") and loaded.metadata.get("weights_sha256") != entry["sha256"]:
-            raise DetectionError(
-                f"the weights of {entry['model']} ({entry['checkpoint']}) changed after the sweep in {record.path}; "
-                f"restore them or rerun the sweep"
-            )
-        models[entry["model"]] = loaded
-    return models
-
-
-def load_test_split(
-    record: SweepRecord, data_dir: str | Path | None = None, dataset: Dataset | None = None
-) -> tuple[Dataset, Split]:
-    """The data set and the first ``n`` test images the sweep attacked, checked against the sweep's labels.
-
-    ``dataset`` saves loading it again when the caller holds it already; it must be the one the sweep names.
-    """
-    if dataset is None:
-        dataset = load_dataset(record.request["dataset"], data_dir)
-    elif dataset.name.value != record.request["dataset"]:
-        raise DetectionError(f"the sweep in {record.path} attacked {record.request['dataset']}, "
-                             f"not {dataset.name.value}; pass that data set")
-    split = dataset.test.head(record.n)
-    first = record.examples.drop_duplicates("index").sort_values("index")
-    if len(split) != record.n or not np.array_equal(first["label"].to_numpy(), split.labels.numpy()[first["index"]]):
-        raise DetectionError(
-            f"the test labels of {dataset.name.value} differ from those the sweep in {record.path} attacked; "
-            f"pass the --data-dir the sweep used"
-        )
-    return dataset, split
-
-
-def load_adversarials(record: SweepRecord, cell_id: str) -> torch.Tensor:
-    """A cell's saved adversarials (n, 1, 28, 28) in the order of the test images."""
-    path = record.adversarials_path(cell_id)
-    if not path.is_file():
-        raise DetectionError(f"{path} is missing; resume the sweep with --resume to rewrite cell {cell_id}")
-    try:
-        with np.load(path) as saved:
-            adversarials, indices = saved["adversarials"], saved["indices"]
-    except (OSError, ValueError, KeyError) as error:
-        raise DetectionError(f"{path} is damaged ({error}); delete the cell's files and resume the sweep") from None
-    if not np.array_equal(indices, np.arange(record.n)):
-        raise DetectionError(f"{path} does not hold the sweep's {record.n} images in order; rerun the sweep")
-    return torch.from_numpy(np.asarray(adversarials, dtype=np.float32))
+    if record.results.empty:
+        raise DetectionError(f"{record.path} has no finished cells; run or resume the sweep first")
+    return record
 
 
 def run_detection(
@@ -228,7 +140,7 @@ def run_detection(
     ``models``: the wrapped modules (``capsrobust.models.wrap_module``) the sweep attacked in memory.
     Raises ``DetectionError`` when the sweep saved no adversarials or has no model that can reconstruct.
     """
-    chosen = parse_distance(distance)
+    chosen = parse_choice(Distance, distance, DetectionError, "distance")
     if not 0.0 < percentile < 100.0:
         raise DetectionError(f"percentile must lie in (0, 100), got {percentile}")
     if batch_size < 1:
@@ -383,7 +295,7 @@ def _library_versions() -> dict[str, str]:
 def _inputs_digest(record: SweepRecord, request: dict[str, Any]) -> str:
     """SHA-256 of the settings, the sweep's request and tables, every saved adversarial file and the checkpoints."""
     digest = hashlib.sha256(json.dumps([request, record.request], sort_keys=True).encode())
-    for name in ("results.csv", "examples.csv"):
+    for name in (RESULTS_FILE, EXAMPLES_FILE):
         digest.update(file_sha256(record.path / name).encode())
     for cell_id in record.results["cell_id"]:
         path = record.adversarials_path(cell_id)

@@ -15,7 +15,7 @@ import torch
 
 from capsrobust.data import Split
 from capsrobust.models.base import CapsRobustModel
-from capsrobust.models.inference import predict
+from capsrobust.models.inference import predict, require_answers
 from capsrobust.precision import Precision, resolve_precision
 
 
@@ -70,7 +70,8 @@ def evaluate(
 ) -> Evaluation:
     """Accuracy and confusion matrix of ``model`` on ``split`` (fp32 unless ``precision`` says otherwise)."""
     resolved = resolve_precision(precision, torch.device(device), training=False)
-    predictions = predict(model, split.images, device, batch_size, resolved).numpy()
+    predictions = require_answers(predict(model, split.images, device, batch_size, resolved), "the model",
+                                  "images").numpy()
     labels = split.labels.numpy()
     n_classes = len(classes)
     confusion = np.bincount(labels * n_classes + predictions, minlength=n_classes**2).reshape(

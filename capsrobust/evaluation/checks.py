@@ -12,6 +12,7 @@ check               what it tests
 =================== =================================================================================
 in-bounds           every adversarial lies in [0, 1] (tolerance 1e-6); violations are counted
 in-ball             every adversarial of a bounded attack lies in its eps ball (tolerance 1e-6), counted
+answers             the model's scores are finite on every adversarial (a non-finite one counts as broken)
 eps-zero            at eps = 0 robust accuracy equals clean accuracy (the attack pipeline is faithful)
 monotone-eps        robust accuracy does not rise with eps (by more than one point)
 large-eps           the largest L∞ eps (≥ 0.3) drives robust accuracy near 0, else gradient masking
@@ -106,7 +107,7 @@ def check_results(results: pd.DataFrame) -> list[Check]:
     """Every check that reads only the results table, for every model in it."""
     checks: list[Check] = []
     for model, rows in results.groupby("model", sort=False):
-        for function in (check_in_bounds, check_in_ball, check_eps_zero, check_monotone, check_large_eps,
+        for function in (check_in_bounds, check_in_ball, check_answers, check_eps_zero, check_monotone, check_large_eps,
                          check_pgd_vs_fgsm, check_pgd_vs_apgd, check_double_steps, check_gradient_free,
                          check_backends_agree):
             checks.append(function(str(model), rows))
@@ -132,6 +133,20 @@ def check_in_ball(model: str, rows: pd.DataFrame) -> Check:
     cells = ", ".join(f"{_cell(r)}: {int(r['n_out_of_ball'])}" for _, r in bad.iterrows())
     total = int(bad["n_out_of_ball"].sum())
     return Check("in-ball", model, Status.FLAG, f"{total} adversarials outside their eps ball ({cells})")
+
+
+def check_answers(model: str, rows: pd.DataFrame) -> Check:
+    """Adversarials on which the model's scores were NaN or infinite: counted as broken, and said here, because a
+    model that computes nothing on an input has not classified it (``capsrobust.models.inference``)."""
+    if "n_no_answer" not in rows:  # a sweep from before the column existed
+        return Check("answers", model, Status.SKIP, "this sweep predates the count of non-finite scores")
+    bad = rows[rows["n_no_answer"].fillna(0) > 0]
+    if bad.empty:
+        return Check("answers", model, Status.PASS, f"finite scores on every adversarial of {len(rows)} cells")
+    cells = ", ".join(f"{_cell(r)}: {int(r['n_no_answer'])}" for _, r in bad.iterrows())
+    total = int(bad["n_no_answer"].sum())
+    return Check("answers", model, Status.FLAG,
+                 f"{total} adversarials got NaN or infinite scores, counted as broken ({cells})")
 
 
 def check_eps_zero(model: str, rows: pd.DataFrame) -> Check:
@@ -187,12 +202,6 @@ def check_large_eps(model: str, rows: pd.DataFrame) -> Check:
         return Check("large-eps", model, Status.PASS, detail)
     return Check("large-eps", model, Status.FLAG,
                  f"{detail} > {_pct(NEAR_ZERO)}: gradient masking or too weak an attack")
-
-
-def _paired(rows: pd.DataFrame, left: str, right: str, on: list[str]) -> pd.DataFrame:
-    a = rows[(rows["label"] == left) & (rows["role"] == "attack")]
-    b = rows[(rows["label"] == right) & (rows["role"] == "attack")]
-    return a.merge(b, on=on, suffixes=("_a", "_b"))
 
 
 def _spec(attack: str) -> AttackSpec | None:

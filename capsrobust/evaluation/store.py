@@ -3,10 +3,17 @@
 Every file is written atomically and ``cells/CELL.json`` is written last, so a cell is complete exactly when that
 file exists; the tables (results, examples) are always rebuilt from the cell files in plan order, so a sweep
 killed at any moment and resumed ends with the same tables.
+
+This module is the one owner of the directory's layout: the sweep writes through it (``CellStore``) and every
+reader — detection, the gallery, reports, the benchmark — asks it for what the sweep recorded (``read_sweep_record``,
+the models and test images it attacked, a cell's saved adversarials, the checks, the figures drawn beside it) rather
+than opening the files itself. A cell's row must hold exactly ``RESULT_COLUMNS``, the columns ``load_sweep`` reads.
+Folders other stages put inside a sweep directory (``detection/``) belong to them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +28,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from capsrobust.data import Dataset, Split, load_dataset
+from capsrobust.errors import CheckpointError
 from capsrobust.evaluation.plan import Cell, SweepError
+from capsrobust.models.checkpoints import LoadedCheckpoint, load_checkpoint
+from capsrobust.models.foreign import IN_MEMORY_PREFIX, ForeignModel, in_memory_checkpoint
 from capsrobust.precision import Precision
 from capsrobust.runtime import atomic_write, atomic_write_text, command_line, read_table
 
@@ -40,13 +51,20 @@ CELLS_DIR = "cells"
 ADVERSARIALS_DIR = "adversarials"
 
 
+# Reconstruction, tweak and gallery figures drawn beside the sweep (capsrobust.benchmark.write_figures).
+FIGURES_DIR = "figures"
+
+
+RESULTS_FILE, EXAMPLES_FILE, CHECKS_FILE = "results.csv", "examples.csv", "checks.csv"
+
+
 RESULT_COLUMNS = [
     "cell_id", "role", "check_of", "model", "checkpoint", "checkpoint_sha256", "recipe", "architecture",
     "dataset", "split", "attack", "label", "backend", "norm", "kind", "gradient_free", "eps", "objective",
     "objective_used", "params", "n", "clean_accuracy", "robust_accuracy", "attack_success_rate",
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
-    "train_seed", "precision", "capabilities", "train_linf_eps", "mode", "n_attacked",
+    "train_seed", "precision", "capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer",
 ]
 
 
@@ -54,6 +72,9 @@ EXAMPLE_COLUMNS = [
     "cell_id", "model", "index", "label", "clean_pred", "adv_pred", "l2", "linf", "in_bounds", "in_ball",
     "success", "robust", "attacked",
 ]
+
+
+CHECK_COLUMNS = ["check", "model", "status", "detail"]
 
 
 @dataclass(frozen=True)
@@ -65,14 +86,159 @@ class SweepTables:
     checks: pd.DataFrame
 
 
+def holds_sweep(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` holds a sweep (started, not necessarily finished)."""
+    return (Path(out_dir) / SWEEP_FILE).is_file()
+
+
 def load_sweep(out_dir: str | Path) -> SweepTables:
     """The results, per-example outcomes and checks tables of a sweep directory."""
+    out = _sweep_dir(out_dir)
+    return SweepTables(read_table(out / RESULTS_FILE, RESULT_COLUMNS),
+                       read_table(out / EXAMPLES_FILE, EXAMPLE_COLUMNS),
+                       load_checks(out))
+
+
+def load_checks(out_dir: str | Path) -> pd.DataFrame:
+    """The checks table of a sweep directory (empty until the sweep ends or stops)."""
+    return read_table(Path(out_dir) / CHECKS_FILE, CHECK_COLUMNS)
+
+
+def write_checks(out: Path, checks: pd.DataFrame) -> None:
+    """``checks.csv`` and ``checks.json``: the sweep's self-checks, written when it ends or stops."""
+    atomic_write(out / CHECKS_FILE, lambda path: checks.to_csv(path, index=False))
+    atomic_write_text(out / "checks.json", checks.to_json(orient="records", indent=2) + "\n")
+
+
+def read_sweep_file(out_dir: str | Path) -> dict[str, Any]:
+    """``sweep.json`` as written: the ``request``, the versions and command line, the suites it was extended from."""
+    path = _sweep_dir(out_dir) / SWEEP_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SweepError(f"{path} is corrupt ({error}); rerun the sweep into a new --out") from None
+    if not isinstance(record, dict) or not isinstance(record.get("request"), dict):
+        raise SweepError(f"{path} is corrupt (no request table); rerun the sweep into a new --out")
+    return record
+
+
+def _sweep_dir(out_dir: str | Path) -> Path:
     out = Path(out_dir)
-    if not (out / SWEEP_FILE).is_file():
+    if not holds_sweep(out):
         raise SweepError(f"{out} holds no sweep ({SWEEP_FILE} missing); run `capsrobust sweep` into it first")
-    return SweepTables(read_table(out / "results.csv", RESULT_COLUMNS),
-                       read_table(out / "examples.csv", EXAMPLE_COLUMNS),
-                       read_table(out / "checks.csv", ["check", "model", "status", "detail"]))
+    return out
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep directory read back for the stages after it: ``sweep.json``'s request and the finished tables."""
+
+    path: Path
+    request: dict[str, Any]
+    results: pd.DataFrame
+    examples: pd.DataFrame
+
+    @property
+    def n(self) -> int:
+        return int(self.request["n"])
+
+    def adversarials_path(self, cell_id: str) -> Path:
+        return adversarials_path(self.path, cell_id)
+
+
+def read_sweep_record(out_dir: str | Path) -> SweepRecord:
+    """The request and the results and examples tables of the sweep in ``out_dir`` (finished cells only)."""
+    tables = load_sweep(out_dir)
+    return SweepRecord(Path(out_dir), read_sweep_file(out_dir)["request"], tables.results, tables.examples)
+
+
+def adversarials_path(out_dir: str | Path, cell_id: str) -> Path:
+    """Where a cell's adversarials are saved (``save_adversarials``), whether or not they are there."""
+    return Path(out_dir) / ADVERSARIALS_DIR / f"{cell_id}.npz"
+
+
+def has_adversarials(record: SweepRecord) -> bool:
+    """Whether the sweep was asked to save its cells' adversarials and has a folder for them."""
+    return bool(record.request.get("save_adversarials")) and (record.path / ADVERSARIALS_DIR).is_dir()
+
+
+def load_adversarials(record: SweepRecord, cell_id: str) -> torch.Tensor:
+    """A cell's saved adversarials (n, 1, 28, 28) in the order of the test images."""
+    path = record.adversarials_path(cell_id)
+    if not path.is_file():
+        raise SweepError(f"{path} is missing; resume the sweep with --resume to rewrite cell {cell_id}")
+    try:
+        with np.load(path) as saved:
+            adversarials, indices = saved["adversarials"], saved["indices"]
+    except (OSError, ValueError, KeyError) as error:
+        raise SweepError(f"{path} is damaged ({error}); delete the cell's files and resume the sweep") from None
+    if not np.array_equal(indices, np.arange(record.n)):
+        raise SweepError(f"{path} does not hold the sweep's {record.n} images in order; rerun the sweep")
+    return torch.from_numpy(np.asarray(adversarials, dtype=np.float32))
+
+
+def load_sweep_models(
+    record: SweepRecord, device: torch.device, in_memory: Sequence[ForeignModel] = ()
+) -> dict[str, LoadedCheckpoint]:
+    """Every model of the sweep, loaded from the checkpoint it recorded and refused if the weights changed since.
+
+    A model the sweep attacked in memory (``wrap_module``) has no file to load: it comes from ``in_memory``.
+    """
+    given = {model.name: model for model in in_memory}
+    models = {}
+    for entry in record.request["models"]:
+        try:
+            if str(entry["checkpoint"]).startswith(IN_MEMORY_PREFIX):
+                if entry["model"] not in given:
+                    raise SweepError(f"{entry['model']} was swept in memory (wrap_module) and has no checkpoint; "
+                                     f"pass it again: run_detection(..., models=[the wrapped model])")
+                loaded = in_memory_checkpoint(given[entry["model"]], device)
+            else:
+                loaded = load_checkpoint(entry["checkpoint"], device)
+        except CheckpointError as error:
+            raise SweepError(
+                f"cannot load {entry['model']}, recorded by the sweep in {record.path} ({error}); run from the "
+                f"directory the sweep ran in (its checkpoint paths are as given then)"
+            ) from None
+        if entry.get("sha256") and loaded.metadata.get("weights_sha256") != entry["sha256"]:
+            raise SweepError(
+                f"the weights of {entry['model']} ({entry['checkpoint']}) changed after the sweep in {record.path}; "
+                f"restore them or rerun the sweep"
+            )
+        models[entry["model"]] = loaded
+    return models
+
+
+def load_test_split(
+    record: SweepRecord, data_dir: str | Path | None = None, dataset: Dataset | None = None
+) -> tuple[Dataset, Split]:
+    """The data set and the first ``n`` test images the sweep attacked, checked against the sweep's labels.
+
+    ``dataset`` saves loading it again when the caller holds it already; it must be the one the sweep names.
+    """
+    if dataset is None:
+        dataset = load_dataset(record.request["dataset"], data_dir)
+    elif dataset.name.value != record.request["dataset"]:
+        raise SweepError(f"the sweep in {record.path} attacked {record.request['dataset']}, "
+                         f"not {dataset.name.value}; pass that data set")
+    split = dataset.test.head(record.n)
+    first = record.examples.drop_duplicates("index").sort_values("index")
+    if len(split) != record.n or not np.array_equal(first["label"].to_numpy(), split.labels.numpy()[first["index"]]):
+        raise SweepError(
+            f"the test labels of {dataset.name.value} differ from those the sweep in {record.path} attacked; "
+            f"pass the --data-dir the sweep used"
+        )
+    return dataset, split
+
+
+def figures_dir(out_dir: str | Path) -> Path:
+    """Where the figures drawn beside a sweep go (reconstructions, tweaks, the gallery)."""
+    return Path(out_dir) / FIGURES_DIR
+
+
+def figure_files(out_dir: str | Path) -> tuple[Path, ...]:
+    """The PNG figures drawn beside a sweep, by name."""
+    return tuple(sorted(figures_dir(out_dir).glob("*.png")))
 
 
 LOCK_FILE = ".lock"
@@ -85,6 +251,7 @@ def writer_lock(out: Path) -> Iterator[None]:
     The lock file names host and pid. A lock left by a process that no longer runs on this host is stale and taken
     over; one held by a live process (or by another host, which cannot be checked from here) is refused in one line.
     """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_FILE
     holder = {"host": socket.gethostname(), "pid": os.getpid()}
@@ -108,6 +275,38 @@ def writer_lock(out: Path) -> Iterator[None]:
     finally:
         if _lock_holder(path) == holder:
             path.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):  # not empty: it holds a sweep now
+                out.rmdir()
+
+
+#: What a sweep writes besides its cell files; removed again when it fails before finishing a cell.
+SWEEP_TABLES = ("results.csv", "results.json", "examples.csv", "checks.csv", "checks.json")
+
+
+@contextmanager
+def discarded_unless_started(out: Path) -> Iterator[None]:
+    """Run a new sweep in ``out``; should it stop before finishing a cell, remove everything it wrote.
+
+    A sweep that failed at the start (a Ray cluster that is not there, a model refused, Ctrl-C while loading) would
+    otherwise leave a ``sweep.json`` behind, and the same command run again would be told to pass ``--resume``.
+    A folder that already held a sweep is never touched. Run it inside ``writer_lock``, which also removes the
+    folder itself when it made it and it is left empty.
+    """
+    fresh = not (out / SWEEP_FILE).exists()
+    try:
+        yield
+    except BaseException:
+        cells = out / CELLS_DIR
+        if fresh and not (cells.is_dir() and any(cells.glob("*.json"))):
+            for name in (SWEEP_FILE, *SWEEP_TABLES):
+                (out / name).unlink(missing_ok=True)
+            for folder in (cells, out / ADVERSARIALS_DIR):
+                for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+                    stale.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
 
 
 def _lock_holder(path: Path) -> dict[str, Any]:
@@ -217,7 +416,14 @@ class CellStore:
                 from None
 
     def save(self, cell: Cell, row: dict[str, Any], examples: pd.DataFrame, adversarials: torch.Tensor | None) -> None:
-        """Examples first, adversarials next, the row last: the row's file marks the cell as complete."""
+        """Examples first, adversarials next, the row last: the row's file marks the cell as complete.
+
+        The row must hold exactly ``RESULT_COLUMNS`` (a bug otherwise: the tables would drop or blank a column).
+        """
+        if list(row) != RESULT_COLUMNS:
+            missing, extra = sorted(set(RESULT_COLUMNS) - set(row)), sorted(set(row) - set(RESULT_COLUMNS))
+            raise ValueError(f"the row of cell {cell.cell_id} is not RESULT_COLUMNS (missing {missing}, extra "
+                             f"{extra}, or in another order)")
         atomic_write(self._cells / f"{cell.cell_id}.examples.csv", lambda path: examples.to_csv(path, index=False))
         if adversarials is not None:
             arrays = {
@@ -230,7 +436,7 @@ class CellStore:
                 with path.open("wb") as handle:
                     np.savez_compressed(handle, **arrays)
 
-            atomic_write(self.out / ADVERSARIALS_DIR / f"{cell.cell_id}.npz", write_npz)
+            atomic_write(adversarials_path(self.out, cell.cell_id), write_npz)
         atomic_write_text(self._cells / f"{cell.cell_id}.json", json.dumps(row, indent=1) + "\n")
         self._read(cell.cell_id)  # keep exactly what a resumed sweep would read back
         self.done.add(cell.cell_id)
@@ -246,7 +452,7 @@ class CellStore:
 
     def _write_results(self) -> None:
         results = self.results()
-        atomic_write(self.out / "results.csv", lambda path: results.to_csv(path, index=False))
+        atomic_write(self.out / RESULTS_FILE, lambda path: results.to_csv(path, index=False))
         atomic_write_text(self.out / "results.json", results.to_json(orient="records", indent=1) + "\n")
 
     def write_examples(self) -> None:
@@ -258,4 +464,4 @@ class CellStore:
         """
         frames = [self.examples[c] for c in self.order if c in self.examples]
         examples = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EXAMPLE_COLUMNS)
-        atomic_write(self.out / "examples.csv", lambda path: examples.to_csv(path, index=False))
+        atomic_write(self.out / EXAMPLES_FILE, lambda path: examples.to_csv(path, index=False))

@@ -66,6 +66,7 @@ from capsrobust.attacks.suites import Suite, load_suite
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.evaluation import cascade
 from capsrobust.evaluation.checks import Check, Status, check_model, check_results, checks_frame
+from capsrobust.evaluation.integrity import unchanged_model
 from capsrobust.evaluation.plan import (
     MAX_CELLS,
     Cell,
@@ -75,15 +76,22 @@ from capsrobust.evaluation.plan import (
     plan_cells,
     slug,
 )
-from capsrobust.evaluation.store import EXAMPLE_COLUMNS, CellStore, prepare_dir, writer_lock
+from capsrobust.evaluation.store import (
+    EXAMPLE_COLUMNS,
+    CellStore,
+    discarded_unless_started,
+    prepare_dir,
+    write_checks,
+    writer_lock,
+)
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models.base import capabilities_of, capabilities_text
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
 from capsrobust.models.foreign import ForeignModel, in_memory_checkpoint
-from capsrobust.models.inference import predict
+from capsrobust.models.inference import NO_PREDICTION, predict, require_answers
 from capsrobust.models.recipes import Recipe
 from capsrobust.precision import Precision, precision_scope, resolve_precision
-from capsrobust.runtime import atomic_write, atomic_write_text, command_line, resolve_device, versions
+from capsrobust.runtime import command_line, resolve_device, versions
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +176,15 @@ def run_sweep(
         raise SweepError(f"the suite limits {', '.join(limited)} to its first n images, which needs the cascade; "
                          f"run the suite in cascade mode (drop --no-cascade)")
     request = {**setup.request(backend, seed, objective, save_adversarials), "cascade": cascaded}
-    with writer_lock(out):
+    runner = executor if executor is not None else LocalExecutor()
+    runner.start()  # a cluster that is not there fails here, before anything is written
+    with writer_lock(out), discarded_unless_started(out):
         prepare_dir(out, request, resume, cells, _library_versions())
         store = CellStore(out, cells)
-        runner = executor if executor is not None else LocalExecutor()
         model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
         checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),
                                *check_results(store.results())])
-        atomic_write(out / "checks.csv", lambda path: checks.to_csv(path, index=False))
-        atomic_write_text(out / "checks.json", checks.to_json(orient="records", indent=2) + "\n")
+        write_checks(out, checks)
         return store.results()
 
 
@@ -352,7 +360,8 @@ class _CellWork:
 
     def setup(self, group: str) -> tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor]:
         entry, images, labels = self.models[group].get(), self.images.get(), self.labels.get()
-        return entry, images, labels, predict(entry.loaded.model, images, self.device, self.batch_size)  # (n,)
+        clean = predict(entry.loaded.model, images, self.device, self.batch_size)  # (n,)
+        return entry, images, labels, require_answers(clean, group, "clean test images")
 
     def run(
         self, state: tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor], cells: tuple[Cell, ...]
@@ -420,7 +429,8 @@ def _attack_cell(
         result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), used), 0.0
     else:
         started = time.perf_counter()
-        with precision_scope(context["precision"], device, autotune=False):  # attacks shrink their batches
+        with (precision_scope(context["precision"], device, autotune=False),  # attacks shrink their batches
+              unchanged_model(entry.loaded.model, f"{cell.label} at eps {cell.eps:g} on {cell.model}")):
             result = run_attack(
                 cell.attack, entry.loaded.model, images[chosen], labels[chosen], eps=cell.eps,
                 params=dict(cell.params), objective=cell.objective, backend=cell.backend, device=device,
@@ -474,6 +484,7 @@ def _attack_cell(
         "capabilities": capabilities_text(capabilities_of(entry.loaded.model)),
         "train_linf_eps": _train_linf_eps(recipe),
         "mode": cascade.FULL if alive is None else cascade.CASCADE, "n_attacked": len(chosen),
+        "n_no_answer": int((adv_pred[chosen] == NO_PREDICTION).sum()),
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),

@@ -90,6 +90,10 @@ class Executor(ABC):
     @abstractmethod
     def run(self, workload: Workload, jobs: Sequence[Job], on_result: OnResult) -> list[Failure]: ...
 
+    def start(self) -> None:  # noqa: B027 (most executors have nothing to start)
+        """Reach the workers (join or start a Ray cluster); called before anything is written, so that a cluster
+        that is not there fails the command with nothing half-made. ``run`` starts it too; idempotent."""
+
     def close(self) -> None:  # noqa: B027 (most executors start nothing)
         """Release what the executor started (a local Ray instance); idempotent."""
 

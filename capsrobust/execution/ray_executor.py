@@ -42,6 +42,9 @@ T = TypeVar("T")
 DEFAULT_GPU_FRACTION = 0.25  # four cells share a GPU unless --task-gpus says otherwise
 GROUPS_PER_WORKER = 2  # states (models) an actor keeps; the driver sends it jobs of these first
 UNLIMITED = 1 << 30
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # what an HTTP/2 (so gRPC) client sends first
+HTTP2_EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # length 0, type SETTINGS, no flags, stream 0
+HTTP2_SETTINGS_FRAME = 4  # the frame type byte (offset 3) of the server's first frame
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ class RayExecutor(Executor):
         except (TypeError, AttributeError, ValueError) as error:  # what pickle raises for what it cannot send
             raise ExecutionError(f"cannot send a {type(value).__name__} to Ray workers ({describe_error(error)}); "
                                  f"its classes must be picklable: define them in a module or a --plugin file") from None
+
+    def start(self) -> None:
+        self.connect()
 
     def connect(self) -> None:
         """Join the cluster at ``address`` (probed first, with a timeout) or start one here; idempotent."""
@@ -266,13 +272,38 @@ def _capacity(cpus: float, gpus: float) -> int:
 
 
 def _probe(address: str, timeout: float) -> None:
-    """Fail fast, in one line, when nothing listens at ``address`` (ray.init would retry for a minute)."""
+    """Fail fast, in one line, unless a gRPC server answers at ``address`` (ray.init would retry for a minute).
+
+    A Ray head's GCS (``HOST:6379``) and its client server (``ray://HOST:10001``) both speak gRPC over HTTP/2, whose
+    servers open every connection with a SETTINGS frame (RFC 9113, 3.4). Something else on the port (a web server,
+    a database) answers otherwise or not at all, and is refused here within ``timeout``.
+    """
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
     if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ExecutionError(f"--ray-address {address!r} is not HOST:PORT (e.g. 10.0.0.1:6379) or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        connection = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError as error:
         raise ExecutionError(f"no Ray cluster answers at {address} within {timeout:g} s ({error}); start one there "
                              f"with `ray start --head`, or leave --ray-address out to start one here") from None
+    with connection:
+        try:
+            connection.sendall(HTTP2_PREFACE + HTTP2_EMPTY_SETTINGS)
+            header = _receive(connection, 9)
+        except OSError:
+            header = b""
+    if len(header) < 9 or header[3] != HTTP2_SETTINGS_FRAME:
+        raise ExecutionError(f"{address} answers but is not a Ray head (no gRPC server there); give the address "
+                             f"`ray start --head` printed (HOST:6379, or ray://HOST:10001)")
+
+
+def _receive(connection: socket.socket, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer when the peer closes (the socket's timeout bounds each wait)."""
+    received = b""
+    while len(received) < size:
+        chunk = connection.recv(size - len(received))
+        if not chunk:
+            break
+        received += chunk
+    return received

@@ -22,14 +22,8 @@ from torch import nn
 
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.detection.detector import Distance, reconstruction_distances
-from capsrobust.detection.pipeline import (
-    DetectionError,
-    load_adversarials,
-    load_detection,
-    load_sweep_models,
-    load_test_split,
-    read_sweep,
-)
+from capsrobust.detection.pipeline import DETECTION_DIR, DetectionError, load_detection, read_sweep
+from capsrobust.evaluation.store import load_adversarials, load_sweep_models, load_test_split
 from capsrobust.figures.capsules import choose_examples, save_figure
 from capsrobust.figures.detection import blank_panel
 from capsrobust.models import ModelOutput
@@ -104,7 +98,7 @@ def gallery_rows(
     torch_device = resolve_device(device)
     models = load_sweep_models(record, torch_device)
     _, test = load_test_split(record, data_dir, dataset)
-    thresholds, distance = _known_thresholds(record.path / "detection")
+    thresholds, distance = _known_thresholds(record.path / DETECTION_DIR)
     recon_model = next((label for label, loaded in models.items() if _is_decoder_cnn(loaded.model)), None)
     cells = record.results[(record.results["role"] == "attack") & (record.results["eps"] > 0)]
     if labels:

@@ -8,7 +8,7 @@ A recipe names an architecture, its hyper-parameters (``[model]``) and its train
     routing_iterations = 3
     [train]
     epochs = 15
-    [adversarial]            # optional: adversarial training (capsrobust.adversarial)
+    [adversarial]            # optional: adversarial training (capsrobust.training.adversarial)
     attack = "pgd-linf"
     eps = 0.3
 
@@ -19,7 +19,6 @@ round-trips through ``to_dict`` / ``recipe_from_dict`` so checkpoints carry the 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -30,12 +29,7 @@ from typing import Any
 from capsrobust.errors import RecipeError
 from capsrobust.models.base import CapsRobustModel
 from capsrobust.models.registry import get_architecture
-from capsrobust.runtime import resolve_named_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_toml
 
 RECIPE_DIR = Path("models")
 # The recipes shipped with the repository, found also when the working directory is elsewhere.
@@ -63,7 +57,7 @@ class TrainConfig:
 
 
 #: Training attacks: PGD's inner maximisation of the training loss (Madry et al. 2018) or of TRADES' KL term
-#: (Zhang et al. 2019), in the L∞ or L2 ball. capsrobust.adversarial implements them.
+#: (Zhang et al. 2019), in the L∞ or L2 ball. capsrobust.training.adversarial implements them.
 TRAINING_ATTACKS = ("pgd-linf", "pgd-l2", "trades-linf", "trades-l2")
 #: What a Madry training attack maximises: "auto" (the model's default attack objective), an attack objective of
 #: capsrobust.attacks.objectives, or "vote-" and one of those (the vote surrogate of capsule models).
@@ -162,11 +156,7 @@ def resolve_recipe_path(recipe: str | Path) -> Path:
 def load_recipe(recipe: str | Path) -> Recipe:
     """Read and validate a recipe file (or bare name)."""
     path = resolve_recipe_path(recipe)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise RecipeError(f"{path}: not valid TOML ({error}); fix the file") from error
-    return recipe_from_dict(table, source=str(path), default_name=path.stem)
+    return recipe_from_dict(read_toml(path, RecipeError), source=str(path), default_name=path.stem)
 
 
 def recipe_from_dict(table: Mapping[str, Any], source: str = "<recipe>", default_name: str = "") -> Recipe:
@@ -223,12 +213,7 @@ def dataclass_from_table(cls: type, table: Any, source: str, section: str) -> An
 
 
 def _refuse_unknown(table: Mapping[str, Any], allowed: set[str], source: str, section: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        where = f"[{section}] " if section else ""
-        raise RecipeError(
-            f"{source}: {where}unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}"
-        )
+    refuse_unknown_keys(table, allowed, RecipeError, f"{source}: [{section}] " if section else f"{source}: ")
 
 
 def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:

@@ -21,8 +21,17 @@ import pandas as pd
 
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
 from capsrobust.errors import CapsRobustError
-from capsrobust.evaluation.store import SWEEP_FILE, SweepTables, load_sweep
-from capsrobust.reporting.document import FIGURES_DIR
+from capsrobust.evaluation.store import (
+    CHECKS_FILE,
+    EXAMPLES_FILE,
+    RESULTS_FILE,
+    SWEEP_FILE,
+    SweepTables,
+    figure_files,
+    holds_sweep,
+    load_sweep,
+    read_sweep_file,
+)
 from capsrobust.runtime import read_table
 
 
@@ -51,9 +60,9 @@ class Source:
 def resolve_result_dir(path: str | Path) -> Path:
     """A sweep directory, or a benchmark directory holding one in ``sweep/``."""
     candidate = Path(path)
-    if (candidate / SWEEP_FILE).is_file():
+    if holds_sweep(candidate):
         return candidate
-    if (candidate / "sweep" / SWEEP_FILE).is_file():
+    if holds_sweep(candidate / "sweep"):
         return candidate / "sweep"
     raise ReportError(f"{candidate} holds no sweep ({SWEEP_FILE} missing); pass a directory written by "
                       f"`capsrobust sweep` or `capsrobust benchmark`")
@@ -63,20 +72,17 @@ def read_source(path: str | Path, paths: PathDisplay) -> Source:
     """Read one sweep directory and its detection tables, figures and training runs."""
     directory = resolve_result_dir(path).resolve()
     inputs: list[Path] = [directory / SWEEP_FILE]
-    try:
-        record = json.loads((directory / SWEEP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ReportError(f"{directory / SWEEP_FILE} is unreadable ({error}); rerun the sweep with --resume") from None
+    record = read_sweep_file(directory)
     tables = load_sweep(directory)
     if tables.results.empty:
         raise ReportError(f"{paths.show(directory)} has no finished cell yet; run or resume the sweep first")
-    inputs += [directory / name for name in ("results.csv", "examples.csv", "checks.csv")]
+    inputs += [directory / name for name in (RESULTS_FILE, EXAMPLES_FILE, CHECKS_FILE)]
     detection = None
     detection_dir = directory / DETECTION_DIR
     if (detection_dir / DETECTION_FILE).is_file():  # written last by `capsrobust detect`: the tables are complete
         detection = load_detection(detection_dir)
         inputs += [detection_dir / DETECTION_FILE, *sorted(detection_dir.glob("*.csv"))]
-    figures = tuple(sorted((directory / FIGURES_DIR).glob("*.png")))
+    figures = figure_files(directory)
     detection_figures = tuple(sorted(detection_dir.glob("*.png")))
     runs, run_files = _read_runs(record, directory, paths)
     inputs += [*figures, *detection_figures, *run_files]

@@ -11,11 +11,11 @@ GPU, fp32 on the CPU), backward passes outside autocast as autocast requires. Va
 ``best`` checkpoint, runs in fp32 like every other evaluation. The precision is recorded in ``run.json`` and in
 each checkpoint; it is not part of what ``--resume`` checks, so a run may continue in another precision.
 
-A recipe with an ``[adversarial]`` table trains adversarially (``capsrobust.adversarial``): each batch is replaced by
-the training attack's images (Madry) or joined by them (TRADES), the attack's random start drawn from the epoch's
-generator so resume stays exact. Such a run also measures robust validation accuracy (PGD at the training eps) after
-each epoch, logs it as ``robust_val_accuracy`` beside the clean one, and keeps as ``best`` the epoch with the highest
-robust accuracy. The training attack is part of the recipe, so run.json and every checkpoint record it and
+A recipe with an ``[adversarial]`` table trains adversarially (``capsrobust.training.adversarial``): each batch is
+replaced by the training attack's images (Madry) or joined by them (TRADES), the attack's random start drawn from the
+epoch's generator so resume stays exact. Such a run also measures robust validation accuracy (PGD at the training
+eps) after each epoch, logs it as ``robust_val_accuracy`` beside the clean one, and keeps as ``best`` the epoch with the
+highest robust accuracy. The training attack is part of the recipe, so run.json and every checkpoint record it and
 ``--resume`` refuses a run made with another.
 
 A run directory holds::
@@ -29,6 +29,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -45,14 +46,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from capsrobust.adversarial import (
-    adversarial_loss,
-    attack_passes,
-    batch_eps,
-    check_applies,
-    ramp_progress,
-    robust_accuracy,
-)
 from capsrobust.data import Dataset, Split
 from capsrobust.errors import CheckpointError, RunError
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
@@ -73,6 +66,14 @@ from capsrobust.runtime import (
     resolve_device,
     seed_everything,
     versions,
+)
+from capsrobust.training.adversarial import (
+    adversarial_loss,
+    attack_passes,
+    batch_eps,
+    check_applies,
+    ramp_progress,
+    robust_accuracy,
 )
 
 log = logging.getLogger(__name__)
@@ -368,7 +369,10 @@ def train_runs(jobs: Sequence[TrainJob], dataset: Dataset, executor: Executor | 
     if not jobs:
         return []
     runner = executor if executor is not None else LocalExecutor()
+    runner.start()  # a cluster that is not there fails here, before any folder is made
     folders = {job.out_dir.resolve().parent for job in jobs}
+    made = sorted({path for folder in folders for path in (folder, *folder.parents) if not path.exists()},
+                  key=lambda path: len(path.parts))
     markers = [folder / f".capsrobust-shared-{uuid.uuid4().hex}" for folder in sorted(folders)]
     try:
         for marker in markers:
@@ -380,6 +384,9 @@ def train_runs(jobs: Sequence[TrainJob], dataset: Dataset, executor: Executor | 
     finally:
         for marker in markers:
             marker.unlink(missing_ok=True)
+        for folder in reversed(made):  # made here and left empty: no run started in it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 @dataclass(frozen=True)

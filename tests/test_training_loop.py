@@ -16,7 +16,7 @@ from capsrobust.errors import RunError
 from capsrobust.evaluation.accuracy import evaluate
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.precision import PrecisionError, cpu_supports_bf16
-from capsrobust.train import TrainSettings, random_shift, train
+from capsrobust.training.loop import TrainSettings, random_shift, train
 from tests.conftest import recipe
 
 
@@ -176,7 +176,7 @@ def test_throttled_checkpoints_resume_from_the_last_written_epoch_to_the_same_we
 
 
 def test_last_is_written_after_the_final_epoch_only_when_epochs_are_quick(tmp_path, small, monkeypatch):
-    import capsrobust.train as training
+    import capsrobust.training.loop as training
 
     written: list[tuple[str, int]] = []
     original = training.save_checkpoint

@@ -14,14 +14,14 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from capsrobust.adversarial import adversarial_examples, batch_eps, objective_loss, pgd, project, random_start
 from capsrobust.cli import main
 from capsrobust.data import Dataset
 from capsrobust.errors import RecipeError, RunError
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import AdversarialConfig, build_model, recipe_from_dict, with_adversarial
 from capsrobust.precision import Precision
-from capsrobust.train import TrainSettings, train
+from capsrobust.training import TrainSettings, train
+from capsrobust.training.adversarial import adversarial_examples, batch_eps, objective_loss, pgd, project, random_start
 from tests.conftest import REPO, recipe
 
 
@@ -245,7 +245,7 @@ def test_the_robust_profile_runs_end_to_end_on_tiny_adversarially_trained_models
         .replace("n = 1000", "n = 6"))
     result = run_benchmark("robust", out_dir=tmp_path / "bench", report_dir=tmp_path / "report", data=small,
                            device="cpu", n=6, recipes=[("capsnet-tiny-at", 1), ("cnn-tiny-at", 1)], suite=suite,
-                           progress=False)
+                           progress=False, precision="fp32")  # the profile's tf32 is a GPU mode
     assert result.finished
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Robust against robust" in text

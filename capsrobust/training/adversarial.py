@@ -1,7 +1,7 @@
 """Adversarial training's inner maximisation: PGD (Madry et al. 2018) and TRADES (Zhang et al. 2019) in plain torch.
 
-The training loop (``capsrobust.train``) asks this module for the loss of one batch; a recipe's ``[adversarial]``
-table (``AdversarialConfig``) says how to make it:
+The training loop (``capsrobust.training.loop``) asks this module for the loss of one batch; a recipe's
+``[adversarial]`` table (``AdversarialConfig``) says how to make it:
 
 * ``pgd-linf`` / ``pgd-l2`` — Madry's min-max: PGD with a random start maximises the attack objective in the eps
   ball around each training image, and the model's own training loss is taken on those adversarial images.
