@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from capsrobust.attacks.suites import load_suite
-from capsrobust.data import Dataset, DatasetName, load_dataset
+from capsrobust.data import Dataset, DatasetName, dataset_name, load_dataset
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, run_detection
 from capsrobust.errors import RecipeError, parse_choice
 from capsrobust.evaluation.checks import Status
@@ -147,7 +147,8 @@ def run_benchmark(
     if precision is not None:
         chosen = replace(chosen, attack_precision=precision)
     train_seeds = check_seeds(seeds if seeds is not None else chosen.seeds or (seed,))
-    data_name = DatasetName.parse(data.name if isinstance(data, Dataset) else data or chosen.data).value
+    source = data.name if isinstance(data, Dataset) else str(data or chosen.data)  # what load_dataset reads
+    data_name = data.name if isinstance(data, Dataset) else dataset_name(source)  # npz:PATH → npz:STEM
     count = chosen.n if n is None else n
     if count < 1:
         raise BenchmarkError(f"n must be ≥ 1, got {count}")
@@ -157,7 +158,7 @@ def run_benchmark(
     torch_device = resolve_device(device)  # refuse a device (or precision) it cannot run before anything is written
     resolve_precision(chosen.train_precision, torch_device, training=True)
     resolve_precision(chosen.attack_precision, torch_device, training=False)
-    dataset = _Lazy(data if isinstance(data, Dataset) else None, data_name, data_dir)
+    dataset = _Lazy(data if isinstance(data, Dataset) else None, data_name, data_dir, source)
     if data_dir is None and data_name != DatasetName.MNIST_5K.value:
         dataset.get()  # IDX data sets need --data-dir: say so before anything is written
     state = _State.open(out, {"profile": chosen.name, "data": data_name, "seed": seed, "seeds": list(train_seeds),
@@ -419,12 +420,12 @@ def _key(*parts: Any) -> str:
 class _Lazy:
     """The benchmark's data set, loaded the first time a stage needs it (a finished benchmark never loads it)."""
 
-    def __init__(self, dataset: Dataset | None, name: str, data_dir: str | Path | None) -> None:
-        self.dataset, self.name, self.data_dir = dataset, name, data_dir
+    def __init__(self, dataset: Dataset | None, name: str, data_dir: str | Path | None, source: str) -> None:
+        self.dataset, self.name, self.data_dir, self.source = dataset, name, data_dir, source
 
     def get(self) -> Dataset:
         if self.dataset is None:
-            self.dataset = load_dataset(self.name, self.data_dir)
+            self.dataset = load_dataset(self.source, self.data_dir)
         return self.dataset
 
 

@@ -14,7 +14,9 @@ import click
 
 from capsrobust.errors import CapsRobustError, DataError, RunError
 
-DATA_HELP = "data set: mnist-5k (embedded default), mnist or fashion-mnist (need --data-dir)"
+DATA_HELP = ("data set: mnist-5k (embedded default); mnist, fashion-mnist, svhn or cifar10 (official files in "
+             "--data-dir, fetched only with --download); npz:PATH (Keras-style x_train, y_train, x_test, y_test); "
+             "folder:DIR (one sub-folder of images per class); see docs/data.md")
 
 
 MAX_SEED = 2**63 - 1
@@ -139,7 +141,8 @@ def _one_line_usage(error: click.UsageError) -> click.ClickException:
 
 def data_options(function: Any) -> Any:
     function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(function)
-    function = click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")(function)
+    function = click.option("--data-dir", type=click.Path(file_okay=False),
+                            help="folder with a named data set's files (docs/data.md)")(function)
     return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
 
 
@@ -247,7 +250,7 @@ def train(
         warmup_epochs=warmup_epochs, trades_beta=trades_beta, objective=train_objective, val_steps=val_steps,
     )
     dataset = load_dataset(data_name, data_dir, download)
-    out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name.value}"
+    out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name}"
     settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)
     seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
@@ -299,7 +302,7 @@ def evaluate(
         record = {
             "checkpoint": str(loaded.path),
             "model": loaded.recipe.name,
-            "data": dataset.name.value,
+            "data": dataset.name,
             "trained_on": trained_on,
             "split": split,
             **result.to_dict(),
@@ -307,11 +310,11 @@ def evaluate(
         click.echo(json.dumps(record, indent=2))
         return
     click.echo(
-        f"{loaded.recipe.name} ({loaded.path}), trained on {trained_on}, evaluated on {dataset.name.value}/{split}: "
+        f"{loaded.recipe.name} ({loaded.path}), trained on {trained_on}, evaluated on {dataset.name}/{split}: "
         f"accuracy {result.accuracy:.4f} over {result.n} images ({result.precision})"
     )
-    if trained_on != dataset.name.value:
-        click.echo(f"note: this model was trained on {trained_on}, not on {dataset.name.value}")
+    if trained_on != dataset.name:
+        click.echo(f"note: this model was trained on {trained_on}, not on {dataset.name}")
     click.echo("\nper-class accuracy:")
     click.echo(result.per_class.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo("\nconfusion matrix (rows: true class, columns: predicted):")
@@ -420,7 +423,7 @@ def tweak(
     loaded = load_checkpoint(checkpoint, torch_device)
     test = load_dataset(data_name, data_dir, download)
     if index >= len(test.test):
-        raise DataError(f"--index {index} is past the {len(test.test)} test images of {test.name.value}")
+        raise DataError(f"--index {index} is past the {len(test.test)} test images of {test.name}")
     deltas = tweak_deltas(radius, step)
     predicted, _, images = capsule_tweaks(loaded.model, test.test.images[index], deltas, str(torch_device))
     path = save_figure(tweak_figure(predicted, images, deltas, test.classes), out_file)
@@ -486,7 +489,7 @@ def sweep(
     suite = load_suite(suite_name)
     chosen_objective = AttackObjective.parse(objective) if objective is not None else None
     dataset = load_dataset(data_name, data_dir, download)
-    out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{dataset.name.value}"
+    out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{dataset.name}"
     with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
         run_sweep(
             list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
@@ -496,7 +499,7 @@ def sweep(
         )
     tables = load_sweep(out)
     cascaded = (tables.results["mode"] == "cascade").any()
-    click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name.value}"
+    click.echo(f"results ({len(tables.results)} cells, {suite.name} suite, {dataset.name}"
                f"{', cascade: robust accuracy is cumulative along each chain' if cascaded else ''}):")
     click.echo(tables.results[RESULT_SUMMARY].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     flags = int((tables.checks["status"] == "flag").sum())
@@ -584,7 +587,7 @@ def compare(
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="report directory [reports/benchmark-PROFILE; standard: reports/mnist-5k]")
 @click.option("--data", "data_name", help=f"{DATA_HELP} [default: the profile's]")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with a named data set's files")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--reuse", is_flag=True, help="use finished runs in --reuse-dir/RECIPE as they are instead of training")
 @click.option("--reuse-dir", default="runs", show_default=True, type=click.Path(file_okay=False))

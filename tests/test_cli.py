@@ -63,7 +63,9 @@ def test_train_then_evaluate_json(tmp_path):
     ("args", "message"),
     [
         (("train", "no-such-recipe"), "recipe no-such-recipe not found"),
-        (("train", "cnn-tiny", "--data", "cifar10"), "unknown data set 'cifar10'"),
+        (("train", "cnn-tiny", "--data", "imagenet"), "unknown data set 'imagenet'"),
+        (("train", "cnn-tiny", "--data", "cifar10"), "pass --data-dir DIR holding cifar-10-batches-bin/"),
+        (("train", "cnn-tiny", "--data", "npz:/nonexistent/x.npz"), "/nonexistent/x.npz does not exist"),
         (("train", "cnn-tiny", "--data", "mnist", "--data-dir", "/nonexistent"), "lacks its IDX files"),
         (("evaluate", "/nonexistent/run"), "no checkpoint at"),
         (("train", "cnn-tiny", "--device", "tpu"), "unknown device 'tpu'"),

@@ -14,7 +14,6 @@ import torch
 from capsrobust.attacks.objectives import AttackObjective
 from capsrobust.attacks.registry import Backend
 from capsrobust.attacks.suites import suite_from_dict
-from capsrobust.data import DatasetName
 from capsrobust.evaluation.plan import Cell, SweepError
 from capsrobust.evaluation.store import (
     LOCK_FILE,
@@ -111,4 +110,4 @@ def test_a_missing_or_damaged_sweep_is_refused_in_one_line(tiny_sweep, mnist5k, 
     with pytest.raises(SweepError, match="is missing; resume the sweep"):
         load_adversarials(record, "no-such-cell")
     with pytest.raises(SweepError, match="attacked mnist-5k, not mnist"):
-        load_test_split(record, dataset=dataclasses.replace(mnist5k, name=DatasetName.MNIST))
+        load_test_split(record, dataset=dataclasses.replace(mnist5k, name="mnist"))

@@ -218,14 +218,14 @@ def load_test_split(
     """
     if dataset is None:
         dataset = load_dataset(record.request["dataset"], data_dir)
-    elif dataset.name.value != record.request["dataset"]:
+    elif dataset.name != record.request["dataset"]:
         raise SweepError(f"the sweep in {record.path} attacked {record.request['dataset']}, "
-                         f"not {dataset.name.value}; pass that data set")
+                         f"not {dataset.name}; pass that data set")
     split = dataset.test.head(record.n)
     first = record.examples.drop_duplicates("index").sort_values("index")
     if len(split) != record.n or not np.array_equal(first["label"].to_numpy(), split.labels.numpy()[first["index"]]):
         raise SweepError(
-            f"the test labels of {dataset.name.value} differ from those the sweep in {record.path} attacked; "
+            f"the test labels of {dataset.name} differ from those the sweep in {record.path} attacked; "
             f"pass the --data-dir the sweep used"
         )
     return dataset, split

@@ -225,8 +225,8 @@ class _Setup:
         models = _load_models(runs, torch_device, objective)
         for model in models:  # allowed (transfer between data sets is a question too), but never silently
             trained_on = model.loaded.metadata.get("dataset")
-            if trained_on is not None and trained_on != dataset.name.value:
-                log.warning("%s was trained on %s and is attacked on %s", model.label, trained_on, dataset.name.value)
+            if trained_on is not None and trained_on != dataset.name:
+                log.warning("%s was trained on %s and is attacked on %s", model.label, trained_on, dataset.name)
         return cls(chosen_suite, backends, torch_device, batch_size, attack_precision, dataset, split.images,
                    split.labels, models)
 
@@ -243,7 +243,7 @@ class _Setup:
             "models": [{"model": m.label, "checkpoint": str(m.loaded.path),
                         "sha256": m.loaded.metadata.get("weights_sha256"), "objective": m.objective.value}
                        for m in self.models],
-            "dataset": self.dataset.name.value, "split": "test", "n": len(self.labels), "backend": backend,
+            "dataset": self.dataset.name, "split": "test", "n": len(self.labels), "backend": backend,
             "seed": seed, "objective": None if objective is None else AttackObjective.parse(objective).value,
             "batch_size": self.batch_size, "save_adversarials": save_adversarials, "precision": self.precision.value,
         }
@@ -251,7 +251,7 @@ class _Setup:
     def context(self) -> dict[str, Any]:
         """What every row records beside its own numbers."""
         return {
-            "dataset": self.dataset.name.value, "n": len(self.labels), "batch_size": self.batch_size,
+            "dataset": self.dataset.name, "n": len(self.labels), "batch_size": self.batch_size,
             "device": str(self.device), "precision": self.precision,
             "versions": json.dumps(_library_versions(), sort_keys=True), "command": command_line(),
         }

