@@ -143,7 +143,7 @@ def to_nchw(images: np.ndarray, where: str, layout: str = "auto") -> np.ndarray:
     """
     if layout not in LAYOUTS:
         raise DataError(f"{where}: unknown layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
-    if images.ndim == 3 and layout == "auto":
+    if images.ndim == 3:  # one channel, whatever the layout says about channels
         return images[:, None]
     if images.ndim != 4:
         raise DataError(f"{where}: images of shape {images.shape}; expected N×H×W, N×H×W×C or N×C×H×W")
