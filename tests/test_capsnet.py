@@ -123,3 +123,24 @@ def test_loss_is_margin_plus_weighted_reconstruction_and_differentiable_in_the_i
     assert torch.allclose(terms.total, terms.parts["margin"] + terms.parts["reconstruction"])
     output.logits.gather(1, labels[:, None]).sum().backward()
     assert torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+
+
+def test_the_cifar10_capsnet_crops_inside_and_routes_to_none_of_the_above():
+    """Sabour et al. section 7: 64 primary types on a 24 × 24 crop (4 × 4 grid), an 11th output capsule that is
+    never a class; at evaluation the crop is the centre, so two forward passes agree and pixels outside it do not
+    matter."""
+    model = build_model(recipe("capsnet-cifar10")).eval()
+    assert model.input_shape == (3, 32, 32) and model.config.primary_grid == (4, 4)
+    assert model.weights.shape == (64 * 4 * 4, 11, 16, 8)  # 1,024 primary capsules, 10 classes + orphan
+    images = torch.rand(2, 3, 32, 32)
+    output = model(images)
+    assert output.logits.shape == (2, 10) and output.poses.shape == (2, 10, 16)
+    assert output.reconstruction.shape == (2, 3, 32, 32)
+    border = images.clone()
+    border[..., :4, :] = 0.0  # rows the central 24 × 24 crop (rows 4..27) never sees
+    border[..., 28:, :] = 1.0
+    assert torch.equal(model(border).logits, output.logits)
+    model.train()
+    torch.manual_seed(0)
+    seen = {tuple(model._crop(images).shape) for _ in range(3)}
+    assert seen == {(2, 3, 24, 24)}

@@ -31,7 +31,7 @@ def test_each_tweak_row_moves_only_its_own_dimension_of_the_winning_capsule(mnis
     model = build_model(recipe("capsnet-paper")).eval()
     deltas = tweak_deltas()
     predicted, poses, images = capsule_tweaks(model, mnist5k.test.images[3], deltas)
-    assert poses.shape == (16, 11, 10, 16) and images.shape == (16, 11, 28, 28)
+    assert poses.shape == (16, 11, 10, 16) and images.shape == (16, 11, 1, 28, 28)
     original = model(mnist5k.test.images[3:4]).poses[0].detach()
     for row in range(16):
         change = poses[row] - original  # (11, 10, 16)

@@ -80,3 +80,35 @@ def test_bad_recipes_are_refused_with_file_and_key(tmp_path, text, message):
 def test_missing_recipe_lists_the_known_ones():
     with pytest.raises(RecipeError, match=r"known recipes: .*capsnet-paper"):
         load_recipe("capsnet-papr")
+
+
+def test_a_recipe_is_built_for_the_datas_shape_and_classes():
+    import torch
+
+    from capsrobust.models.recipes import build_model
+
+    for name in ("capsnet-tiny", "cnn-tiny", "cnn-recon-tiny"):
+        model = build_model(load_recipe(name).for_data((3, 20, 28), 7)).eval()
+        assert model.input_shape == (3, 20, 28) and model.num_classes == 7
+        output = model(torch.rand(2, 3, 20, 28))
+        assert output.logits.shape == (2, 7)
+        if output.reconstruction is not None:
+            assert output.reconstruction.shape == (2, 3, 20, 28)  # the decoder outputs C × H × W
+
+
+def test_recipes_and_checkpoints_of_version_0_2_still_load():
+    """Before inputs had a shape, a [model] table said image_size = 28 and gave one input_mean / input_std."""
+    old = {"name": "cnn-old", "architecture": "cnn",
+           "model": {"conv_channels": [4], "hidden_units": [8], "image_size": 28, "input_mean": 0.1307,
+                     "input_std": 0.3081}}
+    loaded = recipe_from_dict(old)
+    assert (loaded.model.input_height, loaded.model.input_width, loaded.model.input_channels) == (28, 28, 1)
+    assert loaded.model.input_mean == (0.1307,) and loaded.model.input_std == (0.3081,)
+    assert recipe_from_dict(loaded.to_dict()) == loaded
+
+
+def test_a_recipe_that_cannot_fit_the_data_is_one_line():
+    with pytest.raises(RecipeError, match=r"does not fit 3×8×8 images in 10 classes: .*leave no primary capsule"):
+        load_recipe("capsnet-tiny").for_data((3, 8, 8), 10)
+    with pytest.raises(RecipeError, match="input_mean holds 2 values; give one, or one per channel"):
+        recipe_from_dict({"architecture": "cnn", "model": {"input_mean": [0.1, 0.2], "input_channels": 3}})

@@ -192,3 +192,38 @@ def test_last_is_written_after_the_final_epoch_only_when_epochs_are_quick(tmp_pa
     written.clear()
     train(recipe("cnn-tiny"), small, tmp_path / "every", dataclasses.replace(settings, checkpoint_seconds=0.0))
     assert [epoch for name, epoch in written if name == "last"] == [1, 2, 3]
+
+
+def test_shifts_move_every_channel_alike_and_flips_only_natural_images():
+    from capsrobust.training.loop import augment, random_shift
+
+    images = torch.zeros(1, 3, 5, 5)
+    images[0, :, 2, 2] = torch.tensor([0.2, 0.5, 0.9])  # one coloured pixel in the middle
+    for seed in range(5):
+        shifted = random_shift(images, 2, torch.Generator().manual_seed(seed))
+        position = shifted[0, 0].nonzero().tolist()
+        assert len(position) == 1  # moved, not smeared; every channel to the same place, values kept
+        (row, col), = position
+        assert shifted[0, :, row, col].tolist() == pytest.approx([0.2, 0.5, 0.9])
+    digits = torch.rand(64, 1, 6, 6)
+    assert torch.equal(augment(digits, "shift", 0, torch.Generator().manual_seed(0)), digits)  # never mirrored
+    flipped = augment(digits, "crop-flip", 0, torch.Generator().manual_seed(0))
+    mirrored = [bool(torch.equal(flipped[k], digits[k].flip(-1))) for k in range(64)]
+    assert 10 < sum(mirrored) < 54 and all(m or torch.equal(flipped[k], digits[k]) for k, m in enumerate(mirrored))
+
+
+def test_a_run_checkpointed_by_version_0_2_resumes(tmp_path, small):
+    """Its last.json describes the recipe as 0.2 did (image_size, one input_mean); resuming must not call it
+    another recipe."""
+    out = tmp_path / "run"
+    train(recipe("cnn-tiny"), small, out, TrainSettings(epochs=1, device="cpu", progress=False))
+    path = out / "last.json"
+    record = json.loads(path.read_text())
+    model = record["recipe"]["model"]
+    for key in ("input_channels", "input_height", "input_width"):
+        del model[key]
+    model.update(image_size=28, input_mean=model["input_mean"][0], input_std=model["input_std"][0])
+    path.write_text(json.dumps(record))
+    resumed = train(recipe("cnn-tiny"), small, out, TrainSettings(epochs=2, resume=True, device="cpu",
+                                                                 progress=False))
+    assert list(resumed["epoch"]) == [1, 2]

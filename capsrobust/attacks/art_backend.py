@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from capsrobust.attacks.autoattack import DLRLoss, Member, Predict, first_success, runner_up_targets, target_rows
-from capsrobust.attacks.objectives import NUM_CLASSES, AttackTarget, art_classifier
+from capsrobust.attacks.objectives import AttackTarget, art_classifier
 from capsrobust.attacks.params import (
     ApgdParams,
     ApgdTargetedParams,
@@ -140,19 +140,23 @@ def apgd_ce_member(target: AttackTarget, call: AttackCall, settings: ApgdParams)
 
 
 def apgd_t_members(target: AttackTarget, call: AttackCall, settings: ApgdParams, targets: int) -> list[Member]:
-    """APGD-T: one member per runner-up class (ranked by the clean scores), each maximising the targeted DLR."""
+    """APGD-T: one member per runner-up class (ranked by the clean scores), each maximising the targeted DLR.
+
+    A model with K ≤ ``targets`` classes has only K − 1 runner-ups: that many members.
+    """
     classifier = art_classifier(target, call.device, loss=DLRLoss(targeted=True))
     attack = _apgd_attack(classifier, call, settings, None)
+    classes = classifier.nb_classes
 
     def aim(rank: int) -> Member:
         def run(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-            scores = torch.from_numpy(classifier.predict(images.numpy(), batch_size=call.batch_size))  # (M, 10)
+            scores = torch.from_numpy(classifier.predict(images.numpy(), batch_size=call.batch_size))  # (M, K)
             aims = runner_up_targets(scores, labels, rank)  # (M,)
-            return _run(attack, images, target_rows(labels, aims, NUM_CLASSES))
+            return _run(attack, images, target_rows(labels, aims, classes))
 
         return Member(f"apgd-t-{rank}", run, settings.budget)
 
-    return [aim(rank) for rank in range(1, targets + 1)]
+    return [aim(rank) for rank in range(1, min(targets, classes - 1) + 1)]
 
 
 def square_member(target: AttackTarget, call: AttackCall, queries: int, p_init: float) -> Member:

@@ -38,13 +38,11 @@ from torch import nn
 
 from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import CapsRobustModel
-from capsrobust.models.base import Capability, capabilities_of
+from capsrobust.models.base import MNIST_CLASSES, MNIST_SHAPE, Capability, capabilities_of
 
 if TYPE_CHECKING:
     from art.estimators.classification import PyTorchClassifier
 
-INPUT_SHAPE = (1, 28, 28)
-NUM_CLASSES = 10
 CLIP_VALUES = (0.0, 1.0)
 
 ScoreKind = Literal["lengths", "log-lengths", "logits"]
@@ -197,11 +195,12 @@ def art_classifier(
 
     device = torch.device(device)
     target.view.to(device).eval()
+    attacked = getattr(target.view, "model", target.view)  # every view keeps the model it scores
     return PyTorchClassifier(
         model=target.view,
         loss=loss if loss is not None else target.custom_loss or loss_module(target.loss),
-        input_shape=INPUT_SHAPE,
-        nb_classes=NUM_CLASSES,
+        input_shape=getattr(attacked, "input_shape", MNIST_SHAPE),
+        nb_classes=getattr(attacked, "num_classes", MNIST_CLASSES),
         clip_values=CLIP_VALUES,
         device_type="gpu" if device.type == "cuda" else "cpu",
     )
@@ -223,7 +222,7 @@ def foolbox_model(target: AttackTarget, device: torch.device | str = "cpu") -> A
 def to_art(
     model: CapsRobustModel, objective: str | AttackObjective | None = None, device: torch.device | str = "cpu"
 ) -> PyTorchClassifier:
-    """``model`` as an ART ``PyTorchClassifier`` (clip values (0, 1), input (1, 28, 28), 10 classes).
+    """``model`` as an ART ``PyTorchClassifier`` (clip values (0, 1), the model's input shape and classes).
 
     Its predictions are the objective's scores (argmax = the model's prediction) and its loss the objective's
     loss, so ART's loss-gradient attacks maximise exactly the chosen objective. The model is put in eval mode;

@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from capsrobust.attacks.objectives import NUM_CLASSES
-
 ParamValue = int | float | bool
 ParamsT = TypeVar("ParamsT", bound="AttackParams")
 
@@ -149,9 +147,14 @@ class ApgdParams(AttackParams):
         return self.steps * self.restarts
 
 
+#: AutoAttack's standard version aims at the 9 runner-up classes (all of them on 10-class data); a model with fewer
+#: classes gets K − 1 (``art_backend.apgd_t_members``).
+MAX_TARGETS = 9
+
+
 def _check_targets(targets: int) -> None:
-    if targets > NUM_CLASSES - 1:
-        raise ValueError(f"parameter 'targets' must be ≤ {NUM_CLASSES - 1} (the classes other than the true one), "
+    if targets > MAX_TARGETS:
+        raise ValueError(f"parameter 'targets' must be ≤ {MAX_TARGETS} (the classes other than the true one), "
                          f"got {targets}")
 
 
@@ -162,7 +165,7 @@ TARGETS_HELP = "runner-up classes aimed at in turn, by the model's clean scores"
 class ApgdTargetedParams(ApgdParams):
     """APGD-T: APGD on targeted DLR towards each of ``targets`` runner-up classes in turn."""
 
-    targets: int = param(NUM_CLASSES - 1, TARGETS_HELP, minimum=1)
+    targets: int = param(MAX_TARGETS, TARGETS_HELP, minimum=1)
 
     def __post_init__(self) -> None:
         _check_targets(self.targets)
@@ -188,7 +191,7 @@ class AutoAttackParams(AttackParams):
     apgd_steps: int = param(100, "iterations of APGD-CE and of each APGD-T target", minimum=1)
     restarts: int = param(1, "random starts of APGD-CE and of each APGD-T target (1 in the standard version)",
                           minimum=1)
-    targets: int = param(NUM_CLASSES - 1, TARGETS_HELP, minimum=1)
+    targets: int = param(MAX_TARGETS, TARGETS_HELP, minimum=1)
     square_queries: int = param(5000, "queries of Square (one restart)", minimum=1)
     rel_step: float = param(2.0, "APGD's first step as a fraction of eps (2 as in Croce & Hein)", minimum=0.0)
     p_init: float = param(0.8, "Square's initial fraction of pixels in a square", minimum=0.0)

@@ -278,8 +278,10 @@ def run_attack(
         budget = spec.check_eps(eps)
     except ValueError as error:
         raise AttackError(f"{name}: {error}") from None
-    if images.ndim != 4 or images.shape[0] != labels.shape[0]:
-        raise AttackError(f"{name}: expected images (N, 1, 28, 28) and N labels, got {tuple(images.shape)}")
+    expected = tuple(getattr(model, "input_shape", images.shape[1:]))
+    if images.ndim != 4 or images.shape[0] != labels.shape[0] or tuple(images.shape[1:]) != expected:
+        raise AttackError(f"{name}: expected images (N, {', '.join(map(str, expected))}) and N labels for this model, "
+                          f"got {tuple(images.shape)} and {tuple(labels.shape)}")
     call = AttackCall(
         model=model, images=images.detach().cpu().float(), labels=labels.detach().cpu().long(), eps=budget,
         params=resolved, objective=None if objective is None else AttackObjective.parse(objective),

@@ -34,7 +34,7 @@ VoteValues = Literal["votes", "routed"]
 
 
 class VoteView(nn.Module):
-    """``images (B, 1, 28, 28) → scores (B, 10)`` from the averaged, squashed votes of a capsule model.
+    """``images (B, C, H, W) → scores (B, K)`` from the averaged, squashed votes of a capsule model.
 
     The model is any module that declares ``Capability.VOTES``: it offers ``primary_capsules(images)``,
     ``votes(primary)`` in the (B, N_in, C, D) layout of ``CapsNet.votes``, and ``routing_iterations``.
@@ -64,12 +64,14 @@ class VoteView(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16) for CapsNet
-        surrogate = self._scored(capsule_length(squash(votes.mean(dim=1))))  # (B, 10)
+        classes = self.model.num_classes if hasattr(self.model, "num_classes") else votes.shape[2]
+        # (B, 10): a "none of the above" capsule after the classes gets votes but is no class, so it is no score
+        surrogate = self._scored(capsule_length(squash(votes[:, :, :classes].mean(dim=1))))
         if self.values == "votes":
             return surrogate.float()
         with torch.no_grad():
-            poses, _ = route_by_agreement(votes, self.model.routing_iterations)  # (B, 10, 16)
-            routed = self._scored(capsule_length(poses))  # (B, 10), the model's own scores
+            poses, _ = route_by_agreement(votes, self.model.routing_iterations)  # (B, 10, 16), routed over all
+            routed = self._scored(capsule_length(poses[:, :classes]))  # (B, 10), the model's own scores
         return (surrogate + (routed - surrogate).detach()).float()  # value: routed; gradient: votes; float32
 
 

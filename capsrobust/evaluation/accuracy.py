@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from capsrobust.data import Split
-from capsrobust.models.base import CapsRobustModel
+from capsrobust.models.base import CapsRobustModel, refuse_other_data
 from capsrobust.models.inference import predict, require_answers
 from capsrobust.precision import Precision, resolve_precision
 
@@ -70,6 +70,7 @@ def evaluate(
 ) -> Evaluation:
     """Accuracy and confusion matrix of ``model`` on ``split`` (fp32 unless ``precision`` says otherwise)."""
     resolved = resolve_precision(precision, torch.device(device), training=False)
+    refuse_other_data(model, tuple(split.images.shape[1:]), len(classes), "the model")
     predictions = require_answers(predict(model, split.images, device, batch_size, resolved), "the model",
                                   "images").numpy()
     labels = split.labels.numpy()

@@ -85,7 +85,7 @@ from capsrobust.evaluation.store import (
     writer_lock,
 )
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
-from capsrobust.models.base import capabilities_of, capabilities_text
+from capsrobust.models.base import capabilities_of, capabilities_text, refuse_other_data
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
 from capsrobust.models.foreign import ForeignModel, in_memory_checkpoint
 from capsrobust.models.inference import NO_PREDICTION, predict, require_answers
@@ -198,7 +198,7 @@ class _Setup:
     batch_size: int
     precision: Precision
     dataset: Dataset
-    images: torch.Tensor  # (n, 1, 28, 28): the first n test images, the same for every model
+    images: torch.Tensor  # (n, C, H, W): the first n test images, the same for every model
     labels: torch.Tensor  # (n,)
     models: list[_Model]
 
@@ -223,6 +223,8 @@ class _Setup:
             raise SweepError(f"n must be ≥ 1, got {count}")
         split = dataset.test.head(count)
         models = _load_models(runs, torch_device, objective)
+        for model in models:
+            refuse_other_data(model.loaded.model, tuple(split.images.shape[1:]), len(dataset.classes), model.label)
         for model in models:  # allowed (transfer between data sets is a question too), but never silently
             trained_on = model.loaded.metadata.get("dataset")
             if trained_on is not None and trained_on != dataset.name:
@@ -439,12 +441,12 @@ def _attack_cell(
         seconds = time.perf_counter() - started
         if spec.kind is AttackKind.MINIMIZATION:
             shared[cell.run_key] = (result, seconds)
-    adversarials = images.clone()  # (n, 1, 28, 28)
+    adversarials = images.clone()  # (n, C, H, W)
     adversarials[chosen] = result.adversarials  # exactly as the library returned them
     adv_pred = clean.clone()
     if len(chosen):
         adv_pred[chosen] = predict(entry.loaded.model, adversarials[chosen], device, batch_size)
-    delta = (adversarials.double() - images.double()).flatten(1)  # (n, 784)
+    delta = (adversarials.double() - images.double()).flatten(1)  # (n, C·H·W)
     l2, linf = delta.norm(dim=1), delta.abs().amax(dim=1)
     flat = adversarials.flatten(1)
     in_bounds = (flat.amin(dim=1) >= -TOLERANCE) & (flat.amax(dim=1) <= 1 + TOLERANCE)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from capsrobust.data import Split
 from capsrobust.detection.detector import require_reconstruction
+from capsrobust.figures.images import show_image
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import atomic_write
 
@@ -52,10 +53,10 @@ def reconstruction_figure(
     axes = figure.subplots(3, n, squeeze=False, gridspec_kw={"height_ratios": [1, 1, 0.8]})
     for column, index in enumerate(indices):
         label, predicted = int(split.labels[index]), int(output.predictions[column])
-        axes[0, column].imshow(images[column, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        show_image(axes[0, column], images[column])
         colour = "black" if label == predicted else "red"
         axes[0, column].set_title(f"#{index}\n{classes[label]}→{classes[predicted]}", fontsize=8, color=colour)
-        axes[1, column].imshow(output.reconstruction[column, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        show_image(axes[1, column], output.reconstruction[column])
         bars = axes[2, column].bar(range(len(classes)), scores[column].cpu().numpy(), color="0.6")
         bars[predicted].set_color("tab:blue")
         axes[2, column].set_ylim(0, 1)
@@ -83,7 +84,7 @@ def capsule_tweaks(
 ) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Move each dimension of the winning capsule by each delta and decode (the original ``cap_tweak`` mode).
 
-    Returns the predicted class, the tweaked poses (D, K, C, D) and their reconstructions (D, K, 28, 28), where
+    Returns the predicted class, the tweaked poses (D, K, C, D) and their reconstructions (D, K, C_in, H, W), where
     D is the pose dimension (16) and K the number of deltas (11): row r changes dimension r only.
     """
     require_reconstruction(model)
@@ -99,7 +100,7 @@ def capsule_tweaks(
     poses[rows, :, predicted, rows] += offsets  # row r, column k: dimension r moved by deltas[k]
     classes = torch.full((n_dims * n_deltas,), predicted, device=base.device)
     decoded = model.reconstruct(poses.view(n_dims * n_deltas, *base.shape), classes)  # (D·K, 1, 28, 28)
-    return predicted, poses.cpu(), decoded.view(n_dims, n_deltas, *decoded.shape[-2:]).cpu()
+    return predicted, poses.cpu(), decoded.view(n_dims, n_deltas, *decoded.shape[-3:]).cpu()
 
 
 def tweak_figure(
@@ -112,7 +113,7 @@ def tweak_figure(
     for row in range(n_dims):
         for column in range(n_deltas):
             axis = axes[row, column]
-            axis.imshow(reconstructions[row, column].numpy(), cmap="gray", vmin=0, vmax=1)
+            show_image(axis, reconstructions[row, column])
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:

@@ -26,6 +26,7 @@ from capsrobust.detection.pipeline import DETECTION_DIR, DetectionError, load_de
 from capsrobust.evaluation.store import load_adversarials, load_sweep_models, load_test_split
 from capsrobust.figures.capsules import choose_examples, save_figure
 from capsrobust.figures.detection import blank_panel
+from capsrobust.figures.images import displayable, show_image, signed_map
 from capsrobust.models import ModelOutput
 from capsrobust.models.base import Capability, capabilities_of
 from capsrobust.models.checkpoints import LoadedCheckpoint
@@ -47,13 +48,13 @@ class GalleryExample:
 
     index: int
     label: int
-    clean: np.ndarray  # (28, 28)
-    adversarial: np.ndarray  # (28, 28)
+    clean: np.ndarray  # displayable: (H, W) grey or (H, W, 3) colour
+    adversarial: np.ndarray  # displayable
     clean_pred: int
     adv_pred: int
     clean_scores: np.ndarray  # (C,) capsule lengths or softmax
     adv_scores: np.ndarray  # (C,)
-    reconstruction: np.ndarray | None  # (28, 28), None when no decoder is at hand
+    reconstruction: np.ndarray | None  # displayable, None when no decoder is at hand
     distance: float | None  # detector score of the adversarial
     flagged: bool | None  # None when no threshold is known
 
@@ -191,12 +192,13 @@ def _gallery_row(
     if decoder is not None:
         decoded = decoder.model.eval()(adversarial.to(device))
         assert decoded.reconstruction is not None
-        reconstructions = decoded.reconstruction[:, 0].cpu().numpy()
+        reconstructions = np.stack([displayable(image) for image in decoded.reconstruction])
         scores = reconstruction_distances(decoder.model, adversarial, distance, device)
     labels = dict(zip(outcomes["index"], outcomes["label"], strict=True))
     gallery = tuple(
         GalleryExample(
-            index=int(i), label=int(labels[int(i)]), clean=clean[k, 0].numpy(), adversarial=adversarial[k, 0].numpy(),
+            index=int(i), label=int(labels[int(i)]), clean=displayable(clean[k]),
+            adversarial=displayable(adversarial[k]),
             clean_pred=int(clean_out.predictions[k]), adv_pred=int(adv_out.predictions[k]),
             clean_scores=class_scores(clean_out)[k], adv_scores=class_scores(adv_out)[k],
             reconstruction=None if reconstructions is None else reconstructions[k],
@@ -238,19 +240,20 @@ def gallery_figure(rows: Sequence[GalleryRow], classes: Sequence[str]) -> Figure
 
 def _draw_example(panel: Sequence[Axes], row: GalleryRow, example: GalleryExample, classes: Sequence[str]) -> None:
     clean_axis, adv_axis, delta_axis, recon_axis, bar_axis = panel
-    clean_axis.imshow(example.clean, cmap="gray", vmin=0, vmax=1)
+    show_image(clean_axis, example.clean)
     clean_axis.set_title(f"#{example.index} {classes[example.label]}→{classes[example.clean_pred]}", fontsize=6)
-    adv_axis.imshow(example.adversarial, cmap="gray", vmin=0, vmax=1)
+    show_image(adv_axis, example.adversarial)
     broken = example.adv_pred != example.label
-    adv_axis.set_title(f"adv → {classes[example.adv_pred]}", fontsize=6, color="red" if broken else "black")
-    delta = example.adversarial - example.clean
+    answer = classes[example.adv_pred] if example.adv_pred >= 0 else "no answer (NaN)"
+    adv_axis.set_title(f"adv → {answer}", fontsize=6, color="red" if broken else "black")
+    delta = signed_map(example.adversarial - example.clean)
     scale = float(np.abs(delta).max())
     delta_axis.imshow(delta / scale if scale > 0 else delta, cmap="seismic", vmin=-1, vmax=1)
     delta_axis.set_title(f"δ ×{1 / scale:.1f}" if scale > 0 else "δ = 0", fontsize=6)
     if example.reconstruction is None:
         blank_panel(recon_axis, "no decoder\n(add a cnn-recon\nrun to the sweep)")
     else:
-        recon_axis.imshow(example.reconstruction, cmap="gray", vmin=0, vmax=1)
+        show_image(recon_axis, example.reconstruction)
         flag = "" if example.flagged is None else (" flagged" if example.flagged else " passed")
         by = "" if row.reconstruction_source == row.model else f"\nby {row.reconstruction_source}"
         recon_axis.set_title(f"d {example.distance:.2f}{flag}{by}", fontsize=5.5,

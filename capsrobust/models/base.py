@@ -25,7 +25,7 @@ class ModelOutput:
     logits: torch.Tensor  # (B, C)
     lengths: torch.Tensor | None = None  # (B, C), in [0, 1)
     poses: torch.Tensor | None = None  # (B, C, D)
-    reconstruction: torch.Tensor | None = None  # (B, 1, 28, 28), in [0, 1]
+    reconstruction: torch.Tensor | None = None  # (B, C, H, W) like the input, in [0, 1]
 
     @property
     def predictions(self) -> torch.Tensor:
@@ -41,27 +41,35 @@ class LossTerms:
 
 
 class Normalize(nn.Module):
-    """Pixel-space input to the model's internal scale; lives inside the model so attacks stay in [0, 1]."""
+    """Pixel-space input to the model's internal scale; lives inside the model so attacks stay in [0, 1].
 
-    def __init__(self, mean: float, std: float) -> None:
+    ``mean`` and ``std`` hold one value for every channel or one per channel (CIFAR-10's three). They are part of
+    the recipe, hence of every checkpoint's metadata, not buffers: a checkpoint's weights never carry them.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
-        self.mean = mean
-        self.std = std
+        self.mean = tuple(mean)
+        self.std = tuple(std)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.mean == 0.0 and self.std == 1.0:
+        if all(value == 0.0 for value in self.mean) and all(value == 1.0 for value in self.std):
             return images
-        return (images - self.mean) / self.std
+        shape = (1, -1, 1, 1)  # (1, C or 1, 1, 1): broadcast over batch and pixels
+        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
+        return (images - mean) / std
 
 
-def build_decoder(in_features: int, hidden: tuple[int, ...], image_size: int) -> nn.Sequential:
-    """The reconstruction decoder of Sabour et al.: fully connected ReLU layers, then sigmoid pixels."""
+def build_decoder(in_features: int, hidden: tuple[int, ...], output_shape: tuple[int, int, int]) -> nn.Sequential:
+    """The reconstruction decoder of Sabour et al.: fully connected ReLU layers, then sigmoid pixels, C·H·W of them."""
     layers: list[nn.Module] = []
     width = in_features
     for units in hidden:
         layers += [nn.Linear(width, units), nn.ReLU(inplace=True)]
         width = units
-    layers += [nn.Linear(width, image_size * image_size), nn.Sigmoid()]
+    channels, height, width_out = output_shape
+    layers += [nn.Linear(width, channels * height * width_out), nn.Sigmoid()]
     return nn.Sequential(*layers)
 
 
@@ -133,9 +141,19 @@ class CapsRobustModel(nn.Module, ABC):
         """Whether ``forward`` can reconstruct the input conditioned on a class (needed by the detector)."""
         return self.has(Capability.CLASS_DECODER)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the model takes, from its config (built-in architectures), else MNIST's."""
+        return input_shape_of(getattr(self, "config", None))
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes the model scores, from its config (10 when it has none)."""
+        return int(getattr(getattr(self, "config", None), "num_classes", MNIST_CLASSES))
+
     @abstractmethod
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
-        """Classify ``images`` (B, 1, 28, 28) in [0, 1].
+        """Classify ``images`` (B, C, H, W) in [0, 1] (``input_shape``).
 
         ``labels`` only matters to models with a decoder: the reconstruction is masked by these classes
         (training) instead of the predicted ones (inference).
@@ -146,7 +164,7 @@ class CapsRobustModel(nn.Module, ABC):
         """The training objective for ``output`` computed from ``images`` with true ``labels``."""
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Decode the pose vector of ``classes`` from (B, C, D) poses into (B, 1, 28, 28) images."""
+        """Decode the pose vector of ``classes`` from (B, K, D) poses into (B, C, H, W) images."""
         raise NotImplementedError(f"{type(self).__name__} has no class-conditional decoder")
 
     def decoder_parameter_names(self) -> set[str]:
@@ -170,8 +188,47 @@ def check_sizes(config: object, *names: str) -> None:
 
 
 def check_normalisation_and_classes(config: Any) -> None:
-    """The checks every architecture shares: at least two classes and a positive input standard deviation."""
+    """The checks every architecture shares: at least two classes, a sane input shape, and a per-channel (or one)
+    normalisation with positive standard deviations."""
     if config.num_classes < 2:
         raise ValueError(f"num_classes must be ≥ 2, got {config.num_classes}")
-    if not config.input_std > 0:
+    check_sizes(config, "input_channels", "input_height", "input_width")
+    for name in ("input_mean", "input_std"):
+        values = getattr(config, name)
+        if len(values) not in (1, config.input_channels):
+            raise ValueError(f"{name} holds {len(values)} values; give one, or one per channel "
+                             f"({config.input_channels})")
+    if not all(value > 0 for value in config.input_std):
         raise ValueError(f"input_std must be positive, got {config.input_std}")
+
+
+#: What a model without a config (a plugin's, an old one) takes: MNIST's digits.
+MNIST_SHAPE = (1, 28, 28)
+MNIST_CLASSES = 10
+
+
+def input_shape_of(config: Any) -> tuple[int, int, int]:
+    """(C, H, W) from a config's ``input_channels``, ``input_height`` and ``input_width``, else MNIST's."""
+    if config is None or not hasattr(config, "input_channels"):
+        return MNIST_SHAPE
+    return (int(config.input_channels), int(config.input_height), int(config.input_width))
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    """(3, 32, 32) as "3×32×32"."""
+    return "×".join(str(size) for size in shape)
+
+
+def refuse_other_data(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, label: str) -> None:
+    """``CheckpointError`` in one line when ``model`` was built for other images or classes than the data's.
+
+    A model built for 1×28×28 digits would fail deep inside its first convolution on 3×32×32 images, and one with
+    10 class scores would "classify" a 5-class data set with labels it never had.
+    """
+    from capsrobust.errors import CheckpointError
+
+    expected = (tuple(getattr(model, "input_shape", MNIST_SHAPE)), int(getattr(model, "num_classes", MNIST_CLASSES)))
+    if expected != (tuple(input_shape), int(num_classes)):
+        raise CheckpointError(f"{label} takes {shape_text(expected[0])} images in {expected[1]} classes, the data "
+                              f"has {shape_text(tuple(input_shape))} in {num_classes}: evaluate it on the data it was "
+                              f"trained on, or train one on this data")

@@ -193,14 +193,23 @@ class CapsNetConfig:
     margin_down_weight: float = 0.5
     decoder_hidden: tuple[int, ...] = (512, 1024)
     reconstruction_weight: float = 0.0005
-    input_mean: float = 0.0
-    input_std: float = 1.0
-    image_size: int = 28
+    input_mean: tuple[float, ...] = (0.0,)  # one value, or one per channel
+    input_std: tuple[float, ...] = (1.0,)
+    # What the model takes; training sets them from the data (``Recipe.for_data``), recipes need not.
+    input_channels: int = 1
+    input_height: int = 28
+    input_width: int = 28
+    # Sabour et al.'s CIFAR-10 model (section 7): convolutions see a crop_size × crop_size crop of the image, random
+    # while training and central otherwise; inside the forward pass, so attacks still act on the whole image.
+    crop_size: int = 0  # 0: no crop
+    # ... and routes to one more output capsule, "none of the above", that absorbs votes agreeing with no class;
+    # it is never a prediction, its length is not a score, and it is not decoded.
+    orphan_class: bool = False
 
     def __post_init__(self) -> None:
         """Ranges checked at load, before anything allocates (recipe errors name the key)."""
         check_sizes(self, "conv1_channels", "conv1_kernel", "primary_channels", "primary_dim", "primary_kernel",
-                    "primary_stride", "digit_dim", "decoder_hidden", "image_size")
+                    "primary_stride", "digit_dim", "decoder_hidden")
         check_normalisation_and_classes(self)
         if not 1 <= self.routing_iterations <= 100:
             raise ValueError(f"routing_iterations must lie in [1, 100] (1: no routing), got {self.routing_iterations}")
@@ -209,18 +218,37 @@ class CapsNetConfig:
                              f"{self.margin_plus}")
         if self.margin_down_weight < 0 or self.reconstruction_weight < 0:
             raise ValueError("margin_down_weight and reconstruction_weight must be ≥ 0")
-        if self.primary_grid < 1:
+        if self.crop_size and not 0 < self.crop_size <= min(self.input_height, self.input_width):
+            raise ValueError(f"crop_size {self.crop_size} does not fit a {self.input_height}×{self.input_width} image")
+        if min(self.primary_grid) < 1:
             raise ValueError(f"conv1_kernel {self.conv1_kernel} and primary_kernel {self.primary_kernel} leave no "
-                             f"primary capsule on a {self.image_size}×{self.image_size} image")
+                             f"primary capsule on a {self.seen_height}×{self.seen_width} image")
 
     @property
-    def primary_grid(self) -> int:
-        after_conv1 = self.image_size - self.conv1_kernel + 1
-        return (after_conv1 - self.primary_kernel) // self.primary_stride + 1
+    def seen_height(self) -> int:
+        """Rows the convolutions see: the crop's, or the image's."""
+        return self.crop_size or self.input_height
+
+    @property
+    def seen_width(self) -> int:
+        return self.crop_size or self.input_width
+
+    @property
+    def primary_grid(self) -> tuple[int, int]:
+        """(rows, columns) of primary capsules: 6 × 6 on a 28 × 28 digit."""
+        def after(size: int) -> int:
+            return (size - self.conv1_kernel + 1 - self.primary_kernel) // self.primary_stride + 1
+        return after(self.seen_height), after(self.seen_width)
 
     @property
     def num_primary_capsules(self) -> int:
-        return self.primary_channels * self.primary_grid**2
+        rows, columns = self.primary_grid
+        return self.primary_channels * rows * columns
+
+    @property
+    def num_outputs(self) -> int:
+        """Output capsules routing goes to: the classes, and "none of the above" when asked for."""
+        return self.num_classes + int(self.orphan_class)
 
 
 @register_architecture("capsnet", CapsNetConfig)
@@ -233,17 +261,15 @@ class CapsNet(CapsRobustModel):
         super().__init__()
         self.config = config
         c = config
-        if c.primary_grid < 1:
-            raise ValueError(f"kernels too large for {c.image_size}×{c.image_size} images")
         self.normalize = Normalize(c.input_mean, c.input_std)
-        self.conv1 = nn.Conv2d(1, c.conv1_channels, c.conv1_kernel)
+        self.conv1 = nn.Conv2d(c.input_channels, c.conv1_channels, c.conv1_kernel)
         self.primary = nn.Conv2d(
             c.conv1_channels, c.primary_channels * c.primary_dim, c.primary_kernel, stride=c.primary_stride
         )
         n_in = c.num_primary_capsules
-        # W_ij of the paper, one (16 × 8) matrix per pair of primary capsule i and class j.
-        self.weights = nn.Parameter(0.01 * torch.randn(n_in, c.num_classes, c.digit_dim, c.primary_dim))
-        self.decoder = build_decoder(c.num_classes * c.digit_dim, c.decoder_hidden, c.image_size)
+        # W_ij of the paper, one (16 × 8) matrix per pair of primary capsule i and output capsule j.
+        self.weights = nn.Parameter(0.01 * torch.randn(n_in, c.num_outputs, c.digit_dim, c.primary_dim))
+        self.decoder = build_decoder(c.num_classes * c.digit_dim, c.decoder_hidden, self.input_shape)
 
     @property
     def routing_iterations(self) -> int:
@@ -251,14 +277,28 @@ class CapsNet(CapsRobustModel):
         return self.config.routing_iterations
 
     def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) → squashed primary capsules (B, 1152, 8)."""
+        """(B, 1, 28, 28) → squashed primary capsules (B, 1152, 8); any (B, C, H, W) → (B, N_in, 8)."""
         c = self.config
-        features = F.relu(self.conv1(self.normalize(images)))  # (B, 256, 20, 20)
+        features = F.relu(self.conv1(self.normalize(self._crop(images))))  # (B, 256, 20, 20)
         grid = self.primary(features)  # (B, 32·8, 6, 6)
         batch = grid.shape[0]
         capsules = grid.unflatten(1, (c.primary_channels, c.primary_dim))  # (B, 32, 8, 6, 6)
         capsules = capsules.permute(0, 1, 3, 4, 2).reshape(batch, -1, c.primary_dim)  # (B, 1152, 8)
         return squash(capsules)
+
+    def _crop(self, images: torch.Tensor) -> torch.Tensor:
+        """The crop the convolutions see (``crop_size``): one random offset per batch while training (seeded by the
+        training loop's per-epoch seed), the centre otherwise, so evaluation and attacks are deterministic."""
+        size = self.config.crop_size
+        if not size:
+            return images
+        height, width = images.shape[-2:]
+        if self.training:
+            top = int(torch.randint(0, height - size + 1, ()))
+            left = int(torch.randint(0, width - size + 1, ()))
+        else:
+            top, left = (height - size) // 2, (width - size) // 2
+        return images[..., top : top + size, left : left + size]
 
     def votes(self, primary: torch.Tensor) -> torch.Tensor:
         """Prediction vectors û_j|i = W_ij u_i: (B, 1152, 8) → (B, 1152, 10, 16).
@@ -277,14 +317,14 @@ class CapsNet(CapsRobustModel):
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
-        size = self.config.image_size
         pixels = self.decoder(mask_by_class(poses, classes))  # (B, 784), bfloat16 under autocast
-        return at_least_fp32(pixels).view(-1, 1, size, size)  # (B, 1, 28, 28)
+        return at_least_fp32(pixels).view(-1, *self.input_shape)  # (B, 1, 28, 28)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
-        poses, _ = route_by_agreement(
+        outputs, _ = route_by_agreement(
             self.votes(self.primary_capsules(images)), self.routing_iterations
-        )  # (B, 10, 16)
+        )  # (B, 10, 16), or (B, 11, 16) with "none of the above"
+        poses = outputs[:, : self.config.num_classes]  # the classes' capsules
         lengths = capsule_length(poses)  # (B, 10)
         classes = labels if labels is not None else lengths.argmax(dim=1)
         return ModelOutput(

@@ -34,18 +34,25 @@ class CNNConfig:
     hidden_units: tuple[int, ...] = (1024,)
     dropout: float = 0.0
     num_classes: int = 10
-    input_mean: float = 0.1307
-    input_std: float = 0.3081
-    image_size: int = 28
+    input_mean: tuple[float, ...] = (0.1307,)  # one value, or one per channel
+    input_std: tuple[float, ...] = (0.3081,)
+    # What the model takes; training sets them from the data (``Recipe.for_data``), recipes need not.
+    input_channels: int = 1
+    input_height: int = 28
+    input_width: int = 28
 
     def __post_init__(self) -> None:
         """Ranges checked at load, before anything allocates (recipe errors name the key)."""
-        check_sizes(self, "conv_channels", "kernel_size", "hidden_units", "image_size")
+        check_sizes(self, "conv_channels", "kernel_size", "hidden_units")
         check_normalisation_and_classes(self)
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.kernel_size > self.image_size:
-            raise ValueError(f"kernel_size {self.kernel_size} exceeds the {self.image_size}-pixel image")
+        if self.kernel_size > min(self.input_height, self.input_width):
+            raise ValueError(f"kernel_size {self.kernel_size} exceeds the {self.input_height}×{self.input_width} "
+                             f"image")
+        if self.pool_after_conv and min(self.input_height, self.input_width) < 2 ** len(self.conv_channels):
+            raise ValueError(f"{len(self.conv_channels)} 2×2 poolings leave nothing of a {self.input_height}×"
+                             f"{self.input_width} image")
 
 
 @register_architecture("cnn", CNNConfig)
@@ -62,16 +69,16 @@ class CNN(CapsRobustModel):
             raise ValueError(f"'same' padding needs an odd kernel size, got {c.kernel_size}")
         self.normalize = Normalize(c.input_mean, c.input_std)
         convs: list[nn.Module] = []
-        channels, size = 1, c.image_size
+        channels, height, width = c.input_channels, c.input_height, c.input_width
         for out_channels in c.conv_channels:
             convs += [nn.Conv2d(channels, out_channels, c.kernel_size, padding=c.kernel_size // 2), nn.ReLU()]
             if c.pool_after_conv:
                 convs.append(nn.MaxPool2d(2))
-                size //= 2
+                height, width = height // 2, width // 2
             channels = out_channels
         self.features = nn.Sequential(*convs)
         dense: list[nn.Module] = []
-        width = channels * size * size
+        width = channels * height * width
         for hidden in c.hidden_units:
             dense += [nn.Linear(width, hidden), nn.ReLU()]
             if c.dropout > 0:
@@ -82,7 +89,7 @@ class CNN(CapsRobustModel):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         features = self.features(self.normalize(images))  # (B, C_last, H, W)
-        return ModelOutput(logits=at_least_fp32(self.classifier(features.flatten(1))))  # (B, 10), float32
+        return ModelOutput(logits=at_least_fp32(self.classifier(features.flatten(1))))  # (B, K), float32
 
     def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         cross_entropy = F.cross_entropy(output.logits, labels)

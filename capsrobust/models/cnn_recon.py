@@ -60,7 +60,7 @@ class CNNRecon(CNN):
         trunk_width = self.classifier[-1].in_features
         self.classifier[-1] = nn.Linear(trunk_width, c.num_classes * c.class_dim)  # class vectors, (B, 160)
         self.readout = nn.Linear(c.num_classes * c.class_dim, c.num_classes)
-        self.decoder = build_decoder(c.num_classes * c.class_dim, c.decoder_hidden, c.image_size)
+        self.decoder = build_decoder(c.num_classes * c.class_dim, c.decoder_hidden, self.input_shape)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         c = self.config
@@ -73,9 +73,8 @@ class CNNRecon(CNN):
                            reconstruction=at_least_fp32(reconstruction))  # float32 under bf16 autocast too
 
     def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Decode the vector of ``classes`` only: (B, 10, 16) → (B, 1, 28, 28)."""
-        size = self.config.image_size
-        return self.decoder(mask_by_class(poses, classes)).view(-1, 1, size, size)
+        """Decode the vector of ``classes`` only: (B, 10, 16) → (B, 1, 28, 28), or any (B, C, H, W) input shape."""
+        return self.decoder(mask_by_class(poses, classes)).view(-1, *self.input_shape)
 
     def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
         assert output.reconstruction is not None

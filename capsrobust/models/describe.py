@@ -22,7 +22,7 @@ def forward_flops(model: CapsRobustModel, batch: int = 1) -> int:
     squash are element-wise and add well under 1%).
     """
     model.eval()
-    images = torch.rand(batch, 1, 28, 28, device=next(model.parameters()).device)
+    images = torch.rand(batch, *model.input_shape, device=next(model.parameters()).device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(images)
     return counter.get_total_flops() // batch

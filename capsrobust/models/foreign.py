@@ -26,7 +26,16 @@ import torch
 from torch import nn
 
 from capsrobust.errors import CapsRobustError, parse_choice
-from capsrobust.models.base import Capability, CapsRobustModel, LossTerms, ModelOutput, at_least_fp32
+from capsrobust.models.base import (
+    MNIST_CLASSES,
+    MNIST_SHAPE,
+    Capability,
+    CapsRobustModel,
+    LossTerms,
+    ModelOutput,
+    at_least_fp32,
+    shape_text,
+)
 from capsrobust.models.checkpoints import LoadedCheckpoint
 from capsrobust.models.recipes import Recipe, TrainConfig
 
@@ -52,12 +61,23 @@ class Returns(str, Enum):
 class ForeignModel(CapsRobustModel):
     """A trained module behind capsrobust's model interface; build one with ``wrap_module``."""
 
-    def __init__(self, module: nn.Module, name: str, returns: Returns, capabilities: frozenset[Capability]) -> None:
+    def __init__(self, module: nn.Module, name: str, returns: Returns, capabilities: frozenset[Capability],
+                 input_shape: tuple[int, int, int] = MNIST_SHAPE, num_classes: int = MNIST_CLASSES) -> None:
         super().__init__()
         self.module = module
         self.name = name
         self.returns = returns
         self.capabilities = capabilities  # per instance: what this module offers, not what a class does
+        self._input_shape = tuple(input_shape)
+        self._num_classes = num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self._input_shape  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return self._num_classes
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         if self.returns is Returns.OUTPUT:
@@ -115,8 +135,11 @@ def wrap_module(
     name: str,
     returns: str | Returns = Returns.LOGITS,
     capabilities: frozenset[Capability] | set[Capability] | None = None,
+    input_shape: tuple[int, int, int] = MNIST_SHAPE,
 ) -> ForeignModel:
-    """``module`` (images in [0, 1], shape (B, 1, 28, 28)) wrapped for sweeps, detection and reports.
+    """``module`` (images in [0, 1] of shape (B, *input_shape), MNIST's (B, 1, 28, 28) by default) wrapped for
+    sweeps, detection and reports. Its number of classes is read off one forward pass of a blank image, which also
+    refuses, in one line, a module that does not take ``input_shape``.
 
     ``name`` labels the model in every table. ``capabilities`` (default: everything the module offers, see
     ``offered_capabilities``) may narrow what attacks may use, e.g. ``frozenset()`` to evaluate a capsule network
@@ -135,7 +158,25 @@ def wrap_module(
     if missing:
         raise ForeignModelError(f"{name} is declared to offer {', '.join(missing)} but its module lacks it "
                                 f"(votes need {', '.join(VOTE_METHODS)}; a decoder needs reconstruct(poses, classes))")
-    return ForeignModel(module, name, chosen, frozenset(declared)).eval()
+    wrapped = ForeignModel(module, name, chosen, frozenset(declared), tuple(input_shape)).eval()
+    wrapped._num_classes = _count_classes(wrapped, tuple(input_shape))
+    return wrapped
+
+
+def _count_classes(model: ForeignModel, input_shape: tuple[int, ...]) -> int:
+    """K from the scores of one blank image; a module that cannot take ``input_shape`` is refused here."""
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            scores = model(torch.zeros(1, *input_shape, device=device)).logits
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ForeignModelError(f"{model.name} does not take {shape_text(input_shape)} images ({error}); pass the "
+                                f"input_shape it was trained on, e.g. input_shape=(3, 32, 32)") from None
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ForeignModelError(f"{model.name} returns scores of shape {tuple(scores.shape)} for one image; it must "
+                                f"return (B, K) with K ≥ 2 classes")
+    return int(scores.shape[1])
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from capsrobust.errors import RecipeError
-from capsrobust.models.base import CapsRobustModel
+from capsrobust.models.base import MNIST_CLASSES, MNIST_SHAPE, CapsRobustModel, shape_text
 from capsrobust.models.registry import get_architecture
 from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_toml
 
@@ -134,6 +134,28 @@ class Recipe:
     description: str = ""
     adversarial: AdversarialConfig | None = None  # None: natural training
 
+    def for_data(self, input_shape: tuple[int, int, int], num_classes: int) -> Recipe:
+        """This recipe built for images of ``input_shape`` (C, H, W) in ``num_classes`` classes: the data decides.
+
+        Training calls it, so every checkpoint records the shape it was trained for. An architecture whose config
+        has no input fields (a plugin's written before they existed) takes only MNIST-shaped data.
+        """
+        fields = {field.name for field in dataclasses.fields(self.model)}
+        if not {"input_channels", "input_height", "input_width", "num_classes"} <= fields:
+            if (tuple(input_shape), num_classes) == (MNIST_SHAPE, MNIST_CLASSES):
+                return self
+            raise RecipeError(f"architecture {self.architecture} has no input_channels/input_height/input_width/"
+                              f"num_classes in its config, so it takes only {shape_text(MNIST_SHAPE)} images in "
+                              f"{MNIST_CLASSES} classes, not {shape_text(input_shape)} in {num_classes}; add them")
+        channels, height, width = input_shape
+        try:
+            model = dataclasses.replace(self.model, input_channels=channels, input_height=height, input_width=width,
+                                        num_classes=num_classes)
+        except ValueError as error:
+            raise RecipeError(f"recipe {self.name} does not fit {shape_text(input_shape)} images in {num_classes} "
+                              f"classes: {error}") from None
+        return dataclasses.replace(self, model=model)
+
     def to_dict(self) -> dict[str, Any]:
         table = {
             "name": self.name,
@@ -172,12 +194,26 @@ def recipe_from_dict(table: Mapping[str, Any], source: str = "<recipe>", default
     return Recipe(
         name=str(table.get("name", default_name)),
         architecture=architecture.name,
-        model=dataclass_from_table(architecture.config_type, table.get("model", {}), source, "model"),
+        model=dataclass_from_table(architecture.config_type, _migrated_model(table.get("model", {})), source,
+                                   "model"),
         train=dataclass_from_table(TrainConfig, table.get("train", {}), source, "train"),
         description=str(table.get("description", "")),
         adversarial=(dataclass_from_table(AdversarialConfig, table["adversarial"], source, "adversarial")
                      if "adversarial" in table else None),
     )
+
+
+def _migrated_model(table: Any) -> Any:
+    """A [model] table of capsrobust ≤ 0.2 (every checkpoint written before inputs had a shape) in today's keys.
+
+    ``image_size = S`` was the side of a square one-channel image: ``input_height = input_width = S``.
+    """
+    if not isinstance(table, Mapping) or "image_size" not in table:
+        return table
+    migrated = {key: value for key, value in table.items() if key != "image_size"}
+    migrated.setdefault("input_height", table["image_size"])
+    migrated.setdefault("input_width", table["image_size"])
+    return migrated
 
 
 def with_adversarial(recipe: Recipe, **overrides: Any) -> Recipe:
@@ -223,6 +259,8 @@ def _coerce(value: Any, hint: Any, source: str, key: str) -> Any:
         raise RecipeError(f"{source}: key {key!r} has a type recipes cannot hold")  # pragma: no cover
     if origin is tuple:
         (item_type, _) = typing.get_args(hint)
+        if item_type is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return (float(value),)  # one number for every channel (how ≤ 0.2 recipes wrote input_mean / input_std)
         if not isinstance(value, list):
             raise RecipeError(f"{source}: key {key!r} must be a list, got {value!r}")
         return tuple(_coerce(item, item_type, source, key) for item in value)

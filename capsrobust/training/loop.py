@@ -47,7 +47,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from capsrobust.data import Dataset, Split
-from capsrobust.errors import CheckpointError, RunError
+from capsrobust.errors import CheckpointError, RecipeError, RunError
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models import CapsRobustModel
 from capsrobust.models.checkpoints import (
@@ -56,7 +56,7 @@ from capsrobust.models.checkpoints import (
     save_checkpoint,
     save_tensors,
 )
-from capsrobust.models.recipes import Recipe, build_model
+from capsrobust.models.recipes import Recipe, build_model, recipe_from_dict
 from capsrobust.precision import Precision, precision_scope, resolve_precision
 from capsrobust.runtime import (
     atomic_write,
@@ -103,16 +103,36 @@ class TrainSettings:
 
 
 def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros."""
+    """Translate each image by its own random (dy, dx) in [-max_shift, max_shift], filling with zeros.
+
+    The same as padding by ``max_shift`` and taking a random crop of the original size (CIFAR-10's crops).
+    """
     if max_shift == 0:
         return images
     batch, _, height, width = images.shape
-    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (B, 1, H + 2s, W + 2s)
+    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))  # (B, C, H + 2s, W + 2s)
     offsets = torch.randint(0, 2 * max_shift + 1, (2, batch), generator=generator).to(images.device)
     rows = offsets[0, :, None] + torch.arange(height, device=images.device)  # (B, H)
     cols = offsets[1, :, None] + torch.arange(width, device=images.device)  # (B, W)
     index = torch.arange(batch, device=images.device)[:, None, None]
-    return padded[index, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)  # (B, 1, H, W)
+    # advanced indices around a slice put their (B, H, W) first: (B, H, W, C) → (B, C, H, W)
+    return padded[index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left–right with probability ½ (natural images only: a mirrored digit is another glyph)."""
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)  # (B,)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def augment(images: torch.Tensor, kind: str, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """The data set's augmentation (``Dataset.augmentation``): ``shift`` (digits: random shifts of up to
+    ``max_shift`` pixels), ``crop-flip`` (natural images: the same shifts, i.e. padded random crops, and
+    left–right flips) or ``none``."""
+    if kind == "none":
+        return images
+    shifted = random_shift(images, max_shift, generator)
+    return random_flip(shifted, generator) if kind == "crop-flip" else shifted
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -181,11 +201,12 @@ def selection_metric(recipe: Recipe) -> str:
 class _Run:
     """One training run in progress: what it was asked for, its model and optimizer, and its history so far."""
 
-    recipe: Recipe
+    recipe: Recipe  # built for the data's shape and classes (``Recipe.for_data``)
     out: Path
     settings: TrainSettings
     device: torch.device
     precision: Precision
+    augmentation: str  # the data set's (``Dataset.augmentation``)
     epochs: int
     batch_size: int
     record: dict[str, Any]  # what identifies the run (a resume must match it)
@@ -199,6 +220,7 @@ class _Run:
     @classmethod
     def start(cls, recipe: Recipe, dataset: Dataset, out: Path, settings: TrainSettings) -> _Run:
         """A new run in ``out``, or the run there resumed (``settings.resume``); writes run.json."""
+        recipe = recipe.for_data(dataset.input_shape, dataset.num_classes)
         device = resolve_device(settings.device)
         precision = resolve_precision(settings.precision, device, training=True)
         epochs = settings.epochs or recipe.train.epochs
@@ -230,8 +252,8 @@ class _Run:
             "device_name": device_description(device), "precision": precision.value,
         }, indent=2) + "\n")
         best = max((row[selection_metric(recipe)] for row in history), default=-1.0)
-        return cls(recipe, out, settings, device, precision, epochs, batch_size, record, model, optimizer, history,
-                   start_epoch, best, time.perf_counter())
+        return cls(recipe, out, settings, device, precision, dataset.augmentation, epochs, batch_size, record, model,
+                   optimizer, history, start_epoch, best, time.perf_counter())
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         return {**self.record, **extra, "precision": self.precision.value, "versions": versions()}
@@ -253,7 +275,7 @@ def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: to
     try:
         for batch, start in enumerate(bar):
             index = order[start : start + run.batch_size]
-            images = random_shift(images_all[index], recipe.train.max_shift, generator)
+            images = augment(images_all[index], run.augmentation, recipe.train.max_shift, generator)
             labels = labels_all[index]
             if recipe.adversarial is not None:
                 eps = batch_eps(recipe.adversarial, epoch, ramp_progress(batch, len(starts)))
@@ -323,6 +345,9 @@ def _restore(
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load ``last`` weights, optimizer state and metrics history of the run in ``out``."""
     metadata = read_metadata(out / LAST)
+    if isinstance(metadata.get("recipe"), dict):  # as today's code writes it (older checkpoints say image_size)
+        with contextlib.suppress(RecipeError):
+            metadata["recipe"] = recipe_from_dict(metadata["recipe"], source=f"{out / LAST}.json").to_dict()
     for key in ("recipe", "dataset", "seed", "batch_size"):
         if metadata.get(key) != run_record[key]:
             raise RunError(

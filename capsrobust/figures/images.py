@@ -1,0 +1,34 @@
+"""Images as matplotlib shows them: grey digits and colour pictures from the same (C, H, W) tensors.
+
+Every figure that draws an input, an adversarial or a reconstruction goes through ``show_image``, so a data set of
+any channel count is drawn the same way everywhere: one channel in grey, three (or more: the first three) in colour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+
+
+def displayable(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] → (H, W) for one channel, (H, W, 3) for three or more, (H, W) mean for two."""
+    array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 2:
+        return array
+    if array.shape[0] == 1:
+        return array[0]
+    if array.shape[0] >= 3:
+        return np.clip(np.moveaxis(array[:3], 0, -1), 0.0, 1.0)  # imshow refuses colour outside [0, 1]
+    return array.mean(axis=0)
+
+
+def show_image(axis: Axes, image: torch.Tensor | np.ndarray) -> None:
+    """Draw an image (C, H, W), or one already ``displayable``, without ticks."""
+    array = displayable(image)
+    axis.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1)
+
+
+def signed_map(delta: np.ndarray) -> np.ndarray:
+    """A perturbation (H, W) or (H, W, 3) as one signed (H, W) map: colour channels averaged."""
+    return delta.mean(axis=-1) if delta.ndim == 3 else delta
