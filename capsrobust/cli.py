@@ -288,6 +288,7 @@ def evaluate(
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
     from capsrobust.data import load_dataset
     from capsrobust.evaluation.accuracy import evaluate as run_evaluation
+    from capsrobust.models.base import refuse_other_data
     from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.precision import resolve_precision
     from capsrobust.runtime import resolve_device
@@ -296,6 +297,7 @@ def evaluate(
     resolved = resolve_precision(precision, torch_device, training=False)
     loaded = load_checkpoint(checkpoint, torch_device)
     dataset = load_dataset(data_name, data_dir, download)
+    refuse_other_data(loaded.model, dataset.input_shape, dataset.num_classes, str(loaded.path))
     result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device, precision=resolved)
     trained_on = str(loaded.metadata.get("dataset", "unknown data"))
     if as_json:
@@ -382,12 +384,14 @@ def reconstruct(
     """Inputs over their reconstructions from the winning capsule, with the 10 capsule lengths."""
     from capsrobust.data import load_dataset
     from capsrobust.figures.capsules import choose_examples, reconstruction_figure, save_figure
+    from capsrobust.models.base import refuse_other_data
     from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.runtime import resolve_device
 
     torch_device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, torch_device)
     dataset = load_dataset(data_name, data_dir, download)
+    refuse_other_data(loaded.model, dataset.input_shape, dataset.num_classes, str(loaded.path))
     chosen = dataset.split(split)
     indices = choose_examples(len(chosen), count, seed)
     figure = reconstruction_figure(loaded.model, chosen, indices, dataset.classes, str(torch_device))
@@ -416,12 +420,14 @@ def tweak(
     """Move each dimension of the winning capsule over [-radius, radius] and decode: one grid row per dimension."""
     from capsrobust.data import load_dataset
     from capsrobust.figures.capsules import capsule_tweaks, save_figure, tweak_deltas, tweak_figure
+    from capsrobust.models.base import refuse_other_data
     from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.runtime import resolve_device
 
     torch_device = resolve_device(device)
     loaded = load_checkpoint(checkpoint, torch_device)
     test = load_dataset(data_name, data_dir, download)
+    refuse_other_data(loaded.model, test.input_shape, test.num_classes, str(loaded.path))
     if index >= len(test.test):
         raise DataError(f"--index {index} is past the {len(test.test)} test images of {test.name}")
     deltas = tweak_deltas(radius, step)

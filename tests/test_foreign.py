@@ -190,3 +190,11 @@ def test_wrapping_refuses_what_the_module_does_not_offer():
     output = lengths_only(torch.rand(3, 1, 28, 28))
     assert lengths_only.capabilities == frozenset({Capability.CAPSULE_LENGTHS})
     torch.testing.assert_close(output.logits, torch.log(output.lengths))  # scored like the built-in CapsNet
+
+
+def test_a_wrapped_module_declares_its_input_shape_and_its_classes_are_counted():
+    colour = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 30 * 14, 5))  # 3×32×16 in
+    model = wrap_module(colour, name="colour", input_shape=(3, 32, 16))
+    assert model.input_shape == (3, 32, 16) and model.num_classes == 5
+    with pytest.raises(ForeignModelError, match=r"does not take 1×28×28 images .*input_shape="):
+        wrap_module(colour, name="colour")  # the MNIST default does not fit it
