@@ -18,7 +18,7 @@ def attack_parser(description: str, *, run_help: str, n_help: str, eps: list[flo
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run", required=True, help=run_help)
     parser.add_argument("--data", default="mnist-5k", help="data set name (default: mnist-5k)")
-    parser.add_argument("--data-dir", help="folder with the IDX files for mnist / fashion-mnist")
+    parser.add_argument("--data-dir", help="folder with the data files of a named data set")
     parser.add_argument("--n", type=int, default=500, help=n_help)
     parser.add_argument("--eps", type=float, nargs="+", default=eps,
                         help=f"L∞ budgets (default: {' '.join(f'{e:g}' for e in eps)})")

@@ -95,11 +95,12 @@ class BenchmarkResult:
 
 
 def default_out_dir(profile: BenchmarkProfile, data: str) -> Path:
-    return Path("runs") / "benchmark" / f"{profile.name}-{data}"
+    return Path("runs") / "benchmark" / f"{profile.name}-{data.replace(':', '-').replace('/', '-')}"
 
 
 def default_report_dir(profile: BenchmarkProfile, data: str) -> Path:
-    return Path("reports") / (profile.report if data == profile.data else f"{profile.report}-{data}")
+    safe = data.replace(":", "-").replace("/", "-")
+    return Path("reports") / (profile.report if data == profile.data else f"{profile.report}-{safe}")
 
 
 def run_benchmark(

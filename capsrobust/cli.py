@@ -139,8 +139,15 @@ def _one_line_usage(error: click.UsageError) -> click.ClickException:
     return OneLineError(f"{error.format_message()} (see `{path} --help`)")
 
 
+def folder_safe(name: str) -> str:
+    """A data set's name as part of a default folder name: ``npz:mine`` → ``npz-mine`` (no colon on Windows)."""
+    return name.replace(":", "-").replace("/", "-")
+
+
 def data_options(function: Any) -> Any:
-    function = click.option("--download", is_flag=True, help="fetch mnist / fashion-mnist into --data-dir")(function)
+    function = click.option("--download", is_flag=True,
+                            help="fetch a named data set (mnist, fashion-mnist, svhn, cifar10) into --data-dir"
+                            )(function)
     function = click.option("--data-dir", type=click.Path(file_okay=False),
                             help="folder with a named data set's files (docs/data.md)")(function)
     return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
@@ -250,7 +257,7 @@ def train(
         warmup_epochs=warmup_epochs, trades_beta=trades_beta, objective=train_objective, val_steps=val_steps,
     )
     dataset = load_dataset(data_name, data_dir, download)
-    out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{dataset.name}"
+    out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{folder_safe(dataset.name)}"
     settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)
     seeds = parse_seeds(seeds_text) if seeds_text is not None else None
     with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
@@ -495,7 +502,7 @@ def sweep(
     suite = load_suite(suite_name)
     chosen_objective = AttackObjective.parse(objective) if objective is not None else None
     dataset = load_dataset(data_name, data_dir, download)
-    out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{dataset.name}"
+    out = Path(out_dir) if out_dir else Path("sweeps") / f"{suite.name}-{folder_safe(dataset.name)}"
     with make_cli_executor(executor_name, ray_address, task_cpus, task_gpus, retries) as executor:
         run_sweep(
             list(runs), suite, dataset, out_dir=out, n=n, backend=backend, resume=resume,
@@ -650,7 +657,7 @@ DETECTION_SUMMARY = [
               type=LibraryChoice("capsrobust.detection.detector:Distance"),
               help="distance between an input and its reconstruction")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [SWEEP_DIR/detection]")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the data files the sweep used")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
 @click.option("--force", is_flag=True, help="recompute even when the tables are up to date")
@@ -687,7 +694,7 @@ def detect(
 @click.option("--eps", type=float, help="budget of the cells shown [default: each attack's largest]")
 @click.option("--backend", type=LibraryChoice("capsrobust.attacks.registry:Backend"),
               help="[default: each attack's first]")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the IDX files the sweep used")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="folder with the data files the sweep used")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 def gallery(
     sweep_dir: str, out_file: str, n_per_row: int, seed: int, labels: tuple[str, ...], eps: float | None,

@@ -50,8 +50,8 @@ def logistic_regression(data: Dataset, steps: int = 60) -> nn.Linear:
 
 def test_non_finite_scores_are_no_prediction():
     scores = torch.tensor([[0.0, 2.0], [float("nan"), 1.0], [float("inf"), 0.0], [3.0, 1.0]])
-    model = wrap_module(nn.Identity(), name="scores")
-    assert predict(model, scores).tolist() == [1, NO_PREDICTION, NO_PREDICTION, 0]
+    model = wrap_module(nn.Flatten(), name="scores", input_shape=(1, 1, 2))  # a 1×2 "image" is its own scores
+    assert predict(model, scores.view(4, 1, 1, 2)).tolist() == [1, NO_PREDICTION, NO_PREDICTION, 0]
 
 
 def test_clean_evaluation_refuses_a_model_that_answers_nan(mnist5k):

@@ -137,6 +137,7 @@ class SweepRecord:
     request: dict[str, Any]
     results: pd.DataFrame
     examples: pd.DataFrame
+    data_source: str = ""  # what ``load_dataset`` reads the attacked data from again (an npz's full path)
 
     @property
     def n(self) -> int:
@@ -149,7 +150,10 @@ class SweepRecord:
 def read_sweep_record(out_dir: str | Path) -> SweepRecord:
     """The request and the results and examples tables of the sweep in ``out_dir`` (finished cells only)."""
     tables = load_sweep(out_dir)
-    return SweepRecord(Path(out_dir), read_sweep_file(out_dir)["request"], tables.results, tables.examples)
+    file = read_sweep_file(out_dir)
+    request = file["request"]
+    return SweepRecord(Path(out_dir), request, tables.results, tables.examples,
+                       str(file.get("data_source") or request["dataset"]))
 
 
 def adversarials_path(out_dir: str | Path, cell_id: str) -> Path:
@@ -217,7 +221,7 @@ def load_test_split(
     ``dataset`` saves loading it again when the caller holds it already; it must be the one the sweep names.
     """
     if dataset is None:
-        dataset = load_dataset(record.request["dataset"], data_dir)
+        dataset = load_dataset(record.data_source or record.request["dataset"], data_dir)
     elif dataset.name != record.request["dataset"]:
         raise SweepError(f"the sweep in {record.path} attacked {record.request['dataset']}, "
                          f"not {dataset.name}; pass that data set")
@@ -331,9 +335,13 @@ def _alive(pid: object) -> bool:
 
 
 def prepare_dir(
-    out: Path, request: dict[str, Any], resume: bool, cells: Sequence[Cell], versions: dict[str, str]
+    out: Path, request: dict[str, Any], resume: bool, cells: Sequence[Cell], versions: dict[str, str],
+    data_source: str = "",
 ) -> None:
     """Start ``out`` for a new sweep, or check that the sweep there is the one being resumed (or extended).
+
+    ``data_source`` is what ``load_dataset`` reads the data from again (``Dataset.source``), recorded beside the
+    request for the stages after the sweep (detection, figures); the request names the data set by its short name.
 
     A resumed sweep may grow its suite (more attacks, more budgets): every cell's seed depends only on its own
     id, so the cells already finished are exactly what a fresh run of the grown suite would compute, and are
@@ -363,7 +371,8 @@ def prepare_dir(
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
         log.info("extending %s: its suite grew; the finished cells are kept", out)
         return
-    record = {"request": request, "versions": versions, "command": command_line()}
+    record = {"request": request, "versions": versions, "command": command_line(),
+              **({"data_source": data_source} if data_source else {})}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 

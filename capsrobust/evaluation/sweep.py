@@ -179,7 +179,7 @@ def run_sweep(
     runner = executor if executor is not None else LocalExecutor()
     runner.start()  # a cluster that is not there fails here, before anything is written
     with writer_lock(out), discarded_unless_started(out):
-        prepare_dir(out, request, resume, cells, _library_versions())
+        prepare_dir(out, request, resume, cells, _library_versions(), setup.dataset.source)
         store = CellStore(out, cells)
         model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
         checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),

@@ -26,7 +26,7 @@ from capsrobust.detection.pipeline import DETECTION_DIR, DetectionError, load_de
 from capsrobust.evaluation.store import load_adversarials, load_sweep_models, load_test_split
 from capsrobust.figures.capsules import choose_examples, save_figure
 from capsrobust.figures.detection import blank_panel
-from capsrobust.figures.images import displayable, show_image, signed_map
+from capsrobust.figures.images import show_image, signed_map
 from capsrobust.models import ModelOutput
 from capsrobust.models.base import Capability, capabilities_of
 from capsrobust.models.checkpoints import LoadedCheckpoint
@@ -48,13 +48,13 @@ class GalleryExample:
 
     index: int
     label: int
-    clean: np.ndarray  # displayable: (H, W) grey or (H, W, 3) colour
-    adversarial: np.ndarray  # displayable
+    clean: np.ndarray  # (C, H, W)
+    adversarial: np.ndarray  # (C, H, W)
     clean_pred: int
     adv_pred: int
     clean_scores: np.ndarray  # (C,) capsule lengths or softmax
     adv_scores: np.ndarray  # (C,)
-    reconstruction: np.ndarray | None  # displayable, None when no decoder is at hand
+    reconstruction: np.ndarray | None  # (C, H, W), None when no decoder is at hand
     distance: float | None  # detector score of the adversarial
     flagged: bool | None  # None when no threshold is known
 
@@ -147,7 +147,7 @@ def write_gallery(
 ) -> Path:
     """``gallery_rows`` drawn by ``gallery_figure`` into the PNG ``out_file``; the same seed gives the same bytes."""
     if dataset is None:
-        dataset = load_dataset(read_sweep(sweep_dir).request["dataset"], data_dir)
+        dataset = load_dataset(read_sweep(sweep_dir).data_source, data_dir)
     rows = gallery_rows(sweep_dir, n_per_row=n_per_row, seed=seed, labels=labels, eps=eps, backend=backend,
                         device=device, data_dir=data_dir, dataset=dataset, models=models)
     return save_figure(gallery_figure(rows, dataset.classes), out_file)
@@ -192,13 +192,13 @@ def _gallery_row(
     if decoder is not None:
         decoded = decoder.model.eval()(adversarial.to(device))
         assert decoded.reconstruction is not None
-        reconstructions = np.stack([displayable(image) for image in decoded.reconstruction])
+        reconstructions = decoded.reconstruction.cpu().numpy()  # (M, C, H, W)
         scores = reconstruction_distances(decoder.model, adversarial, distance, device)
     labels = dict(zip(outcomes["index"], outcomes["label"], strict=True))
     gallery = tuple(
         GalleryExample(
-            index=int(i), label=int(labels[int(i)]), clean=displayable(clean[k]),
-            adversarial=displayable(adversarial[k]),
+            index=int(i), label=int(labels[int(i)]), clean=clean[k].numpy(),
+            adversarial=adversarial[k].numpy(),
             clean_pred=int(clean_out.predictions[k]), adv_pred=int(adv_out.predictions[k]),
             clean_scores=class_scores(clean_out)[k], adv_scores=class_scores(adv_out)[k],
             reconstruction=None if reconstructions is None else reconstructions[k],

@@ -14,8 +14,8 @@ from matplotlib.axes import Axes
 def displayable(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """(C, H, W) in [0, 1] → (H, W) for one channel, (H, W, 3) for three or more, (H, W) mean for two."""
     array = image.detach().cpu().float().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if array.ndim == 2:
-        return array
+    if array.ndim != 3:
+        raise ValueError(f"an image to show is (C, H, W), got shape {array.shape}")
     if array.shape[0] == 1:
         return array[0]
     if array.shape[0] >= 3:
@@ -24,11 +24,11 @@ def displayable(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def show_image(axis: Axes, image: torch.Tensor | np.ndarray) -> None:
-    """Draw an image (C, H, W), or one already ``displayable``, without ticks."""
+    """Draw an image (C, H, W) in grey or colour."""
     array = displayable(image)
     axis.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1)
 
 
 def signed_map(delta: np.ndarray) -> np.ndarray:
-    """A perturbation (H, W) or (H, W, 3) as one signed (H, W) map: colour channels averaged."""
-    return delta.mean(axis=-1) if delta.ndim == 3 else delta
+    """A perturbation (C, H, W) as one signed (H, W) map: the channels averaged."""
+    return delta.mean(axis=0)
