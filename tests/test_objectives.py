@@ -118,3 +118,34 @@ def test_frozen_parameters_restores_flags():
     with frozen_parameters(model):
         assert not any(parameter.requires_grad for parameter in model.parameters())
     assert all(parameter.requires_grad for parameter in model.parameters())
+
+
+class OwnRule(torch.nn.Module):
+    """A routing variant with a routing-free rule of its own (as EM's one uniform M-step): two inputs, two classes."""
+
+    routing_iterations = 2
+    num_classes = 2
+
+    def primary_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1).view(-1, 2, 1)  # (B, 2 inputs, 1)
+
+    def votes(self, primary: torch.Tensor) -> torch.Tensor:
+        return primary.unsqueeze(2).expand(-1, -1, 2, -1) * torch.tensor([1.0, -1.0]).view(1, 1, 2, 1)  # (B, 2, 2, 1)
+
+    def routing_free_logits(self, primary: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+        return votes.mean(dim=1).squeeze(-1)  # (B, 2)
+
+    def routed_logits(self, primary: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+        return 10 * votes.sum(dim=1).squeeze(-1)  # (B, 2): deliberately another value
+
+
+def test_a_variant_with_its_own_routing_free_rule_is_attacked_through_it():
+    model, images = OwnRule(), torch.tensor([[[[0.2, 0.6]]]], requires_grad=True)  # (1, 1, 1, 2)
+    surrogate = VoteView(model, "logits")(images)
+    assert torch.allclose(surrogate, torch.tensor([[0.4, -0.4]]))
+    routed = VoteView(model, "logits", values="routed")(images)
+    assert torch.allclose(routed, torch.tensor([[8.0, -8.0]]))  # the model's own values...
+    (gradient,) = torch.autograd.grad(routed[0, 0], images)
+    assert torch.allclose(gradient, torch.full_like(gradient, 0.5))  # ...with the routing-free rule's gradient
+    with pytest.raises(ObjectiveError, match="not raw lengths or activations"):
+        VoteView(model, "lengths")

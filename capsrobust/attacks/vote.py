@@ -37,7 +37,10 @@ class VoteView(nn.Module):
     """``images (B, C, H, W) → scores (B, K)`` from the averaged, squashed votes of a capsule model.
 
     The model is any module that declares ``Capability.VOTES``: it offers ``primary_capsules(images)``,
-    ``votes(primary)`` in the (B, N_in, C, D) layout of ``CapsNet.votes``, and ``routing_iterations``.
+    ``votes(primary)`` in the (B, N_in, C, D) layout of ``CapsNet.votes``, and ``routing_iterations``. A routing
+    variant whose routing-free rule differs from dynamic routing's (EM: one M-step with uniform assignments) also
+    offers ``routing_free_logits(primary, votes)`` and ``routed_logits(primary, votes)``, both (B, K) in its logit
+    space, and those are used instead.
 
     ``values="routed"``: the scores' values are the routed model's and only their gradient is the votes' (see the
     module docstring); ``"votes"``: values and gradient both from the votes (what PGD needs, and cheaper).
@@ -45,7 +48,11 @@ class VoteView(nn.Module):
 
     def __init__(self, model: nn.Module, scores: ScoreKind, values: VoteValues = "votes") -> None:
         super().__init__()
-        if scores == "logits":
+        own_rule = hasattr(model, "routing_free_logits")
+        if own_rule and scores == "lengths":
+            raise ObjectiveError(f"{type(model).__name__} scores its routing-free votes in logit space; attack its "
+                                 f"logits or log-lengths, not raw lengths or activations")
+        if scores == "logits" and not own_rule:
             raise ObjectiveError("the vote view scores capsule lengths; use 'lengths' or 'log-lengths'")
         self.model = model
         self.scores: ScoreKind = scores
@@ -63,7 +70,10 @@ class VoteView(nn.Module):
         return torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        votes = self.model.votes(self.model.primary_capsules(images))  # (B, 1152, 10, 16) for CapsNet
+        primary = self.model.primary_capsules(images)
+        votes = self.model.votes(primary)  # (B, 1152, 10, 16) for CapsNet
+        if hasattr(self.model, "routing_free_logits"):  # a routing of its own (EM, self-attention): its own rule
+            return self._own_rule(primary, votes)
         classes = self.model.num_classes if hasattr(self.model, "num_classes") else votes.shape[2]
         # (B, 10): a "none of the above" capsule after the classes gets votes but is no class, so it is no score
         surrogate = self._scored(capsule_length(squash(votes[:, :, :classes].mean(dim=1))))
@@ -73,6 +83,17 @@ class VoteView(nn.Module):
             poses, _ = route_by_agreement(votes, self.model.routing_iterations)  # (B, 10, 16), routed over all
             routed = self._scored(capsule_length(poses[:, :classes]))  # (B, 10), the model's own scores
         return (surrogate + (routed - surrogate).detach()).float()  # value: routed; gradient: votes; float32
+
+    def _own_rule(self, primary: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+        """A routing variant's routing-free scores (``routing_free_logits``: for self-attention the squashed mean of
+        the votes, for EM one M-step with uniform assignments), in the model's logit space (log-lengths, or the
+        logit of an activation); with ``values="routed"`` the values are the model's own (``routed_logits``)."""
+        surrogate = self.model.routing_free_logits(primary, votes)  # (B, K)
+        if self.values == "votes":
+            return surrogate.float()
+        with torch.no_grad():
+            routed = self.model.routed_logits(primary, votes)  # (B, K)
+        return (surrogate + (routed - surrogate).detach()).float()
 
 
 def vote_target(
@@ -89,5 +110,6 @@ def vote_target(
             f"votes); {type(model).__name__} has none — drop the vote-* attacks for this model"
         )
     chosen = resolve_objective(model, objective)
-    scores = chosen.capsule_scores
+    # a routing variant with its own routing-free rule scores in logit space (log-lengths, activation logits)
+    scores: ScoreKind = "logits" if hasattr(model, "routing_free_logits") else chosen.capsule_scores
     return AttackTarget(view=VoteView(model, scores, values), scores=scores, loss=chosen.loss, via="votes")
