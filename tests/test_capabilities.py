@@ -144,8 +144,9 @@ def test_report_falls_back_to_the_architecture_for_old_tables():
 
 
 def test_a_sweep_records_each_models_capabilities(trained_runs, mnist5k, tmp_path):
-    # new columns go last: capabilities, the adversarial training budget, the cascade's mode and counts, no-answers
-    assert RESULT_COLUMNS[-5:] == ["capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer"]
+    # new columns go last: capabilities, adversarial training budget, cascade mode and counts, no-answers, transfer
+    assert RESULT_COLUMNS[-6:] == ["capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer",
+                                   "transfer_from"]
     suite = suite_from_dict({"suite": {"name": "one", "n": 4}, "attack": [{"name": "fgsm", "eps": [0.1]}]},
                             source="one.toml")
     run_sweep([trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]], suite, mnist5k, out_dir=tmp_path,

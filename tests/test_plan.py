@@ -35,3 +35,30 @@ def test_a_suite_expanding_past_the_cell_limit_is_refused_unless_asked_for():
     with pytest.raises(SweepError, match=r"expands to 1,200 cells for 4 model\(s\), more than the limit of 1,000"):
         plan_cells(suite, models, (Backend.ART,), seed=0, max_cells=1000)
     assert len(plan_cells(suite, models, (Backend.ART,), seed=0, max_cells=1200)[0]) == 1200
+
+
+def test_a_transfer_entry_crafts_on_each_named_model_and_judges_on_every_other():
+    from capsrobust.models.base import Capability
+
+    suite = suite_from_dict({"suite": {"name": "t"}, "attack": [
+        {"name": "pgd-linf", "eps": [0.1], "transfer_from": ["caps-r1", "cnn"], "params": {"steps": 3}}]})
+    caps = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES})
+    models = [PlannedModel("caps-r3", AttackObjective.MARGIN, caps), PlannedModel("caps-r1", AttackObjective.MARGIN,
+              caps), PlannedModel("cnn", AttackObjective.CE_LOG_LENGTHS)]
+    cells, _ = plan_cells(suite, models, (Backend.ART,), seed=0)
+    found = {(cell.model, cell.source, cell.label, cell.objective) for cell in cells}
+    assert found == {
+        ("caps-r3", "caps-r1", "pgd-linf-from-caps-r1", AttackObjective.MARGIN),  # the source's own objective
+        ("caps-r3", "cnn", "pgd-linf-from-cnn", AttackObjective.CE_LOG_LENGTHS),
+        ("caps-r1", "cnn", "pgd-linf-from-cnn", AttackObjective.CE_LOG_LENGTHS),
+        ("cnn", "caps-r1", "pgd-linf-from-caps-r1", AttackObjective.MARGIN),
+    }  # never a model onto itself
+
+
+def test_only_bounded_attacks_transfer():
+    import pytest
+
+    from capsrobust.attacks.suites import SuiteError
+
+    with pytest.raises(SuiteError, match="only a bounded attack transfers"):
+        suite_from_dict({"attack": [{"name": "cw-l2", "eps": [1.0], "transfer_from": ["cnn"]}]})

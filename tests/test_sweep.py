@@ -255,3 +255,38 @@ def test_attack_precision_is_recorded_and_judged_in_fp32(trained_runs, mnist5k, 
         assert set(bf16["precision"]) == {"bf16"}
         # the clean predictions that decide robustness are fp32 in both sweeps
         assert bf16["clean_accuracy"].tolist() == fp32["clean_accuracy"].tolist()
+
+
+def test_a_transfer_cell_crafts_on_the_source_and_judges_on_the_target(trained_runs, mnist5k, tmp_path):
+    """PGD on cnn-tiny, judged on capsnet-tiny: the cell's adversarials are exactly those of the same attack run on
+    cnn-tiny with the cell's seed, and its outcomes are capsnet-tiny's predictions on them."""
+    import torch
+
+    from capsrobust.attacks.objectives import AttackObjective
+    from capsrobust.attacks.registry import Backend, run_attack
+    from capsrobust.evaluation.plan import plan_cells
+    from capsrobust.evaluation.sweep import model_label
+    from capsrobust.models.checkpoints import load_checkpoint
+    from capsrobust.models.inference import predict
+
+    caps, cnn = trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]
+    caps_name, cnn_name = model_label(caps), model_label(cnn)
+    suite = suite_from_dict({"suite": {"name": "transfer", "n": 12, "double_steps_check": False}, "attack": [
+        {"name": "pgd-linf", "eps": [0.2], "transfer_from": [cnn_name], "params": {"steps": 3}}]})
+    results = run_sweep([caps, cnn], suite, mnist5k, out_dir=tmp_path, device="cpu", progress=False,
+                        save_adversarials=True)
+    assert list(results["label"]) == [f"pgd-linf-from-{cnn_name}"] and list(results["model"]) == [caps_name]
+    row = results.iloc[0]
+    assert row["transfer_from"] == cnn_name and row["objective_used"] == "ce(logits)"  # the CNN's objective
+    with np.load(tmp_path / "adversarials" / f"{row['cell_id']}.npz") as saved:
+        adversarials = torch.from_numpy(saved["adversarials"])
+    images, labels = mnist5k.test.images[:12], mnist5k.test.labels[:12]
+    source = load_checkpoint(cnn).model
+    planned = [(caps_name, AttackObjective.MARGIN, True), (cnn_name, AttackObjective.CE_LOG_LENGTHS, False)]
+    (cell,) = plan_cells(suite, planned, (Backend.ART,), 0)[0]
+    again = run_attack("pgd-linf", source, images, labels, eps=0.2, params={"steps": 3}, objective=cell.objective,
+                       backend="art", seed=cell.seed)
+    assert torch.equal(again.adversarials, adversarials)
+    target = load_checkpoint(caps).model
+    examples = load_sweep(tmp_path).examples
+    assert examples["adv_pred"].tolist() == predict(target, adversarials).tolist()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from capsrobust.attacks.objectives import AttackObjective, ObjectiveError
-from capsrobust.attacks.registry import AttackError, AttackSpec, Backend, ParamValue, get_attack
+from capsrobust.attacks.registry import AttackError, AttackKind, AttackSpec, Backend, ParamValue, get_attack
 from capsrobust.errors import CapsRobustError
 from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_toml
 
@@ -43,7 +43,7 @@ SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
 SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade"}
-ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n"}
+ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n", "transfer_from"}
 
 
 def model_group(model: str, train_seed: object) -> str:
@@ -84,6 +84,11 @@ class AttackEntry:
     # In a cascade, the attack runs on what is still robust among the sweep's first ``n`` images only (None: all):
     # an expensive query attack (Square) can then check a verdict's 1,000 images on its first 200.
     n: int | None = None
+    # A transfer attack: the attack runs on each of these models (sweep labels or recipe groups) and its
+    # adversarials are judged on every other model of the sweep; empty: the attack runs on the attacked model.
+    # How much of a capsule network's robustness survives adversarials crafted on its one-iteration twin or on a
+    # CNN says whether its own gradients were hiding anything.
+    transfer_from: tuple[str, ...] = ()
 
     def applies_to(self, model: str, train_seed: int | None = None) -> bool:
         """Whether this entry runs on ``model`` trained with ``train_seed`` (an unknown seed matches ``seeds = []``).
@@ -113,6 +118,8 @@ class AttackEntry:
             table["seeds"] = list(self.seeds)
         if self.n is not None:
             table["n"] = self.n
+        if self.transfer_from:
+            table["transfer_from"] = list(self.transfer_from)
         return table
 
 
@@ -230,6 +237,14 @@ def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:
     if limit is not None and not cascade:
         raise SuiteError(f"{source}: {where}: key 'n' needs the cascade (set cascade = true under [suite]); a full "
                          f"sweep attacks every image with every attack")
+    transfer_from = entry.get("transfer_from", [])
+    if not isinstance(transfer_from, list) or not all(isinstance(m, str) and m for m in transfer_from) \
+            or len(set(transfer_from)) != len(transfer_from):
+        raise SuiteError(f"{source}: {where}: key 'transfer_from' must be a list of distinct model names, "
+                         f"got {transfer_from!r}")
+    if transfer_from and spec.kind is not AttackKind.BOUNDED:
+        raise SuiteError(f"{source}: {where}: key 'transfer_from': only a bounded attack transfers (its "
+                         f"adversarials are judged at its own eps); {name} is not one")
     params = entry.get("params", {})
     if not isinstance(params, Mapping):
         raise SuiteError(f"{source}: {where}: key 'params' must be a table")
@@ -239,7 +254,7 @@ def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:
         raise SuiteError(f"{source}: {where}: key 'params': {error}") from None
     return AttackEntry(label=label, attack=name, eps=tuple(eps), backends=backends,
                        params=tuple(sorted(resolved.items())), models=tuple(models),
-                       objective=objective, seeds=tuple(seeds), n=limit)
+                       objective=objective, seeds=tuple(seeds), n=limit, transfer_from=tuple(transfer_from))
 
 
 def _backends(raw: Any, spec: AttackSpec, source: str, where: str) -> tuple[Backend, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from capsrobust.attacks.objectives import AttackObjective
@@ -22,7 +22,7 @@ from capsrobust.attacks.registry import (
     Norm,
     ParamValue,
 )
-from capsrobust.attacks.suites import Suite
+from capsrobust.attacks.suites import AttackEntry, Suite, model_group
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.checks import Check, Status
 from capsrobust.models.base import Capability
@@ -53,6 +53,7 @@ class Cell:
     check_of: str = ""
     run_key: str = field(default="", compare=False)  # cells sharing a run_key share one attack run (minimisation)
     limit: int | None = None  # a cascade attacks only among the first ``limit`` images (the suite entry's n)
+    source: str = ""  # a transfer cell: the model the adversarials are crafted on ("": the attacked model itself)
 
 
 def slug(text: str) -> str:
@@ -118,6 +119,7 @@ def plan_cells(
     """
     cells: list[Cell] = []
     notes: list[Check] = []
+    everyone = [PlannedModel.of(model) for model in models]
     for planned in map(PlannedModel.of, models):
         label, objective, train_seed = planned.label, planned.objective, planned.train_seed
         missing: list[str] = []
@@ -135,6 +137,9 @@ def plan_cells(
             if not chosen:
                 asked = "/".join(b.value for b in backends)
                 missing.append(f"{entry.label} (not in {asked}; runs in {', '.join(b.value for b in entry.backends)})")
+                continue
+            if entry.transfer_from:
+                cells += _transfer_cells(entry, planned, everyone, chosen, seed)
                 continue
             differentiates = entry.objective or objective  # an entry's own objective overrides the sweep's
             for backend in chosen:
@@ -159,6 +164,26 @@ def plan_cells(
     if len(set(ids)) != len(ids):
         raise SweepError("two cells share an id; give suite entries distinct labels and models distinct names")
     return cells, notes
+
+
+def _transfer_cells(
+    entry: AttackEntry, target: PlannedModel, everyone: Sequence[PlannedModel], backends: Sequence[Backend], seed: int,
+) -> list[Cell]:
+    """One cell per source model of a transfer entry (every other model of the sweep it names): the attack runs on
+    the source, with the source's objective, and its adversarials are judged on ``target``."""
+    cells = []
+    for source in everyone:
+        named = source.label in entry.transfer_from or \
+            model_group(source.label, source.train_seed) in entry.transfer_from
+        if not named or source.label == target.label or entry.spec.missing(source.capabilities):
+            continue
+        for backend in backends:
+            for eps in entry.eps:
+                cell = _cell(target.label, "attack", f"{entry.label}-from-{slug(source.label)}", entry.attack,
+                             backend, eps, entry.params, entry.objective or source.objective, seed,
+                             entry.spec.kind, limit=entry.n)
+                cells.append(replace(cell, source=source.label))
+    return cells
 
 
 def _converges_by_steps(spec: AttackSpec) -> bool:

@@ -7,7 +7,8 @@ through the routing but broken by a routing-free one was protected only by the r
 gap* is the share of such images, "how much robustness the routing's gradients fake". Computed per image from the
 examples table, within each budget and every smaller one (``compare.worst_case_examples``), so it holds for full
 sweeps and for cascades whose suite lists the attacks through the routing before the vote attacks (attacks/
-routing.toml), where each cell's robust flags already include every earlier attack.
+routing.toml), where each cell's robust flags already include every earlier attack. Transfer cells (adversarials
+crafted on another model: the one-iteration twin, a CNN) count as routing-free too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def routing_table(results: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame
     if results.empty:
         return pd.DataFrame(columns=COLUMNS)
     surfaces = results["attack"].map(_surface)
+    if "transfer_from" in results:  # crafted on another model: around this one's routing, like the vote attacks
+        surfaces = surfaces.where(results["transfer_from"].fillna("") == "", "votes")
     with_votes = set(results.loc[surfaces == "votes", "model"])
     rows = []
     through = worst_case_examples(results[surfaces == "model"], examples)
@@ -59,9 +62,8 @@ def routing_table(results: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame
             "masking_gap": (kept_through - kept_gradient) / n,
             "best_attack": kept_all / n, **dict(zip(("best_attack_low", "best_attack_high"),
                                                     wilson_interval(kept_all, n), strict=True)),
-            "through_attacks": " ".join(sorted(set(cells.loc[cells["attack"].map(_surface) == "model", "label"]))),
-            "routing_free_attacks": " ".join(sorted(set(cells.loc[cells["attack"].map(_surface) == "votes",
-                                                                  "label"]))),
+            "through_attacks": " ".join(sorted(set(cells.loc[surfaces[cells.index] == "model", "label"]))),
+            "routing_free_attacks": " ".join(sorted(set(cells.loc[surfaces[cells.index] == "votes", "label"]))),
         })
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -375,8 +375,9 @@ class _CellWork:
             alive = self._still_robust(cell, clean == labels)
             # a 2×-steps check differentiates what the PGD it checks does
             used = self.objectives.get(cascade.entry_key(cell.model, cell.check_of or cell.label, cell.backend.value))
+            crafted_on = self.models[cell.source].get() if cell.source else None  # a transfer cell's source
             row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
-                                                       self.batch_size, shared, self.context, alive, used)
+                                                       self.batch_size, shared, self.context, alive, used, crafted_on)
             outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
         return outcomes
 
@@ -408,7 +409,7 @@ def _train_linf_eps(recipe: Recipe) -> float | None:
 def _attack_cell(
     cell: Cell, entry: _Model, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
     device: torch.device, batch_size: int, shared: dict[str, tuple[AttackResult, float]], context: dict[str, Any],
-    alive: torch.Tensor | None = None, objective_used: str | None = None,
+    alive: torch.Tensor | None = None, objective_used: str | None = None, crafted_on: _Model | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, torch.Tensor]:
     """Run (or, for a minimisation attack, reuse) the attack of ``cell`` and score it.
 
@@ -416,6 +417,7 @@ def _attack_cell(
     them among its first ``cell.limit``, and the others keep their clean image: not robust when an earlier attack
     broke them (or the model never got them right), still robust when only the limit kept them from this attack.
     ``objective_used`` names what the entry differentiated at its other budgets, for a cell left nothing to attack.
+    ``crafted_on`` (a transfer cell) is the model the attack runs on; its adversarials are judged on ``entry``.
     """
     spec = get_attack(cell.attack)
     correct = clean == labels  # (n,)
@@ -431,10 +433,11 @@ def _attack_cell(
         result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), used), 0.0
     else:
         started = time.perf_counter()
+        attacker = (crafted_on or entry).loaded.model
         with (precision_scope(context["precision"], device, autotune=False),  # attacks shrink their batches
-              unchanged_model(entry.loaded.model, f"{cell.label} at eps {cell.eps:g} on {cell.model}")):
+              unchanged_model(attacker, f"{cell.label} at eps {cell.eps:g} on {cell.source or cell.model}")):
             result = run_attack(
-                cell.attack, entry.loaded.model, images[chosen], labels[chosen], eps=cell.eps,
+                cell.attack, attacker, images[chosen], labels[chosen], eps=cell.eps,
                 params=dict(cell.params), objective=cell.objective, backend=cell.backend, device=device,
                 seed=cell.seed, batch_size=batch_size,
             )
@@ -487,6 +490,7 @@ def _attack_cell(
         "train_linf_eps": _train_linf_eps(recipe),
         "mode": cascade.FULL if alive is None else cascade.CASCADE, "n_attacked": len(chosen),
         "n_no_answer": int((adv_pred[chosen] == NO_PREDICTION).sum()),
+        "transfer_from": cell.source,
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),
