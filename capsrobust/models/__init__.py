@@ -4,7 +4,7 @@ Importing this package registers every built-in architecture; a user's own regis
 ``register_architecture`` (see ``capsrobust.plugins``).
 """
 
-from capsrobust.models import capsnet, cnn, cnn_recon, efficient_capsnet  # noqa: F401  (registration side effect)
+from capsrobust.models import capsnet, cnn, cnn_recon, efficient_capsnet, em_capsnet  # noqa: F401  (registration side effect)
 from capsrobust.models.base import (
     Capability,
     CapsRobustModel,
