@@ -149,3 +149,20 @@ def test_a_variant_with_its_own_routing_free_rule_is_attacked_through_it():
     assert torch.allclose(gradient, torch.full_like(gradient, 0.5))  # ...with the routing-free rule's gradient
     with pytest.raises(ObjectiveError, match="not raw lengths or activations"):
         VoteView(model, "lengths")
+
+
+@pytest.mark.parametrize("name", ["efficient-capsnet-tiny", "em-capsnet-tiny"])
+def test_the_vote_attack_applies_to_every_routing_variant(name):
+    """Self-attention and EM routing offer their own routing-free rule: the vote view scores with it, in logit
+    space, and with values="routed" it returns exactly the model's own logits."""
+    torch.manual_seed(0)
+    model = build_model(recipe(name)).eval()
+    images = torch.rand(3, 1, 28, 28, requires_grad=True)
+    target = vote_target(model)
+    assert target.scores == "logits" and target.describe().endswith("(votes logits)")
+    scores = target.view(images)
+    assert scores.shape == (3, 10) and torch.isfinite(scores).all()
+    (gradient,) = torch.autograd.grad(scores.logsumexp(dim=1).sum(), images)
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
+    routed = VoteView(model, "logits", values="routed")(images)
+    assert torch.allclose(routed, model(images).logits, atol=1e-5)
