@@ -144,8 +144,8 @@ def test_gallery_is_non_blank_identical_for_a_seed_and_uses_the_cnn_recon_for_cn
 
 
 def test_gallery_row_without_any_decoder_is_drawn_with_a_note(tmp_path):
-    image = np.zeros((28, 28), dtype=np.float32)
-    image[10:18, 10:18] = 1.0
+    image = np.zeros((1, 28, 28), dtype=np.float32)
+    image[0, 10:18, 10:18] = 1.0
     example = GalleryExample(index=0, label=3, clean=image, adversarial=np.clip(image + 0.2, 0, 1), clean_pred=3,
                              adv_pred=5, clean_scores=np.full(10, 0.1), adv_scores=np.full(10, 0.1),
                              reconstruction=None, distance=None, flagged=None)

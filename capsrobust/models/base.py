@@ -61,8 +61,15 @@ class Normalize(nn.Module):
         return (images - mean) / std
 
 
-def build_decoder(in_features: int, hidden: tuple[int, ...], output_shape: tuple[int, int, int]) -> nn.Sequential:
-    """The reconstruction decoder of Sabour et al.: fully connected ReLU layers, then sigmoid pixels, C·H·W of them."""
+def build_decoder(
+    in_features: int, hidden: tuple[int, ...], output_shape: tuple[int, int, int] | int
+) -> nn.Sequential:
+    """The reconstruction decoder of Sabour et al.: fully connected ReLU layers, then sigmoid pixels, C·H·W of them.
+
+    ``output_shape`` is (C, H, W); a single side S (how plugins written for 0.2 call it) means (1, S, S).
+    """
+    if isinstance(output_shape, int):
+        output_shape = (1, output_shape, output_shape)
     layers: list[nn.Module] = []
     width = in_features
     for units in hidden:
