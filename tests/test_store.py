@@ -78,7 +78,7 @@ def test_a_row_outside_the_schema_is_refused_before_anything_is_written(tmp_path
     cell = Cell("c", "m", "attack", "fgsm", "fgsm", Backend.ART, 0.1, (), AttackObjective.MARGIN, 0)
     store = CellStore(tmp_path, [cell])
     examples = pd.DataFrame({"label": [1]})
-    with pytest.raises(ValueError, match=r"missing \['n_no_answer'\]"):
+    with pytest.raises(ValueError, match=rf"missing \['{RESULT_COLUMNS[-1]}'\]"):
         store.save(cell, {column: 0 for column in RESULT_COLUMNS[:-1]}, examples, None)
     with pytest.raises(ValueError, match=r"extra \['colour'\]"):
         store.save(cell, {**dict.fromkeys(RESULT_COLUMNS, 0), "colour": 1}, examples, None)
