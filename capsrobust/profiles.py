@@ -154,13 +154,14 @@ register_profile(BenchmarkProfile(
 register_profile(BenchmarkProfile(
     name="routing",
     description="does routing buy robustness? dynamic routing with 1 (no routing), 3 and 5 iterations, "
-                "self-attention routing (Efficient-CapsNet) and their CNNs, two training seeds, the routing suite "
-                "(through the routing, around it: vote and transfer attacks) as a cascade on 500 test images",
+                "self-attention routing (Efficient-CapsNet), EM routing (the paper's small model) and their CNNs, "
+                "two training seeds, the routing suite (through the routing, around it: vote and transfer attacks) "
+                "as a cascade on 500 test images",
     recipes=(("capsnet-routing-1", 15), ("capsnet-paper", 15), ("capsnet-routing-5", 15), ("efficient-capsnet", 15),
-             ("cnn-small", 15), ("cnn-efficient-match", 15)),
+             ("em-capsnet-small", 15), ("cnn-small", 15), ("cnn-efficient-match", 15), ("cnn-em-match", 15)),
     seeds=(0, 1), suite="routing", n=500, backend="art", data="mnist-5k", report="routing-cpu-mnist-5k",
-    estimate="not yet run end to end: training ~2.5 h on 2 idle CPU cores (three capsnet-paper variants × 2 seeds "
-             "at ~40 s an epoch, 15 epochs), then many hours of cascaded attacks; split it with --stop-after and "
-             "resume by running the same command again",
+    estimate="not yet run end to end: training ~5 h on 2 idle CPU cores (three capsnet-paper variants × 2 seeds "
+             "at ~40 s an epoch, em-capsnet-small at ~5 min an epoch on one core, 15 epochs each), then many hours "
+             "of cascaded attacks; split it with --stop-after and resume by running the same command again",
     gallery_labels=("pgd-linf", "vote-pgd-linf"),
 ))
