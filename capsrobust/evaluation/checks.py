@@ -110,7 +110,7 @@ def check_results(results: pd.DataFrame) -> list[Check]:
         for function in (check_in_bounds, check_in_ball, check_answers):
             checks.append(function(str(model), rows))
         # transfer cells attack another model: the checks that compare attacks on this one leave them out
-        own = rows[rows["transfer_from"].fillna("") == ""] if "transfer_from" in rows else rows
+        own = rows[rows["transfer_from"].astype(object).fillna("") == ""] if "transfer_from" in rows else rows
         for function in (check_eps_zero, check_monotone, check_large_eps, check_pgd_vs_fgsm, check_pgd_vs_apgd,
                          check_double_steps, check_gradient_free, check_backends_agree):
             checks.append(function(str(model), own))

@@ -38,9 +38,9 @@ def routing_table(results: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame
     attacks through the routing, the masking gap, and robust accuracy under every attack, with Wilson intervals."""
     if results.empty:
         return pd.DataFrame(columns=COLUMNS)
-    surfaces = results["attack"].map(_surface)
+    surfaces = results["attack"].map(_surface).astype(object)  # None where neither side: keep it a plain object
     if "transfer_from" in results:  # crafted on another model: around this one's routing, like the vote attacks
-        surfaces = surfaces.where(results["transfer_from"].fillna("") == "", "votes")
+        surfaces = surfaces.where(results["transfer_from"].astype(object).fillna("") == "", "votes")
     with_votes = set(results.loc[surfaces == "votes", "model"])
     rows = []
     through = worst_case_examples(results[surfaces == "model"], examples)
