@@ -14,6 +14,17 @@ counter, the FLOP/s that achieves, that as a fraction of a large matrix product 
 same device (a practical ceiling for dense work there), and the peak GPU memory of the row. ``--plain`` adds
 rows for ``plain_capsnet.PlainCapsNet``, a straightforward CapsNet of the paper's shape that capsnet-paper must
 never be slower than. A precision the device cannot run gives a row marked skipped, with the reason.
+
+``--process`` adds what a user waits for: seconds from launching ``capsrobust train RECIPE --epochs 1`` on mnist-5k
+to its first training batch (start-up: imports, data, model), and for the whole process, in the default
+precision (``auto``; the column ``process_precision`` says what it became).
+
+``--baseline REF`` compares this checkout with the code at git commit REF, measured interleaved in one run: for
+each recipe, a subprocess on today's package, then one on REF's (a temporary git worktree put first on
+PYTHONPATH), alternating which goes first; the plain CapsNet is measured once, as the reference of both. It
+prints the before/after table with the ratios (issue 21's targets):
+
+    .venv/bin/python benchmarks/throughput.py --baseline 3cd130c --plain --process --precision fp32 bf16
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -49,8 +63,22 @@ COLUMNS = [
     "recipe", "model", "batch", "precision", "status", "reason", "forward_img_s", "train_img_s",
     "pgd_image_steps_s", "peak_memory_mib", "forward_gflop_per_image", "train_gflop_per_image",
     "forward_tflop_s", "train_tflop_s", "matmul_tflop_s", "train_fraction_of_matmul", "channels_last",
-    "compiled", "device", "torch",
+    "compiled", "device", "torch", "startup_s", "process_s", "process_precision", "code",
 ]
+PLAIN = "plain"  # the pseudo-recipe of PlainCapsNet in --recipes
+# Reached through the CLI exactly as a user runs it; the first training batch ends the process.
+STARTUP_PROBE = """
+import os, sys, time
+launched = float(sys.argv[1])
+import capsrobust.training.loop as loop
+def first_batch(*args, **kwargs):
+    print(f"STARTUP {time.time() - launched:.3f}", flush=True)
+    os._exit(0)
+loop._train_epoch = first_batch
+from capsrobust.cli import main
+sys.argv = ["capsrobust", *sys.argv[2:]]
+main()
+"""
 
 
 @dataclass(frozen=True)
@@ -244,6 +272,31 @@ def measure_row(
     return row
 
 
+def process_seconds(recipe: str, environment: dict[str, str]) -> dict[str, Any]:
+    """Start-up to the first batch, and the whole ``capsrobust train RECIPE --epochs 1`` process, on mnist-5k.
+
+    Both in new processes with ``environment`` (its PYTHONPATH picks the code), in the default precision; the
+    start-up is the median of three launches, the whole process one run (its epoch dominates, and repeats little).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        arguments = ["train", recipe, "--epochs", "1", "--no-progress", "--device", "cpu"]
+        startups = []
+        for attempt in range(3):
+            launched = time.time()
+            done = subprocess.run([sys.executable, "-c", STARTUP_PROBE, repr(launched), *arguments, "--out",
+                                   f"{folder}/probe-{attempt}"], env=environment, capture_output=True, text=True)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("STARTUP ")]
+            if not lines:
+                raise RuntimeError(f"the start-up probe of {recipe} failed: {done.stderr.strip()[-500:]}")
+            startups.append(float(lines[-1].split()[1]))
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "from capsrobust.cli import main; main()", *arguments, "--out",
+                        f"{folder}/run"], env=environment, check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+        precision = json.loads(Path(folder, "run", "run.json").read_text(encoding="utf-8")).get("precision", "")
+    return {"startup_s": statistics.median(startups), "process_s": seconds, "process_precision": precision}
+
+
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -251,8 +304,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="one or more of fp32, tf32, bf16 (default: all; the device's impossible ones skip)")
     parser.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", nargs="+", type=int, default=[100])
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (the median counts)")
-    parser.add_argument("--recipes", nargs="+", default=["capsnet-paper", "cnn-baseline", "cnn-small"])
+    parser.add_argument("--recipes", nargs="+", default=["capsnet-paper", "cnn-small", "cnn-recon"],
+                        help=f"recipes to measure ({PLAIN!r}: the plain CapsNet alone); cnn-baseline takes minutes")
     parser.add_argument("--plain", action="store_true", help=f"also measure the plain CapsNet ({PLAIN_OF}'s shape)")
+    parser.add_argument("--process", action="store_true",
+                        help="also time `capsrobust train RECIPE --epochs 1` on mnist-5k: start-up and whole process")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="compare with the code at git commit REF, interleaved (subprocesses; see above)")
     parser.add_argument("--matmul-size", type=int, default=4096, help="side of the reference matmul; 0: none")
     parser.add_argument("--channels-last", action="store_true", help="convolutions in channels-last layout")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models (warm-up compiles)")
@@ -270,8 +328,8 @@ def run(arguments: argparse.Namespace) -> tuple[dict[str, Any], pd.DataFrame]:
         "device": device_description(device), "torch": versions()["torch"], "command": command_line(),
         "load_average": os.getloadavg()[0], "repeats": arguments.repeats,
     }
-    subjects = [(recipe, False) for recipe in arguments.recipes]
-    if arguments.plain:
+    subjects = [(PLAIN_OF, True) if recipe == PLAIN else (recipe, False) for recipe in arguments.recipes]
+    if arguments.plain and PLAIN not in arguments.recipes:
         subjects.append((PLAIN_OF, True))
     matmul_peaks: dict[Precision, float] = {}
     rows = [
@@ -280,7 +338,92 @@ def run(arguments: argparse.Namespace) -> tuple[dict[str, Any], pd.DataFrame]:
         for batch in arguments.batch_sizes
         for precision in arguments.precision
     ]
+    if arguments.process:
+        for recipe in {recipe for recipe, plain in subjects if not plain}:
+            timing = process_seconds(recipe, dict(os.environ))
+            for row in rows:
+                if row["recipe"] == recipe and row["model"] == "capsrobust":
+                    row.update(timing)
     return header, pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def measure_in_subprocess(recipe: str, arguments: argparse.Namespace, code: str, python_path: str | None
+                          ) -> list[dict[str, Any]]:
+    """This script's rows for one recipe, measured by a fresh process on the package at ``python_path`` (None: the
+    installed one), labelled ``code``."""
+    environment = dict(os.environ)
+    if python_path is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [python_path, environment.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder, "rows.json")
+        command = [sys.executable, str(Path(__file__).resolve()), "--recipes", recipe, "--device", arguments.device,
+                   "--precision", *arguments.precision, "--batch-sizes", *map(str, arguments.batch_sizes),
+                   "--repeats", str(arguments.repeats), "--matmul-size", str(arguments.matmul_size), "--json", str(out)]
+        command += ["--process"] if arguments.process and recipe != PLAIN else []
+        command += ["--channels-last"] if arguments.channels_last else []
+        command += ["--compile"] if arguments.compile else []
+        subprocess.run(command, env=environment, check=True, stdout=subprocess.DEVNULL)
+        rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    return [{**row, "code": code} for row in rows]
+
+
+def compare_with_baseline(arguments: argparse.Namespace) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Rows of today's code and of ``arguments.baseline``'s, interleaved recipe by recipe (see the docstring)."""
+    repository = Path(__file__).resolve().parents[1]
+    reference = subprocess.run(["git", "-C", str(repository), "rev-parse", "--short", arguments.baseline],
+                               check=True, capture_output=True, text=True).stdout.strip()
+    current = subprocess.run(["git", "-C", str(repository), "describe", "--always", "--dirty"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        worktree = Path(folder, "baseline")
+        subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", str(worktree), reference],
+                       check=True, capture_output=True)
+        try:
+            for index, recipe in enumerate(arguments.recipes):
+                sides = [(current, None), (reference, str(worktree))]
+                for code, path in sides if index % 2 == 0 else sides[::-1]:
+                    rows += measure_in_subprocess(recipe, arguments, code, path)
+            if arguments.plain:
+                rows += measure_in_subprocess(PLAIN, arguments, "reference", None)
+        finally:
+            subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force", str(worktree)],
+                           check=False, capture_output=True)
+    header = {
+        "device": device_description(resolve_device(arguments.device)), "torch": versions()["torch"],
+        "command": command_line(), "load_average": os.getloadavg()[0], "repeats": arguments.repeats,
+        "current": current, "baseline": reference,
+    }
+    return header, pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def before_after(rows: pd.DataFrame, before: str, after: str) -> str:
+    """The Markdown before/after table: per recipe and precision, each speed then, now, and now ÷ then."""
+    metrics = [("train_img_s", "train img/s"), ("forward_img_s", "forward img/s"),
+               ("pgd_image_steps_s", "PGD image-steps/s")]
+    lines = ["| recipe | precision | " + " | ".join(f"{name} {before} → {after}" for _, name in metrics)
+             + f" | start-up s {before} → {after} | train --epochs 1 s {before} → {after} |",
+             "|---|---|" + "---|" * (len(metrics) + 2)]
+    ok = rows[rows["status"] == "ok"]
+    plain = ok[ok["model"] == "plain"].set_index("precision")
+    for (recipe, precision), group in ok[ok["model"] == "capsrobust"].groupby(["recipe", "precision"], sort=False):
+        then, now = group[group["code"] == before], group[group["code"] == after]
+        if then.empty or now.empty:
+            continue
+        then, now = then.iloc[0], now.iloc[0]
+        cells = [f"{then[key]:,.0f} → {now[key]:,.0f} (×{now[key] / then[key]:.2f})" for key, _ in metrics]
+        for key in ("startup_s", "process_s"):
+            known = not (pd.isna(then[key]) or pd.isna(now[key]))
+            cells.append(f"{then[key]:.1f} → {now[key]:.1f} (×{then[key] / now[key]:.2f}; "
+                         f"{then['process_precision']} → {now['process_precision']})" if known and key == "process_s"
+                         else f"{then[key]:.2f} → {now[key]:.2f}" if known else "")
+        lines.append(f"| {recipe} | {precision} | " + " | ".join(cells) + " |")
+        if recipe == PLAIN_OF and precision in plain.index:
+            reference = plain.loc[precision]
+            lines.append(f"| plain CapsNet (reference) | {precision} | {reference['train_img_s']:,.0f}; "
+                         f"{recipe} now ×{now['train_img_s'] / reference['train_img_s']:.2f} | "
+                         f"{reference['forward_img_s']:,.0f} | {reference['pgd_image_steps_s']:,.0f} | | |")
+    return "\n".join(lines)
 
 
 def write_rows(path: Path, header: dict[str, Any], rows: pd.DataFrame) -> None:
@@ -303,14 +446,17 @@ def markdown(rows: pd.DataFrame) -> str:
         ("train_img_s", "{:,.0f}"), ("pgd_image_steps_s", "{:,.0f}"), ("peak_memory_mib", "{:,.0f}"),
         ("train_tflop_s", "{:.2f}"), ("train_fraction_of_matmul", "{:.0%}"),
     ]
+    shown = [*([("code", "{}")] if rows["code"].notna().any() else []), *shown,
+             *([("startup_s", "{:.2f}"), ("process_s", "{:.1f}"), ("process_precision", "{}")]
+               if rows["startup_s"].notna().any() else [])]
     lines = ["| " + " | ".join(name for name, _ in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
     for _, row in rows.iterrows():
         if row["status"] != "ok":
-            cells = [str(row[name]) for name, _ in shown[:4]] + [f"skipped: {row['reason']}"]
+            cells = [str(row[name]) for name, _ in shown[:4]] + [f"skipped: {row['reason']}"]  # a short row
             lines.append("| " + " | ".join(cells) + " |" + " |" * (len(shown) - 5))
             continue
         cells = [
-            "" if isinstance(row[name], float) and math.isnan(row[name]) else form.format(row[name])
+            "" if pd.isna(row[name]) else form.format(row[name])
             for name, form in shown
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -319,10 +465,13 @@ def markdown(rows: pd.DataFrame) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = parse_arguments(argv)
-    header, rows = run(arguments)
+    header, rows = compare_with_baseline(arguments) if arguments.baseline else run(arguments)
     print(f"device: {header['device']}; torch {header['torch']}; load average {header['load_average']:.2f}"
           f" (want < 0.5); median of {arguments.repeats}")
     print(markdown(rows))
+    if arguments.baseline:
+        print()
+        print(before_after(rows, header["baseline"], header["current"]))
     if arguments.json:
         write_rows(arguments.json, header, rows)
         print(f"rows in {arguments.json}")

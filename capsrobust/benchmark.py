@@ -57,6 +57,8 @@ from capsrobust.reporting.report import MANIFEST, build_report
 from capsrobust.reporting.sources import inputs_digest
 from capsrobust.runtime import atomic_write_text, command_line, resolve_device
 from capsrobust.training import TrainJob, TrainSettings, train_runs
+from capsrobust.training.runs import check_seeds
+from capsrobust.training.runs import parse_seeds as parse_seeds  # public here since 0.2; it moved to training
 
 log = logging.getLogger(__name__)
 
@@ -341,24 +343,6 @@ def _recipe(name: str) -> Recipe:
         if path.is_file():
             return load_recipe(path)
         raise
-
-
-def parse_seeds(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` → (0, 1, 2); anything but distinct non-negative ASCII integers below 2^63 is refused in one line."""
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isascii() and part.isdigit() and int(part) < 2**63 for part in parts):
-        raise BenchmarkError(f"--seeds takes distinct non-negative integers separated by commas, e.g. 0,1,2; "
-                             f"got {text!r}")
-    return check_seeds([int(part) for part in parts])
-
-
-def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
-    """Distinct integer training seeds, at least one; anything else is refused with one line."""
-    values = tuple(seeds)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values) \
-            or len(set(values)) != len(values):
-        raise BenchmarkError(f"training seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(values)!r}")
-    return values
 
 
 def run_name(recipe: str, seed: int, seeds: Sequence[int]) -> str:

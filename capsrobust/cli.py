@@ -203,7 +203,8 @@ def main(verbose: bool, plugins: tuple[str, ...]) -> None:
 @click.option("--resume", is_flag=True, help="continue the run in --out after its last finished epoch")
 @click.option("--no-progress", is_flag=True, help="no progress bars")
 @click.option("--precision", default="auto", show_default=True, type=PRECISIONS,
-              help="auto: tf32 on a GPU, fp32 on the CPU; bf16: autocast (see docs/precision.md)")
+              help="auto: tf32 on a GPU, bf16 on a CPU with bf16 hardware (AVX-512 BF16, AMX), else fp32; a "
+                   "resumed run keeps its own (see docs/precision.md)")
 @executor_options
 @click.option("--adversarial", "train_attack", metavar="ATTACK",
               help="adversarial training: pgd-linf, pgd-l2 (Madry), trades-linf, trades-l2 [default: the recipe's]")
@@ -247,10 +248,10 @@ def train(
     With --adversarial (or a recipe with an [adversarial] table) every batch is attacked first: Madry's PGD or
     TRADES, see docs/adversarial-training.md.
     """
-    from capsrobust.benchmark import parse_seeds
     from capsrobust.data import load_dataset
     from capsrobust.models.recipes import load_recipe, with_adversarial
     from capsrobust.training import TrainSettings, summarise_run, train_recipe
+    from capsrobust.training.runs import parse_seeds  # not capsrobust.benchmark: it loads figures and detection
 
     loaded = with_adversarial(
         load_recipe(recipe), attack=train_attack, eps=train_eps, steps=train_steps, step_size=train_step_size,

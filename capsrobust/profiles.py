@@ -33,7 +33,10 @@ class BenchmarkProfile:
     # Training seeds of every recipe; empty: the benchmark's one seed. With several, run RECIPE-sK is trained with
     # seed K and the report adds per-seed numbers and intervals over seeds and images (capsrobust.evaluation.seeds).
     seeds: tuple[int, ...] = ()
-    train_precision: str = "auto"  # capsrobust.precision: auto is tf32 on a GPU, fp32 on a CPU
+    # capsrobust.precision: auto is tf32 on a GPU, bf16 on a CPU with bf16 hardware, else fp32. The CPU profiles
+    # whose reports are committed say fp32: that is what they were trained in, so their printed commands
+    # reproduce them on any CPU.
+    train_precision: str = "auto"
     # What the attacks compute gradients in. fp32 unless a profile says otherwise; tf32 means fp32 on a CPU (which
     # has no TF32). Robustness is always judged by fp32 predictions, whatever the attack computed in.
     attack_precision: str = "fp32"
@@ -64,14 +67,14 @@ register_profile(BenchmarkProfile(
     name="tiny",
     description="tiny models and the tiny suite on 20 images: every stage in seconds (tests, smoke runs)",
     recipes=(("capsnet-tiny", 1), ("cnn-tiny", 1), ("cnn-recon-tiny", 1)),
-    suite="tiny", n=20, backend="foolbox", data="mnist-5k", report="benchmark-tiny",
+    suite="tiny", n=20, backend="foolbox", data="mnist-5k", report="benchmark-tiny", train_precision="fp32",
     estimate="about half a minute on 2 CPU cores", gallery_labels=("pgd-linf",), gallery_per_row=1,
 ))
 register_profile(BenchmarkProfile(
     name="quick",
     description="capsnet-paper, cnn-small and cnn-recon for 5 epochs each, the quick suite on 200 images",
     recipes=(("capsnet-paper", 5), ("cnn-small", 5), ("cnn-recon", 5)),
-    suite="quick", n=200, backend="art", data="mnist-5k", report="benchmark-quick",
+    suite="quick", n=200, backend="art", data="mnist-5k", report="benchmark-quick", train_precision="fp32",
     estimate="10-15 minutes on 2 idle CPU cores (training ~7 min, sweep ~4 min)",
 ))
 register_profile(BenchmarkProfile(
@@ -79,7 +82,7 @@ register_profile(BenchmarkProfile(
     description="the CPU reference run (reports/mnist-5k): the recipes' own epochs, cnn-baseline included, the "
                 "cpu-standard suite on 100 images",
     recipes=(("capsnet-paper", 15), ("cnn-small", 15), ("cnn-recon", 15), ("cnn-baseline", 6)),
-    suite="cpu-standard", n=100, backend="both", data="mnist-5k", report="mnist-5k",
+    suite="cpu-standard", n=100, backend="both", data="mnist-5k", report="mnist-5k", train_precision="fp32",
     estimate="about 2 hours on 2 CPU cores: training ~70 min (cnn-baseline ~40), attacks 63 min (measured; "
              "--reuse skips the training)",
     gallery_labels=("pgd-linf", "pgd-linf-recon"),
@@ -112,7 +115,7 @@ register_profile(BenchmarkProfile(
     description="the full-MNIST verdict (reports/mnist): capsnet-paper, cnn-small and cnn-recon trained on 55,000 "
                 "digits, the mnist suite as a cascade on the first 1,000 test digits",
     recipes=(("capsnet-paper-mnist", 30), ("cnn-small-mnist", 12), ("cnn-recon-mnist", 12)),
-    suite="mnist", n=1000, backend="art", data="mnist", report="mnist",
+    suite="mnist", n=1000, backend="art", data="mnist", report="mnist", train_precision="fp32",
     estimate="training ~6 h on 2 idle CPU cores (capsnet-paper 30 epochs of ~10 min, ~22 min on one busy core; "
              "the CNNs ~1 min an epoch); then 71 min measured for sweep, detector, figures and report (reports/mnist, "
              "2 busy cores; --reuse skips the training)",
@@ -135,7 +138,7 @@ register_profile(BenchmarkProfile(
     description="robust against robust on full MNIST: cnn-small-at trained on 55,000 digits (Madry PGD L∞ 0.3), "
                 "the mnist-robust suite (PGD-100, PGD × 10 restarts, AutoAttack, standalone) on 1,000 test digits",
     recipes=(("cnn-small-at-mnist", 20),),
-    suite="mnist-robust", n=1000, backend="art", data="mnist", report="robust-mnist",
+    suite="mnist-robust", n=1000, backend="art", data="mnist", report="robust-mnist", train_precision="fp32",
     estimate="minutes on one GPU; on 2 CPU cores ~11 min an epoch of 10-step PGD training (train it with "
              "--train-steps 10 and --reuse it), then about 30 min of attacks",
 ))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from capsrobust import precision
 from capsrobust.data import Dataset, load_dataset
 from capsrobust.models.recipes import Recipe, load_recipe
 from capsrobust.training import TrainSettings, train
@@ -17,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 def _run_from_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
     """Recipes are resolved by name from ./models, as a user running from the repository does."""
     monkeypatch.chdir(REPO)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _auto_precision_is_fp32() -> Iterator[None]:
+    """``auto`` trains in bf16 on CPUs with bf16 hardware; tests train in fp32 on every CPU, so that what they assert
+    does not depend on the machine (tests/test_precision.py tests the rule itself)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+        yield
 
 
 @pytest.fixture(scope="session")

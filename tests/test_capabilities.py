@@ -144,9 +144,10 @@ def test_report_falls_back_to_the_architecture_for_old_tables():
 
 
 def test_a_sweep_records_each_models_capabilities(trained_runs, mnist5k, tmp_path):
-    # new columns go last: capabilities, adversarial training budget, cascade mode and counts, no-answers, transfer
-    assert RESULT_COLUMNS[-6:] == ["capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer",
-                                   "transfer_from"]
+    # new columns go last: capabilities, adversarial training budget, cascade mode and counts, no-answers, transfer,
+    # the precision each model was trained in
+    assert RESULT_COLUMNS[-7:] == ["capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer",
+                                   "transfer_from", "train_precision"]
     suite = suite_from_dict({"suite": {"name": "one", "n": 4}, "attack": [{"name": "fgsm", "eps": [0.1]}]},
                             source="one.toml")
     run_sweep([trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]], suite, mnist5k, out_dir=tmp_path,
@@ -156,6 +157,7 @@ def test_a_sweep_records_each_models_capabilities(trained_runs, mnist5k, tmp_pat
     assert by_architecture["capsnet"]["capabilities"] == "capsule-lengths,class-decoder,votes"
     assert pd.isna(by_architecture["cnn"]["capabilities"])  # "" on disk
     assert is_capsule_model(by_architecture["capsnet"]) and not is_capsule_model(by_architecture["cnn"])
+    assert set(results["train_precision"]) == {"fp32"}  # the session's tiny runs, trained in fp32 (conftest)
 
 
 def test_sweeps_plan_attacks_by_what_a_model_declares():

@@ -20,6 +20,7 @@ from capsrobust.precision import (
     CudaFlags,
     Precision,
     PrecisionError,
+    cpu_has_native_bf16,  # bound at import, before conftest makes ``auto`` fp32 for the session
     precision_scope,
     resolve_precision,
 )
@@ -42,6 +43,25 @@ def cuda_flags_restored():
 def test_auto_is_fp32_on_the_cpu_for_training_and_evaluation():
     assert resolve_precision("auto", "cpu", training=True) is Precision.FP32
     assert resolve_precision(Precision.AUTO, torch.device("cpu"), training=False) is Precision.FP32
+
+
+def test_auto_trains_in_bf16_on_a_cpu_with_bf16_hardware_and_evaluates_in_fp32(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    assert resolve_precision("auto", "cpu", training=True) is Precision.BF16
+    assert resolve_precision("auto", "cpu", training=False) is Precision.FP32  # attacks and evaluation stay fp32
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse avx2 avx512f avx512bw", False),  # AVX-512 without BF16: oneDNN widens to fp32, no faster
+    ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),  # Zen 4, Cooper Lake
+    ("fpu avx512f amx_bf16 amx_tile", True),  # Sapphire Rapids
+])
+def test_bf16_hardware_is_read_from_the_cpu_flags(tmp_path, monkeypatch, flags, expected):
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: True)
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert cpu_has_native_bf16(cpuinfo) is expected
+    assert cpu_has_native_bf16(tmp_path / "missing") is False  # no /proc: macOS, Windows
 
 
 def test_auto_trains_in_tf32_on_an_ampere_gpu_and_evaluates_in_fp32(monkeypatch):

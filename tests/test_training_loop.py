@@ -94,6 +94,17 @@ def test_bf16_training_has_finite_loss_is_recorded_and_may_resume_in_another_pre
     assert load_checkpoint(tmp_path / "last.json").metadata["precision"] == "fp32"
 
 
+def test_auto_resumes_a_run_in_the_precision_it_was_trained_in(tmp_path, small, monkeypatch):
+    import capsrobust.precision as precision_module
+
+    tiny = dataclasses.replace(small, train=small.train.head(200), val=small.val.head(100))
+    train(recipe("cnn-tiny"), tiny, tmp_path, TrainSettings(epochs=1, device="cpu", progress=False))  # auto: fp32
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda cpuinfo=None: True)  # auto now means bf16
+    train(recipe("cnn-tiny"), tiny, tmp_path, TrainSettings(epochs=2, device="cpu", progress=False, resume=True))
+    assert json.loads((tmp_path / "run.json").read_text())["precision"] == "fp32"
+    assert load_checkpoint(tmp_path / "last.json").metadata["precision"] == "fp32"
+
+
 def test_a_precision_the_device_cannot_run_stops_training_before_anything_is_written(tmp_path, small):
     with pytest.raises(PrecisionError, match="use --precision fp32 or bf16"):
         train(recipe("cnn-tiny"), small, tmp_path / "run", TrainSettings(device="cpu", precision="tf32"))

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom, norm
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,8 @@ def mcnemar_exact(only_baseline: int, only_candidate: int) -> float:
     discordant = only_baseline + only_candidate
     if discordant == 0:
         return 1.0
+    from scipy.stats import binom  # scipy.stats costs half a second: only where a test is asked for
+
     return float(min(1.0, 2.0 * binom.cdf(min(only_baseline, only_candidate), discordant, 0.5)))
 
 
@@ -86,6 +87,8 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     """Wilson score interval of a proportion: sensible at 0 and 1, where robust accuracies often sit."""
     if n == 0:
         return float("nan"), float("nan")
+    from scipy.stats import norm
+
     z = float(norm.ppf(0.5 + level / 2.0))
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)

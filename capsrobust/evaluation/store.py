@@ -65,7 +65,7 @@ RESULT_COLUMNS = [
     "n_clean_correct", "n_success", "l2_median", "l2_mean", "linf_median", "linf_mean", "n_out_of_bounds",
     "n_out_of_ball", "steps_or_queries", "seconds", "seed", "batch_size", "device", "versions", "command",
     "train_seed", "precision", "capabilities", "train_linf_eps", "mode", "n_attacked", "n_no_answer",
-    "transfer_from",
+    "transfer_from", "train_precision",
 ]
 
 

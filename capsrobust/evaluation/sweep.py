@@ -112,6 +112,12 @@ class _Model:
         seed = self.loaded.metadata.get("seed")
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
+    @property
+    def train_precision(self) -> str:
+        """The precision the checkpoint was trained in (fp32, tf32, bf16), or "" where its metadata does not say."""
+        precision = self.loaded.metadata.get("precision")
+        return precision if isinstance(precision, str) else ""
+
 
 def default_batch_size(device: torch.device) -> int:
     """Images per attack batch: 1,000 on a GPU (one batch holds the whole standard n), 100 on a CPU."""
@@ -491,6 +497,7 @@ def _attack_cell(
         "mode": cascade.FULL if alive is None else cascade.CASCADE, "n_attacked": len(chosen),
         "n_no_answer": int((adv_pred[chosen] == NO_PREDICTION).sum()),
         "transfer_from": cell.source,
+        "train_precision": entry.train_precision,
     }
     examples = pd.DataFrame({
         "cell_id": cell.cell_id, "model": cell.model, "index": np.arange(len(labels)),

@@ -44,21 +44,23 @@ class Normalize(nn.Module):
     """Pixel-space input to the model's internal scale; lives inside the model so attacks stay in [0, 1].
 
     ``mean`` and ``std`` hold one value for every channel or one per channel (CIFAR-10's three). They are part of
-    the recipe, hence of every checkpoint's metadata, not buffers: a checkpoint's weights never carry them.
+    the recipe, hence of every checkpoint's metadata: the tensors are non-persistent buffers, which follow the
+    model to its device (made once, not on every forward pass) but never enter a checkpoint's weights.
     """
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.mean = tuple(mean)
         self.std = tuple(std)
+        self.identity = all(value == 0.0 for value in mean) and all(value == 1.0 for value in std)
+        shape = (1, -1, 1, 1)  # (1, C or 1, 1, 1): broadcast over batch and pixels
+        self.register_buffer("mean_tensor", torch.tensor(self.mean).view(shape), persistent=False)
+        self.register_buffer("std_tensor", torch.tensor(self.std).view(shape), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if all(value == 0.0 for value in self.mean) and all(value == 1.0 for value in self.std):
+        if self.identity:
             return images
-        shape = (1, -1, 1, 1)  # (1, C or 1, 1, 1): broadcast over batch and pixels
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
-        return (images - mean) / std
+        return (images - self.mean_tensor.to(images.dtype)) / self.std_tensor.to(images.dtype)
 
 
 def build_decoder(

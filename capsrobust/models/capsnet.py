@@ -42,6 +42,7 @@ from capsrobust.models.base import (
     sum_squared_error,
 )
 from capsrobust.models.registry import register_architecture
+from capsrobust.models.stem import StemConv2d
 
 # Keeps |s| and its gradient finite at the zero vector, where attacks and early training do land.
 NORM_EPS = 1e-8
@@ -262,7 +263,7 @@ class CapsNet(CapsRobustModel):
         self.config = config
         c = config
         self.normalize = Normalize(c.input_mean, c.input_std)
-        self.conv1 = nn.Conv2d(c.input_channels, c.conv1_channels, c.conv1_kernel)
+        self.conv1 = StemConv2d(c.input_channels, c.conv1_channels, c.conv1_kernel)
         self.primary = nn.Conv2d(
             c.conv1_channels, c.primary_channels * c.primary_dim, c.primary_kernel, stride=c.primary_stride
         )

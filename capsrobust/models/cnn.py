@@ -22,6 +22,7 @@ from capsrobust.models.base import (
     check_sizes,
 )
 from capsrobust.models.registry import register_architecture
+from capsrobust.models.stem import StemConv2d
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class CNN(CapsRobustModel):
         self.normalize = Normalize(c.input_mean, c.input_std)
         convs: list[nn.Module] = []
         channels, height, width = c.input_channels, c.input_height, c.input_width
-        for out_channels in c.conv_channels:
-            convs += [nn.Conv2d(channels, out_channels, c.kernel_size, padding=c.kernel_size // 2), nn.ReLU()]
+        for layer, out_channels in enumerate(c.conv_channels):
+            convolution = StemConv2d if layer == 0 else nn.Conv2d  # the same layer, a faster input gradient
+            convs += [convolution(channels, out_channels, c.kernel_size, padding=c.kernel_size // 2), nn.ReLU()]
             if c.pool_after_conv:
                 convs.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2

@@ -50,6 +50,7 @@ from capsrobust.models.base import (
 )
 from capsrobust.models.capsnet import MIN_LENGTH_FOR_LOG, NORM_EPS, capsule_length, margin_loss, squash
 from capsrobust.models.registry import register_architecture
+from capsrobust.models.stem import StemConv2d
 
 
 def efficient_squash(vectors: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -163,7 +164,8 @@ class EfficientCapsNet(CapsRobustModel):
         layers: list[nn.Module] = []
         channels = c.input_channels
         for out_channels, kernel, stride in zip(c.conv_channels, c.conv_kernels, c.conv_strides, strict=True):
-            conv = nn.Conv2d(channels, out_channels, kernel, stride=stride)
+            convolution = nn.Conv2d if layers else StemConv2d  # the first: a faster input gradient
+            conv = convolution(channels, out_channels, kernel, stride=stride)
             nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")  # the authors' he_normal
             # ReLU before BatchNorm, as the authors' code; eps and momentum are Keras' defaults (0.99 there).
             layers += [conv, nn.ReLU(), nn.BatchNorm2d(out_channels, eps=1e-3, momentum=0.01)]

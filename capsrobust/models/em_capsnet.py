@@ -59,6 +59,7 @@ from capsrobust.models.base import (
     check_sizes,
 )
 from capsrobust.models.registry import register_architecture
+from capsrobust.models.stem import StemConv2d
 
 #: Keeps Σ_i R_ij away from zero for an output no active input is assigned to.
 EPS = 1e-8
@@ -310,7 +311,7 @@ class EMCapsNet(CapsRobustModel):
         self.config = c = config
         side = c.pose_side
         self.normalize = Normalize(c.input_mean, c.input_std)
-        self.conv1 = nn.Conv2d(c.input_channels, c.conv1_channels, 5, stride=2, padding=2)
+        self.conv1 = StemConv2d(c.input_channels, c.conv1_channels, 5, stride=2, padding=2)
         self.primary_poses = nn.Conv2d(c.conv1_channels, c.primary_types * c.pose_dim, 1)
         self.primary_activations = nn.Conv2d(c.conv1_channels, c.primary_types, 1)
         field = c.capsule_kernel**2  # K × K positions in a receptive field

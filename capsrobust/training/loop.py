@@ -57,7 +57,7 @@ from capsrobust.models.checkpoints import (
     save_tensors,
 )
 from capsrobust.models.recipes import Recipe, build_model, recipe_from_dict
-from capsrobust.precision import Precision, precision_scope, resolve_precision
+from capsrobust.precision import Precision, PrecisionError, precision_scope, resolve_precision
 from capsrobust.runtime import (
     atomic_write,
     atomic_write_text,
@@ -222,7 +222,7 @@ class _Run:
         """A new run in ``out``, or the run there resumed (``settings.resume``); writes run.json."""
         recipe = recipe.for_data(dataset.input_shape, dataset.num_classes)
         device = resolve_device(settings.device)
-        precision = resolve_precision(settings.precision, device, training=True)
+        precision = _run_precision(out, settings, device)
         epochs = settings.epochs or recipe.train.epochs
         batch_size = settings.batch_size or recipe.train.batch_size
         if epochs <= 0 or batch_size <= 0:
@@ -257,6 +257,21 @@ class _Run:
 
     def metadata(self, **extra: Any) -> dict[str, Any]:
         return {**self.record, **extra, "precision": self.precision.value, "versions": versions()}
+
+
+def _run_precision(out: Path, settings: TrainSettings, device: torch.device) -> Precision:
+    """What the run trains in: the precision asked for, except that ``auto`` continues a resumed run in the precision
+    it was trained in so far (run.json), where this device can run it.
+
+    ``auto`` may mean another precision today than when the run started (a newer capsrobust, another machine); a
+    run that changed arithmetic half-way would be neither the one nor the other. Asked for by name, a precision is
+    what the run continues in, and its checkpoints say so.
+    """
+    if settings.resume and str(settings.precision) == Precision.AUTO.value:
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, PrecisionError):
+            recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("precision")
+            return resolve_precision(recorded, device, training=True)
+    return resolve_precision(settings.precision, device, training=True)
 
 
 def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: torch.Tensor) -> tuple[int, int, float]:

@@ -21,6 +21,7 @@ from capsrobust.errors import RunError
 from capsrobust.evaluation.stats import at_chance
 from capsrobust.execution import Executor, Failure, LocalExecutor
 from capsrobust.models.recipes import Recipe
+from capsrobust.profiles import BenchmarkError
 from capsrobust.runtime import read_table
 from capsrobust.training.loop import TrainJob, TrainSettings, selection_metric, train, train_runs
 
@@ -87,3 +88,21 @@ def summarise_run(recipe: Recipe, dataset: Dataset, out: Path, metrics: pd.DataF
                    f"images, {len(dataset.classes)} classes): robust accuracy of a model at chance means nothing; "
                    f"retrain it (adversarial training: add --warmup-epochs)")
     return RunSummary(line, warning)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` → (0, 1, 2); anything but distinct non-negative ASCII integers below 2^63 is refused in one line."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isascii() and part.isdigit() and int(part) < 2**63 for part in parts):
+        raise BenchmarkError(f"--seeds takes distinct non-negative integers separated by commas, e.g. 0,1,2; "
+                             f"got {text!r}")
+    return check_seeds([int(part) for part in parts])
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """Distinct integer training seeds, at least one; anything else is refused with one line."""
+    values = tuple(seeds)
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values) \
+            or len(set(values)) != len(values):
+        raise BenchmarkError(f"training seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(values)!r}")
+    return values
