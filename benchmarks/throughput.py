@@ -63,7 +63,7 @@ COLUMNS = [
     "recipe", "model", "batch", "precision", "status", "reason", "forward_img_s", "train_img_s",
     "pgd_image_steps_s", "peak_memory_mib", "forward_gflop_per_image", "train_gflop_per_image",
     "forward_tflop_s", "train_tflop_s", "matmul_tflop_s", "train_fraction_of_matmul", "channels_last",
-    "compiled", "device", "torch", "startup_s", "process_s", "process_precision", "code",
+    "compiled", "warmup_s", "device", "torch", "startup_s", "process_s", "process_precision", "code",
 ]
 PLAIN = "plain"  # the pseudo-recipe of PlainCapsNet in --recipes
 # Reached through the CLI exactly as a user runs it; the first training batch ends the process.
@@ -142,10 +142,6 @@ def timed_runs(step: Callable[[], None], device: torch.device, repeats: int, war
     return times
 
 
-def median_seconds(step: Callable[[], None], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    return statistics.median(timed_runs(step, device, repeats, warmup))
-
-
 def matmul_flops_per_second(device: torch.device, precision: Precision, size: int, repeats: int) -> float:
     """The best of ``repeats`` large matrix products in ``precision``: a ceiling, so the fastest run is fair."""
     a = torch.randn(size, size, device=device)
@@ -211,8 +207,13 @@ def measure(
         stepped = current.detach() + PGD_STEP * gradient.sign()
         adversarial[0] = torch.min(torch.max(stepped, images - PGD_EPS), images + PGD_EPS).clamp(0.0, 1.0)
 
+    warmup_seconds = [0.0]  # the warm-up steps' wall time: torch.compile's compilations when compiled
+
     def seconds(step: Callable[[Subject], None]) -> float:
-        return median_seconds(lambda: step(subject), device, repeats, warmup)
+        started = time.perf_counter()
+        times = timed_runs(lambda: step(subject), device, repeats, warmup)
+        warmup_seconds[0] += time.perf_counter() - started - sum(times)
+        return statistics.median(times)
 
     subject.module.eval()
     forward_seconds = seconds(forward)
@@ -229,6 +230,7 @@ def measure(
         "train_gflop_per_image": train_flops / batch / 1e9,
         "forward_tflop_s": forward_flops / forward_seconds / 1e12,
         "train_tflop_s": train_flops / train_seconds / 1e12,
+        "warmup_s": warmup_seconds[0],
     }
 
 
@@ -447,6 +449,7 @@ def markdown(rows: pd.DataFrame) -> str:
         ("train_tflop_s", "{:.2f}"), ("train_fraction_of_matmul", "{:.0%}"),
     ]
     shown = [*([("code", "{}")] if rows["code"].notna().any() else []), *shown,
+             *([("warmup_s", "{:.1f}")] if rows["compiled"].fillna(False).astype(bool).any() else []),
              *([("startup_s", "{:.2f}"), ("process_s", "{:.1f}"), ("process_precision", "{}")]
                if rows["startup_s"].notna().any() else [])]
     lines = ["| " + " | ".join(name for name, _ in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]

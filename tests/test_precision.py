@@ -298,6 +298,24 @@ def test_throughput_csv_has_the_same_columns(throughput, tmp_path):
     assert list(pd.read_csv(tmp_path / "rows.csv").columns) == throughput.COLUMNS
 
 
+def test_the_before_after_table_gives_each_speed_then_now_and_the_ratio(throughput):
+    import pandas as pd
+
+    def row(code: str, model: str, train: float, startup: float, process: float, precision: str) -> dict:
+        return {"code": code, "recipe": "capsnet-paper", "model": model, "precision": "fp32", "status": "ok",
+                "train_img_s": train, "forward_img_s": 300.0, "pgd_image_steps_s": 2 * train, "startup_s": startup,
+                "process_s": process, "process_precision": precision}
+
+    rows = pd.DataFrame([row("old", "capsrobust", 100.0, 5.3, 40.0, "fp32"),
+                         row("new", "capsrobust", 150.0, 2.65, 20.0, "bf16"),
+                         row("reference", "plain", 75.0, math.nan, math.nan, "")])
+    lines = throughput.before_after(rows, "old", "new").splitlines()
+    assert lines[0].startswith("| recipe | precision | train img/s old → new")
+    assert "100 → 150 (×1.50)" in lines[2] and "200 → 300 (×1.50)" in lines[2]  # train, PGD
+    assert "5.30 → 2.65" in lines[2] and "40.0 → 20.0 (×2.00; fp32 → bf16)" in lines[2]  # start-up, process
+    assert lines[3].startswith("| plain CapsNet (reference) | fp32 | 75; capsnet-paper now ×2.00 |")
+
+
 def test_plain_capsnet_reference_has_the_papers_shape(throughput):
     from plain_capsnet import PlainCapsNet
 

@@ -7,9 +7,10 @@ so a run resumed after epoch k continues exactly as the uninterrupted run would 
 seed on the CPU give the same weights.
 
 Training forward passes and losses run in the run's precision (``capsrobust.precision``: ``auto`` is tf32 on a
-GPU, fp32 on the CPU), backward passes outside autocast as autocast requires. Validation, which picks the
-``best`` checkpoint, runs in fp32 like every other evaluation. The precision is recorded in ``run.json`` and in
-each checkpoint; it is not part of what ``--resume`` checks, so a run may continue in another precision.
+GPU, bf16 on a CPU with bf16 hardware, else fp32), backward passes outside autocast as autocast requires.
+Validation, which picks the ``best`` checkpoint, runs in fp32 like every other evaluation. The precision is
+recorded in ``run.json`` and in each checkpoint; it is not part of what ``--resume`` checks, so a run may continue
+in another precision asked for by name (``auto`` continues in the run's own).
 
 A recipe with an ``[adversarial]`` table trains adversarially (``capsrobust.training.adversarial``): each batch is
 replaced by the training attack's images (Madry) or joined by them (TRADES), the attack's random start drawn from the
