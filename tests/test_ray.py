@@ -151,8 +151,10 @@ def test_ctrl_c_leaves_only_finished_cells_and_resumes_on_local(runs, mnist5k, t
 
 def test_training_seeds_as_ray_tasks_gives_the_weights_of_local_training(mnist5k, tmp_path):
     def jobs(folder: str) -> list[TrainJob]:
+        # fp32 by name: a Ray worker is another process, where ``auto`` follows the CPU, not conftest's patch
         return [TrainJob(recipe("cnn-tiny"), tmp_path / folder / f"cnn-tiny-s{seed}",
-                         TrainSettings(epochs=1, seed=seed, device="cpu", progress=False)) for seed in (0, 1)]
+                         TrainSettings(epochs=1, seed=seed, device="cpu", progress=False, precision="fp32"))
+                for seed in (0, 1)]
 
     assert train_runs(jobs("ray"), mnist5k, RayExecutor(RaySettings(task_cpus=1))) == []
     assert train_runs(jobs("local"), mnist5k) == []
