@@ -372,8 +372,12 @@ def measure_in_subprocess(recipe: str, arguments: argparse.Namespace, code: str,
 def compare_with_baseline(arguments: argparse.Namespace) -> tuple[dict[str, Any], pd.DataFrame]:
     """Rows of today's code and of ``arguments.baseline``'s, interleaved recipe by recipe (see the docstring)."""
     repository = Path(__file__).resolve().parents[1]
-    reference = subprocess.run(["git", "-C", str(repository), "rev-parse", "--short", arguments.baseline],
-                               check=True, capture_output=True, text=True).stdout.strip()
+    found = subprocess.run(["git", "-C", str(repository), "rev-parse", "--short", "--verify",
+                            f"{arguments.baseline}^{{commit}}"], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"error: --baseline {arguments.baseline!r} is not a commit of {repository}; give a hash, "
+                         f"tag or branch (git log --oneline)")
+    reference = found.stdout.strip()
     current = subprocess.run(["git", "-C", str(repository), "describe", "--always", "--dirty"],
                              check=True, capture_output=True, text=True).stdout.strip()
     rows: list[dict[str, Any]] = []
