@@ -163,8 +163,9 @@ register_profile(BenchmarkProfile(
     recipes=(("capsnet-routing-1", 15), ("capsnet-paper", 15), ("capsnet-routing-5", 15), ("efficient-capsnet", 15),
              ("em-capsnet-small", 15), ("cnn-small", 15), ("cnn-efficient-match", 15), ("cnn-em-match", 15)),
     seeds=(0, 1), suite="routing", n=500, backend="art", data="mnist-5k", report="routing-cpu-mnist-5k",
-    estimate="not yet run end to end: training ~5 h on 2 idle CPU cores (three capsnet-paper variants × 2 seeds "
-             "at ~40 s an epoch, em-capsnet-small at ~5 min an epoch on one core, 15 epochs each), then many hours "
-             "of cascaded attacks; split it with --stop-after and resume by running the same command again",
+    estimate="not yet run end to end: training measured at 10-13 min a run for the dynamic-routing variants in "
+             "bf16 on one of 2 CPU cores (auto on a CPU with bf16 hardware; ~2x that in fp32), efficient-capsnet and "
+             "the CNNs a few minutes, em-capsnet-small the longest (~5 min an epoch in fp32); then many hours of "
+             "cascaded attacks; split it with --stop-after and resume by running the same command again",
     gallery_labels=("pgd-linf", "vote-pgd-linf"),
 ))
