@@ -132,19 +132,21 @@ def check_supported(precision: Precision, device: DeviceLike) -> None:
             raise PrecisionError(f"bf16 is supported here on cpu and cuda only, not {kind}; use fp32")
 
 
-def resolve_precision(name: str | Precision, device: DeviceLike, *, training: bool) -> Precision:
+def resolve_precision(
+    name: str | Precision, device: DeviceLike, *, training: bool, cpu_bf16: bool = True
+) -> Precision:
     """The concrete precision (never ``auto``) that ``name`` means on ``device``, checked to run there.
 
     ``auto`` is, for training, tf32 on a GPU with TF32 tensor cores, bf16 on a CPU that multiplies bfloat16 in
-    hardware, and fp32 otherwise; evaluation and attacks stay in fp32 unless a caller asks for another precision
-    by name.
+    hardware (unless ``cpu_bf16`` is false: a model not measured to train well in bf16), and fp32 otherwise;
+    evaluation and attacks stay in fp32 unless a caller asks for another precision by name.
     """
     precision = parse_choice(Precision, name, PrecisionError, "precision")
     if precision is Precision.AUTO:
         kind = _device_type(device)
         if training and kind == "cuda" and cuda_supports_tf32():
             return Precision.TF32
-        if training and kind == "cpu" and cpu_has_native_bf16():
+        if training and kind == "cpu" and cpu_bf16 and cpu_has_native_bf16():
             return Precision.BF16
         return Precision.FP32
     check_supported(precision, device)

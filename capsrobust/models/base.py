@@ -140,6 +140,9 @@ class CapsRobustModel(nn.Module, ABC):
 
     #: What the model offers beyond logits (see ``Capability``); a subclass declares its own set.
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: Whether ``--precision auto`` may train the architecture in bf16 on a CPU with bf16 hardware: only where bf16
+    #: training was measured to reach fp32's accuracy. An architecture that does not say trains in fp32 there.
+    trains_in_bf16: ClassVar[bool] = False
 
     def has(self, capability: Capability) -> bool:
         """Whether the model declares ``capability``."""

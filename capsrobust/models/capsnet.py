@@ -257,6 +257,7 @@ class CapsNet(CapsRobustModel):
     """Conv1 → PrimaryCaps → DigitCaps (routing by agreement) → lengths, with a reconstruction decoder."""
 
     capabilities = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES, Capability.CLASS_DECODER})
+    trains_in_bf16 = True  # capsnet-paper on mnist-5k, seed 0: 98.2% in bf16 and in fp32 (docs/precision.md)
 
     def __init__(self, config: CapsNetConfig) -> None:
         super().__init__()

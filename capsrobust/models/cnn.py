@@ -61,6 +61,7 @@ class CNN(CapsRobustModel):
     """Convolutions → fully connected → logits, trained with cross-entropy."""
 
     capabilities = frozenset()  # logits only: no capsules, no decoder
+    trains_in_bf16 = True  # cnn-small on mnist-5k, seeds 0-2: 97.5% in bf16, 97.4% in fp32 (docs/precision.md)
 
     def __init__(self, config: CNNConfig) -> None:
         super().__init__()

@@ -58,6 +58,7 @@ from capsrobust.models.checkpoints import (
     save_tensors,
 )
 from capsrobust.models.recipes import Recipe, build_model, recipe_from_dict
+from capsrobust.models.registry import get_architecture
 from capsrobust.precision import Precision, PrecisionError, precision_scope, resolve_precision
 from capsrobust.runtime import (
     atomic_write,
@@ -223,7 +224,7 @@ class _Run:
         """A new run in ``out``, or the run there resumed (``settings.resume``); writes run.json."""
         recipe = recipe.for_data(dataset.input_shape, dataset.num_classes)
         device = resolve_device(settings.device)
-        precision = _run_precision(out, settings, device)
+        precision = _run_precision(out, settings, device, _architecture_trains_in_bf16(recipe))
         epochs = settings.epochs or recipe.train.epochs
         batch_size = settings.batch_size or recipe.train.batch_size
         if epochs <= 0 or batch_size <= 0:
@@ -260,7 +261,12 @@ class _Run:
         return {**self.record, **extra, "precision": self.precision.value, "versions": versions()}
 
 
-def _run_precision(out: Path, settings: TrainSettings, device: torch.device) -> Precision:
+def _architecture_trains_in_bf16(recipe: Recipe) -> bool:
+    """Whether the recipe's architecture declares that bf16 training holds its accuracy (``trains_in_bf16``)."""
+    return bool(getattr(get_architecture(recipe.architecture).build, "trains_in_bf16", False))
+
+
+def _run_precision(out: Path, settings: TrainSettings, device: torch.device, cpu_bf16: bool) -> Precision:
     """What the run trains in: the precision asked for, except that ``auto`` continues a resumed run in the precision
     it was trained in so far (run.json), where this device can run it.
 
@@ -272,7 +278,7 @@ def _run_precision(out: Path, settings: TrainSettings, device: torch.device) -> 
         with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, PrecisionError):
             recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("precision")
             return resolve_precision(recorded, device, training=True)
-    return resolve_precision(settings.precision, device, training=True)
+    return resolve_precision(settings.precision, device, training=True, cpu_bf16=cpu_bf16)
 
 
 def _train_epoch(run: _Run, epoch: int, images_all: torch.Tensor, labels_all: torch.Tensor) -> tuple[int, int, float]:
