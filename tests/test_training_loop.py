@@ -103,6 +103,11 @@ def test_auto_resumes_a_run_in_the_precision_it_was_trained_in(tmp_path, small, 
     train(recipe("cnn-tiny"), tiny, tmp_path, TrainSettings(epochs=2, device="cpu", progress=False, resume=True))
     assert json.loads((tmp_path / "run.json").read_text())["precision"] == "fp32"
     assert load_checkpoint(tmp_path / "last.json").metadata["precision"] == "fp32"
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["precision"]  # as a run from before the precision setting recorded it
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    train(recipe("cnn-tiny"), tiny, tmp_path, TrainSettings(epochs=3, device="cpu", progress=False, resume=True))
+    assert json.loads((tmp_path / "run.json").read_text())["precision"] == "fp32"
 
 
 def test_auto_trains_in_bf16_only_architectures_measured_to_hold_their_accuracy_there(tmp_path, small, monkeypatch):

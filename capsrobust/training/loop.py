@@ -276,7 +276,8 @@ def _run_precision(out: Path, settings: TrainSettings, device: torch.device, cpu
     """
     if settings.resume and str(settings.precision) == Precision.AUTO.value:
         with contextlib.suppress(OSError, ValueError, TypeError, AttributeError, PrecisionError):
-            recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("precision")
+            # a run from before the precision setting (no "precision" in run.json) trained in fp32
+            recorded = json.loads((out / "run.json").read_text(encoding="utf-8")).get("precision", "fp32")
             return resolve_precision(recorded, device, training=True)
     return resolve_precision(settings.precision, device, training=True, cpu_bf16=cpu_bf16)
 
