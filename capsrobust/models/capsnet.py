@@ -20,6 +20,7 @@ distribution, keeps the argmax, and gives cross-entropy its usual gradients. The
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,6 +177,60 @@ def margin_loss(
     return per_class.sum(dim=1).mean()
 
 
+def check_margin_loss_settings(config: Any) -> None:
+    """The margin loss's and the decoder's weights, as every length-scored capsule config declares them."""
+    if not 0 <= config.margin_minus < config.margin_plus <= 1:
+        raise ValueError(f"margins need 0 ≤ margin_minus < margin_plus ≤ 1, got {config.margin_minus} and "
+                         f"{config.margin_plus}")
+    if config.margin_down_weight < 0 or config.reconstruction_weight < 0:
+        raise ValueError("margin_down_weight and reconstruction_weight must be ≥ 0")
+
+
+class LengthScoredCapsNet(CapsRobustModel):
+    """What CapsNet and Efficient-CapsNet share after their routing: class capsules whose lengths are the scores.
+
+    A subclass builds ``self.decoder`` and a config with the margin loss's settings, and says how images become class
+    capsules (``class_capsules``); the outputs (log lengths as ``logits``, see the module docstring), the margin loss,
+    and the decoder that reconstructs from the label's capsule (the prediction's without labels) are defined once
+    here, so routing variants differ only in their routing.
+    """
+
+    capabilities = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES, Capability.CLASS_DECODER})
+    decoder: nn.Module
+    config: Any
+
+    @abstractmethod
+    def class_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) images → (B, K, D) class capsules, routed."""
+
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
+        pixels = self.decoder(mask_by_class(poses, classes))  # (B, C·H·W), bfloat16 under autocast
+        return at_least_fp32(pixels).view(-1, *self.input_shape)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+        poses = self.class_capsules(images)  # (B, 10, 16)
+        lengths = capsule_length(poses)  # (B, 10)
+        classes = labels if labels is not None else lengths.argmax(dim=1)
+        return ModelOutput(
+            logits=torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG)),
+            lengths=lengths,
+            poses=poses,
+            reconstruction=self.reconstruct(poses, classes),
+        )
+
+    def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
+        """Margin loss + reconstruction_weight · summed squared error, as the paper."""
+        c = self.config
+        assert output.lengths is not None and output.reconstruction is not None
+        margin = margin_loss(output.lengths, labels, c.margin_plus, c.margin_minus, c.margin_down_weight)
+        reconstruction = c.reconstruction_weight * sum_squared_error(output.reconstruction, images)
+        return LossTerms(margin + reconstruction, {"margin": margin, "reconstruction": reconstruction})
+
+    def decoder_parameter_names(self) -> set[str]:
+        return {f"decoder.{name}" for name, _ in self.decoder.named_parameters()}
+
+
 @dataclass(frozen=True)
 class CapsNetConfig:
     """Hyper-parameters of a CapsNet; the defaults are the paper's."""
@@ -214,11 +269,7 @@ class CapsNetConfig:
         check_normalisation_and_classes(self)
         if not 1 <= self.routing_iterations <= 100:
             raise ValueError(f"routing_iterations must lie in [1, 100] (1: no routing), got {self.routing_iterations}")
-        if not 0 <= self.margin_minus < self.margin_plus <= 1:
-            raise ValueError(f"margins need 0 ≤ margin_minus < margin_plus ≤ 1, got {self.margin_minus} and "
-                             f"{self.margin_plus}")
-        if self.margin_down_weight < 0 or self.reconstruction_weight < 0:
-            raise ValueError("margin_down_weight and reconstruction_weight must be ≥ 0")
+        check_margin_loss_settings(self)
         if self.crop_size and not 0 < self.crop_size <= min(self.input_height, self.input_width):
             raise ValueError(f"crop_size {self.crop_size} does not fit a {self.input_height}×{self.input_width} image")
         if min(self.primary_grid) < 1:
@@ -253,10 +304,9 @@ class CapsNetConfig:
 
 
 @register_architecture("capsnet", CapsNetConfig)
-class CapsNet(CapsRobustModel):
+class CapsNet(LengthScoredCapsNet):
     """Conv1 → PrimaryCaps → DigitCaps (routing by agreement) → lengths, with a reconstruction decoder."""
 
-    capabilities = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES, Capability.CLASS_DECODER})
     trains_in_bf16 = True  # capsnet-paper on mnist-5k, seed 0: 98.2% in bf16 and in fp32 (docs/precision.md)
 
     def __init__(self, config: CapsNetConfig) -> None:
@@ -317,31 +367,9 @@ class CapsNet(CapsRobustModel):
         votes = votes.view(n_in, -1, n_out, out_dim).permute(1, 2, 0, 3).contiguous()  # (B, 10, 1152, 16)
         return votes.transpose(1, 2)  # (B, 1152, 10, 16), a view
 
-    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """Decode the capsule of ``classes`` only (the others masked to zero): (B, 10, 16) → (B, 1, 28, 28)."""
-        pixels = self.decoder(mask_by_class(poses, classes))  # (B, 784), bfloat16 under autocast
-        return at_least_fp32(pixels).view(-1, *self.input_shape)  # (B, 1, 28, 28)
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
+    def class_capsules(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 28, 28) → the digit capsules (B, 10, 16), routed; the "none of the above" capsule is dropped."""
         outputs, _ = route_by_agreement(
             self.votes(self.primary_capsules(images)), self.routing_iterations
         )  # (B, 10, 16), or (B, 11, 16) with "none of the above"
-        poses = outputs[:, : self.config.num_classes]  # the classes' capsules
-        lengths = capsule_length(poses)  # (B, 10)
-        classes = labels if labels is not None else lengths.argmax(dim=1)
-        return ModelOutput(
-            logits=torch.log(lengths.clamp_min(MIN_LENGTH_FOR_LOG)),
-            lengths=lengths,
-            poses=poses,
-            reconstruction=self.reconstruct(poses, classes),
-        )
-
-    def loss(self, output: ModelOutput, images: torch.Tensor, labels: torch.Tensor) -> LossTerms:
-        c = self.config
-        assert output.lengths is not None and output.reconstruction is not None
-        margin = margin_loss(output.lengths, labels, c.margin_plus, c.margin_minus, c.margin_down_weight)
-        reconstruction = c.reconstruction_weight * sum_squared_error(output.reconstruction, images)
-        return LossTerms(margin + reconstruction, {"margin": margin, "reconstruction": reconstruction})
-
-    def decoder_parameter_names(self) -> set[str]:
-        return {f"decoder.{name}" for name, _ in self.decoder.named_parameters()}
+        return outputs[:, : self.config.num_classes]
