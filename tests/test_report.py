@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from capsrobust.cli import main
 from capsrobust.evaluation.compare import worst_case
 from capsrobust.evaluation.store import load_sweep
+from capsrobust.reporting.context import pct_interval
 from capsrobust.reporting.report import PathDisplay, ReportError, build_report
 
 SECTIONS = [
@@ -161,3 +162,10 @@ def test_paths_are_shown_relative_to_one_base_directory(tmp_path, monkeypatch):
     assert elsewhere.show(tmp_path / "x" / "bench" / "sweep") == "bench/sweep"
     with pytest.raises(ReportError, match="no result directory"):
         build_report([], tmp_path / "r")
+
+
+def test_pct_interval_formats_percent_with_its_interval_and_blanks_missing_values() -> None:
+    assert pct_interval([0.5, 0.125], [0.25, 0.1], [0.75, float("nan")]) == ["50.0 [25.0, 75.0]", "12.5 [10.0, ]"]
+    assert pct_interval([0.981], [0.97], [0.99], bold=True) == ["**98.1** [97.0, 99.0]"]
+    with pytest.raises(ValueError):
+        pct_interval([0.5], [0.25, 0.3], [0.75])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,12 @@ def pct(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return ""
     return f"{100 * float(value):.{digits}f}"
+
+
+def pct_interval(values: Iterable[Any], lows: Iterable[Any], highs: Iterable[Any], *, bold: bool = False) -> list[str]:
+    """"v [lo, hi]" in percent per row, the value in bold where it is the table's headline column."""
+    mark = "**" if bold else ""
+    return [f"{mark}{pct(v)}{mark} [{pct(lo)}, {pct(hi)}]" for v, lo, hi in zip(values, lows, highs, strict=True)]
 
 
 def num(value: Any, digits: int = 3) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from capsrobust.evaluation.compare import BEST_ATTACK, compare_models, is_capsule_model, worst_case
 from capsrobust.evaluation.stats import wilson_interval
 from capsrobust.models.recipes import AdversarialConfig
-from capsrobust.reporting.context import ReportContext, concat, pct, seconds_text, tagged
+from capsrobust.reporting.context import ReportContext, concat, pct, pct_interval, seconds_text, tagged
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
 from capsrobust.reporting.sources import Source
 
@@ -68,8 +68,7 @@ def robust_training(context: ReportContext, draft: Draft) -> None:
                           frame["training_attack"], frame["epochs"], frame["train_seconds"],
                           frame["images_per_second"], frame["device"], strict=True)],
             clean=[pct(v) for v in frame["clean_accuracy"]],
-            robust=[f"**{pct(v)}** [{pct(lo)}, {pct(hi)}]" for v, lo, hi in
-                    zip(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], strict=True)],
+            robust=pct_interval(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], bold=True),
         )[["model", "norm", "eps", "n", "clean", "robust", "training"]].rename(
             columns={"robust": "best-attack robust (%) [95% Wilson]", "training": "training (cost)"})
         blocks.append(Table("robust_training", display, (context.rebuild(),),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from capsrobust.evaluation.routing import routing_table
 from capsrobust.figures.results import NORM_TITLES
-from capsrobust.reporting.context import ReportContext, concat, pct, tagged
+from capsrobust.reporting.context import ReportContext, concat, pct, pct_interval, tagged
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
 
 
@@ -29,11 +29,10 @@ def routing(context: ReportContext, draft: Draft) -> None:
         display = frame.assign(
             norm=frame["norm"].map(NORM_TITLES),
             clean=[pct(v) for v in frame["clean_accuracy"]],
-            through=[f"{pct(v)} [{pct(lo)}, {pct(hi)}]" for v, lo, hi in zip(
-                frame["through_routing"], frame["through_routing_low"], frame["through_routing_high"], strict=True)],
+            through=pct_interval(frame["through_routing"], frame["through_routing_low"],
+                                 frame["through_routing_high"]),
             gap=[f"{100 * v:+.1f}" for v in frame["masking_gap"]],
-            best=[f"**{pct(v)}** [{pct(lo)}, {pct(hi)}]" for v, lo, hi in zip(
-                frame["best_attack"], frame["best_attack_low"], frame["best_attack_high"], strict=True)],
+            best=pct_interval(frame["best_attack"], frame["best_attack_low"], frame["best_attack_high"], bold=True),
         )[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(columns={
             "through": "through routing [95% CI]", "gap": "masking gap (pts)", "best": "best attack [95% CI]"})
         suffix = f" ({source.shown})" if context.many else ""

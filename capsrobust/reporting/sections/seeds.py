@@ -10,6 +10,7 @@ from capsrobust.reporting.context import (
     ReportContext,
     concat,
     pct,
+    pct_interval,
     tagged,
 )
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
@@ -36,8 +37,7 @@ def seeds(context: ReportContext, draft: Draft) -> None:
         display = frame.assign(
             norm=frame["norm"].map(NORM_TITLES),
             clean=[pct(v) for v in frame["clean_accuracy"]],
-            robust=[f"**{pct(v)}** [{pct(lo)}, {pct(hi)}]" for v, lo, hi in
-                    zip(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], strict=True)],
+            robust=pct_interval(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], bold=True),
             per_seed=[" ".join(f"{part.split(':')[0]} {pct(float(part.split(':')[1]))}" for part in cell.split())
                       for cell in frame["per_seed"]],
             full=[f"{pct(v)} (s{int(s)})" if not pd.isna(v) else "" for v, s in
