@@ -303,6 +303,9 @@ class EMCapsNet(CapsRobustModel):
     trained with the spread loss whose margin anneals from ``margin_start`` to ``margin_end``."""
 
     capabilities = frozenset({Capability.VOTES})
+    # trains_in_bf16 stays False: its loss is so rough at initialisation that a 0.4% change of the input turns its
+    # gradient (cosine 0.26 in fp32), and two bf16 epochs stayed at chance (benchmarks/bf16_gradient.py,
+    # docs/precision.md)
 
     steps_seen: torch.Tensor
 
