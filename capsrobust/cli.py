@@ -8,11 +8,17 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from capsrobust.errors import CapsRobustError, DataError, RunError
+
+if TYPE_CHECKING:  # torch and the data loaders are imported by the commands that need them, not by --help
+    import torch
+
+    from capsrobust.data.base import Dataset
+    from capsrobust.models.checkpoints import LoadedCheckpoint
 
 DATA_HELP = ("data set: mnist-5k (embedded default); mnist, fashion-mnist, svhn or cifar10 (official files in "
              "--data-dir, fetched only with --download); npz:PATH (Keras-style x_train, y_train, x_test, y_test); "
@@ -151,6 +157,23 @@ def data_options(function: Any) -> Any:
     function = click.option("--data-dir", type=click.Path(file_okay=False),
                             help="folder with a named data set's files (docs/data.md)")(function)
     return click.option("--data", "data_name", default="mnist-5k", show_default=True, help=DATA_HELP)(function)
+
+
+def load_model_for_data(
+    checkpoint: str, data_name: str, data_dir: str | None, download: bool, device: str
+) -> tuple[LoadedCheckpoint, Dataset, torch.device]:
+    """The checkpoint, the data and the device of a command that runs a model on data; a model built for other
+    images or classes is refused in one line."""
+    from capsrobust.data import load_dataset
+    from capsrobust.models.base import refuse_other_data
+    from capsrobust.models.checkpoints import load_checkpoint
+    from capsrobust.runtime import resolve_device
+
+    torch_device = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, torch_device)
+    dataset = load_dataset(data_name, data_dir, download)
+    refuse_other_data(loaded.model, dataset.input_shape, dataset.num_classes, str(loaded.path))
+    return loaded, dataset, torch_device
 
 
 def executor_options(function: Any) -> Any:
@@ -294,18 +317,12 @@ def evaluate(
     precision: str,
 ) -> None:
     """Accuracy, per-class accuracy and confusion matrix of CHECKPOINT (a run directory or checkpoint file)."""
-    from capsrobust.data import load_dataset
     from capsrobust.evaluation.accuracy import evaluate as run_evaluation
-    from capsrobust.models.base import refuse_other_data
-    from capsrobust.models.checkpoints import load_checkpoint
     from capsrobust.precision import resolve_precision
     from capsrobust.runtime import resolve_device
 
-    torch_device = resolve_device(device)
-    resolved = resolve_precision(precision, torch_device, training=False)
-    loaded = load_checkpoint(checkpoint, torch_device)
-    dataset = load_dataset(data_name, data_dir, download)
-    refuse_other_data(loaded.model, dataset.input_shape, dataset.num_classes, str(loaded.path))
+    resolved = resolve_precision(precision, resolve_device(device), training=False)  # before the data is read
+    loaded, dataset, torch_device = load_model_for_data(checkpoint, data_name, data_dir, download, device)
     result = run_evaluation(loaded.model, dataset.split(split), dataset.classes, torch_device, precision=resolved)
     trained_on = str(loaded.metadata.get("dataset", "unknown data"))
     if as_json:
@@ -390,16 +407,9 @@ def reconstruct(
     device: str,
 ) -> None:
     """Inputs over their reconstructions from the winning capsule, with the 10 capsule lengths."""
-    from capsrobust.data import load_dataset
     from capsrobust.figures.capsules import choose_examples, reconstruction_figure, save_figure
-    from capsrobust.models.base import refuse_other_data
-    from capsrobust.models.checkpoints import load_checkpoint
-    from capsrobust.runtime import resolve_device
 
-    torch_device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, torch_device)
-    dataset = load_dataset(data_name, data_dir, download)
-    refuse_other_data(loaded.model, dataset.input_shape, dataset.num_classes, str(loaded.path))
+    loaded, dataset, torch_device = load_model_for_data(checkpoint, data_name, data_dir, download, device)
     chosen = dataset.split(split)
     indices = choose_examples(len(chosen), count, seed)
     figure = reconstruction_figure(loaded.model, chosen, indices, dataset.classes, str(torch_device))
@@ -426,16 +436,9 @@ def tweak(
     device: str,
 ) -> None:
     """Move each dimension of the winning capsule over [-radius, radius] and decode: one grid row per dimension."""
-    from capsrobust.data import load_dataset
     from capsrobust.figures.capsules import capsule_tweaks, save_figure, tweak_deltas, tweak_figure
-    from capsrobust.models.base import refuse_other_data
-    from capsrobust.models.checkpoints import load_checkpoint
-    from capsrobust.runtime import resolve_device
 
-    torch_device = resolve_device(device)
-    loaded = load_checkpoint(checkpoint, torch_device)
-    test = load_dataset(data_name, data_dir, download)
-    refuse_other_data(loaded.model, test.input_shape, test.num_classes, str(loaded.path))
+    loaded, test, torch_device = load_model_for_data(checkpoint, data_name, data_dir, download, device)
     if index >= len(test.test):
         raise DataError(f"--index {index} is past the {len(test.test)} test images of {test.name}")
     deltas = tweak_deltas(radius, step)
