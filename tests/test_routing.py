@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from capsrobust.evaluation.routing import routing_table
+from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.detection.pipeline import run_detection
+from capsrobust.evaluation.routing import routing_across_seeds, routing_table
+from capsrobust.evaluation.sweep import run_sweep
+from capsrobust.reporting.report import build_report
+from capsrobust.training import TrainSettings, train
+from tests.conftest import recipe
 
 # Robust flags of 10 clean-correct images at L∞ 0.1: PGD through the routing, then the vote attack around it, then
 # Square (gradient-free: on neither side, but in the best attack).
@@ -40,3 +46,75 @@ def test_the_masking_gap_is_what_only_routing_free_attacks_break():
     assert row["through_routing_low"] < 0.6 < row["through_routing_high"]
     assert (row["through_attacks"], row["routing_free_attacks"]) == ("pgd-linf", "vote-pgd-linf")
     assert row["clean_accuracy"] == pytest.approx(1.0) and row["n"] == 10
+
+
+def seed_tables(outcomes: dict[tuple[str, int, str], list[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Results and examples of runs ``RECIPE-sK`` (training seed K) at L∞ 0.1 from their robust flags."""
+    results, examples = [], []
+    for (group, train_seed, attack), robust in outcomes.items():
+        model = f"{group}-s{train_seed}"
+        cell_id = f"{model}__{attack}__art__eps0.1"
+        results.append({"cell_id": cell_id, "model": model, "attack": attack, "label": attack, "backend": "art",
+                        "norm": "linf", "eps": 0.1, "role": "attack", "train_seed": train_seed})
+        labels = np.arange(len(robust)) % 10
+        examples.append(pd.DataFrame({"cell_id": cell_id, "model": model, "index": np.arange(len(robust)),
+                                      "label": labels, "clean_pred": labels, "robust": np.array(robust, dtype=bool)}))
+    return pd.DataFrame(results), pd.concat(examples, ignore_index=True)
+
+
+def test_a_variant_averages_its_seeds_with_intervals_over_seeds_and_images():
+    results, examples = seed_tables({
+        ("caps", 0, "pgd-linf"): [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],  # through 6/10
+        ("caps", 0, "vote-pgd-linf"): [1, 1, 0, 0, 0, 1, 1, 0, 0, 0],  # gap 3/10, best 3/10 (images 0, 1, 5)
+        ("caps", 1, "pgd-linf"): [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # through 4/10
+        ("caps", 1, "vote-pgd-linf"): [1, 0, 0, 1, 0, 0, 0, 0, 0, 0],  # gap 2/10, best 2/10 (images 0, 3)
+        ("caps", 1, "square"): [0, 1, 1, 1, 1, 1, 1, 1, 1, 1],  # seed 1 only: not common, so left out
+        ("cnn", 0, "pgd-linf"): [1] * 10,  # no votes: not a routing variant
+        ("cnn", 1, "pgd-linf"): [1] * 10,
+    })
+    frame = routing_across_seeds(results, examples, n_resamples=2000)
+    assert list(frame["group"]) == ["caps"]
+    row = frame.iloc[0]
+    assert (row["n"], row["n_seeds"], row["seeds"]) == (10, 2, "0 1")
+    # means over both seeds and all images: (6 + 4) / 20, (3 + 2) / 20, (3 + 2) / 20
+    assert (row["through_routing"], row["masking_gap"], row["best_attack"]) == (0.5, 0.25, 0.25)
+    assert row["per_seed_best_attack"] == "s0:0.300 s1:0.200"
+    assert row["common_attacks"] == "pgd-linf vote-pgd-linf"
+    for name in ("through_routing", "masking_gap", "best_attack"):
+        assert 0 <= row[f"{name}_low"] < row[name] < row[f"{name}_high"] <= 1
+
+
+def test_a_variant_whose_seed_never_met_a_routing_free_attack_has_no_row():
+    results, examples = seed_tables({
+        ("caps", 0, "pgd-linf"): [1, 0], ("caps", 0, "vote-pgd-linf"): [0, 0],
+        ("caps", 1, "pgd-linf"): [1, 1],
+    })
+    assert routing_across_seeds(results, examples, n_resamples=100).empty
+
+
+def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(mnist5k, tmp_path):
+    """Two seeds of capsnet-tiny through the sweep, the detector and the report: the per-variant table is there."""
+    runs = []
+    for train_seed in (0, 1):
+        run = tmp_path / f"capsnet-tiny-s{train_seed}"
+        train(recipe("capsnet-tiny"), mnist5k, run, TrainSettings(seed=train_seed, epochs=1, device="cpu",
+                                                                   progress=False))
+        runs.append(run)
+    suite = suite_from_dict({"suite": {"name": "routing-tiny", "n": 12}, "attack": [
+        {"name": "pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},
+        {"name": "vote-pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},
+    ]}, source="routing-tiny.toml")
+    sweep_dir = tmp_path / "sweep"
+    run_sweep(runs, suite, mnist5k, out_dir=sweep_dir, device="cpu", save_adversarials=True, progress=False)
+    run_detection(sweep_dir, device="cpu", dataset=mnist5k)
+    report = build_report([sweep_dir], tmp_path / "report", formats=("md",), n_resamples=200)
+
+    variants = pd.read_csv(report / "tables" / "routing_variants.csv")
+    assert list(variants["group"]) == ["capsnet-tiny"] and list(variants["n_seeds"]) == [2]
+    per_model = pd.read_csv(report / "tables" / "routing.csv")  # the per-seed rows it averages
+    row = variants.iloc[0]
+    for name in ("through_routing", "masking_gap", "best_attack"):
+        assert row[name] == pytest.approx(per_model[name].mean())
+        assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"]
+    assert 0 <= row["auc_standard_min"] <= 1  # the detector's AUC, averaged over the two seeds
+    assert "Per routing variant, over its training seeds" in (report / "report.md").read_text(encoding="utf-8")

@@ -9,6 +9,10 @@ examples table, within each budget and every smaller one (``compare.worst_case_e
 sweeps and for cascades whose suite lists the attacks through the routing before the vote attacks (attacks/
 routing.toml), where each cell's robust flags already include every earlier attack. Transfer cells (adversarials
 crafted on another model: the one-iteration twin, a CNN) count as routing-free too.
+
+``routing_table`` gives these per trained model with intervals over images; ``routing_across_seeds`` per routing
+variant (a recipe trained with several seeds), averaged over seeds with intervals that resample seeds and images,
+since a second training seed moves these numbers as much as a second set of test images does.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ import pandas as pd
 
 from capsrobust.attacks.registry import AttackError, get_attack
 from capsrobust.evaluation.compare import worst_case_examples
-from capsrobust.evaluation.stats import wilson_interval
+from capsrobust.evaluation.seeds import common_cells, model_groups, outcome_matrix
+from capsrobust.evaluation.stats import two_level_interval, wilson_interval
 
 COLUMNS = ["model", "norm", "eps", "n", "clean_accuracy", "through_routing", "through_routing_low",
            "through_routing_high", "masking_gap", "best_attack", "best_attack_low", "best_attack_high",
            "through_attacks", "routing_free_attacks"]
+VARIANT_COLUMNS = ["group", "norm", "eps", "n", "n_seeds", "seeds", "clean_accuracy", "through_routing",
+                   "through_routing_low", "through_routing_high", "masking_gap", "masking_gap_low", "masking_gap_high",
+                   "best_attack", "best_attack_low", "best_attack_high", "per_seed_best_attack", "common_attacks"]
 
 
 def _surface(attack: str) -> str | None:
@@ -33,14 +41,20 @@ def _surface(attack: str) -> str | None:
     return None if spec.gradient_free else spec.surface
 
 
+def _surfaces(results: pd.DataFrame) -> pd.Series:
+    """Per result row: "model" (through the routing), "votes" (around it: vote and transfer attacks) or None."""
+    surfaces = results["attack"].map(_surface).astype(object)  # None where neither side: keep it a plain object
+    if "transfer_from" in results:  # crafted on another model: around this one's routing, like the vote attacks
+        surfaces = surfaces.where(results["transfer_from"].astype(object).fillna("") == "", "votes")
+    return surfaces
+
+
 def routing_table(results: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, norm, eps) of every model that faced a routing-free attack: robust accuracy under the
     attacks through the routing, the masking gap, and robust accuracy under every attack, with Wilson intervals."""
     if results.empty:
         return pd.DataFrame(columns=COLUMNS)
-    surfaces = results["attack"].map(_surface).astype(object)  # None where neither side: keep it a plain object
-    if "transfer_from" in results:  # crafted on another model: around this one's routing, like the vote attacks
-        surfaces = surfaces.where(results["transfer_from"].astype(object).fillna("") == "", "votes")
+    surfaces = _surfaces(results)
     with_votes = set(results.loc[surfaces == "votes", "model"])
     rows = []
     through = worst_case_examples(results[surfaces == "model"], examples)
@@ -73,3 +87,49 @@ def _kept(frame: pd.DataFrame, key: tuple[str, str, float]) -> int:
     model, norm, eps = key
     chosen = frame[(frame["model"] == model) & (frame["norm"] == norm) & (frame["eps"] == eps)]
     return -1 if chosen.empty else int(chosen["robust"].sum())
+
+
+def routing_across_seeds(
+    results: pd.DataFrame, examples: pd.DataFrame, *, n_resamples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per (routing variant, norm, eps): ``routing_table``'s three numbers averaged over training seeds.
+
+    A variant is a recipe's runs that differ only in their training seed (``capsrobust.evaluation.seeds``); every
+    seed of it must have faced a routing-free attack. As in ``across_seeds``, only the attack cells every seed
+    faced count, so no seed looks weaker for having met more attacks. Intervals are two-level bootstrap 95%
+    intervals (seeds, then images; images only for a one-seed variant), the masking gap's over the per-image
+    indicator "robust through the routing, broken around it".
+    """
+    rows = []
+    for group, members in model_groups(results).items():
+        models = [model for model, _ in members]
+        common = common_cells(results, models)
+        surfaces = _surfaces(common)
+        if not all(((common["model"] == model) & (surfaces == "votes")).any() for model in models):
+            continue
+        if not (surfaces == "model").any():
+            continue
+        through = worst_case_examples(common[surfaces == "model"], examples)
+        gradient = worst_case_examples(common[surfaces.isin(["model", "votes"])], examples)
+        every = worst_case_examples(common, examples)
+        for (norm, eps), at in every.groupby(["norm", "eps"], sort=True):
+            through_at = through[(through["norm"] == norm) & (through["eps"] == eps)]
+            if through_at.empty:
+                continue
+            kept = {name: outcome_matrix(frame, models, norm, eps) for name, frame in
+                    (("through_routing", through), ("gradient", gradient), ("best_attack", every))}
+            kept["masking_gap"] = kept["through_routing"] & ~kept["gradient"]
+            intervals = {name: two_level_interval(kept[name], n_resamples=n_resamples, seed=seed)
+                         for name in ("through_routing", "masking_gap", "best_attack")}
+            labels = common.loc[common["model"] == models[0], "label"]
+            rows.append({
+                "group": group, "norm": norm, "eps": float(eps), "n": kept["best_attack"].shape[1],
+                "n_seeds": len(models), "seeds": " ".join(str(s) for _, s in members),
+                "clean_accuracy": float(at.groupby("model")["clean"].mean().mean()),
+                **{column: value for name, (low, high) in intervals.items() for column, value in
+                   ((name, float(kept[name].mean())), (f"{name}_low", low), (f"{name}_high", high))},
+                "per_seed_best_attack": " ".join(f"s{s}:{v:.3f}" for (_, s), v in
+                                                 zip(members, kept["best_attack"].mean(axis=1), strict=True)),
+                "common_attacks": " ".join(sorted(set(labels))),
+            })
+    return pd.DataFrame(rows, columns=VARIANT_COLUMNS)

@@ -56,7 +56,7 @@ def multi_seed_groups(results: pd.DataFrame) -> dict[str, list[tuple[str, int]]]
     return {group: members for group, members in model_groups(results).items() if len(members) > 1}
 
 
-def _common_cells(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+def common_cells(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     """The result rows of ``models`` whose (label, backend, eps, role) every one of them has."""
     key = ["label", "backend", "eps", "role"]
     rows = results[results["model"].isin(models)]
@@ -65,7 +65,7 @@ def _common_cells(results: pd.DataFrame, models: list[str]) -> pd.DataFrame:
     return rows.merge(shared, on=key, how="inner")
 
 
-def _outcome_matrix(per_example: pd.DataFrame, models: list[str], norm: str, eps: float) -> np.ndarray:
+def outcome_matrix(per_example: pd.DataFrame, models: list[str], norm: str, eps: float) -> np.ndarray:
     """(seeds, n) robust outcomes of ``models`` at (norm, eps), images in index order; refuses unequal images."""
     rows = []
     reference = None
@@ -92,12 +92,12 @@ def across_seeds(
     rows = []
     for group, members in multi_seed_groups(results).items():
         models = [model for model, _ in members]
-        common = _common_cells(results, models)
+        common = common_cells(results, models)
         per_example = worst_case_examples(common, examples)
         full = worst_case_examples(results[results["model"].isin(models)], examples)
         most = max(models, key=lambda m: int((results["model"] == m).sum()))
         for (norm, eps), at in per_example.groupby(["norm", "eps"], sort=False):
-            matrix = _outcome_matrix(per_example, models, norm, eps)
+            matrix = outcome_matrix(per_example, models, norm, eps)
             low, high = two_level_interval(matrix, n_resamples=n_resamples, seed=seed)
             clean = at.groupby("model")["clean"].mean()
             cells = common[(common["norm"] == norm) & (common["eps"] == eps) & (common["model"] == models[0])]
@@ -135,12 +135,12 @@ def compare_across_seeds(
         raise CompareError(f"baseline and candidate are both {baseline!r}; compare two different groups")
     base_models = [m for m, _ in groups[baseline]]
     cand_models = [m for m, _ in groups[candidate]]
-    common = _common_cells(results, base_models + cand_models)
+    common = common_cells(results, base_models + cand_models)
     per_example = worst_case_examples(common, examples)
     rows = []
     for (norm, eps), _ in per_example.groupby(["norm", "eps"], sort=False):
-        base = _outcome_matrix(per_example, base_models, norm, eps)
-        cand = _outcome_matrix(per_example, cand_models, norm, eps)
+        base = outcome_matrix(per_example, base_models, norm, eps)
+        cand = outcome_matrix(per_example, cand_models, norm, eps)
         if base.shape[1] != cand.shape[1]:
             raise CompareError(f"{baseline} and {candidate} were attacked on different images; use one sweep")
         low, high = two_level_interval(cand, base, n_resamples=n_resamples, seed=seed)

@@ -3,10 +3,16 @@ attacks expose, and what is left under every attack (``capsrobust.evaluation.rou
 
 from __future__ import annotations
 
-from capsrobust.evaluation.routing import routing_table
+import numpy as np
+import pandas as pd
+
+from capsrobust.detection.summary import undetected_success
+from capsrobust.evaluation.routing import routing_across_seeds, routing_table
+from capsrobust.evaluation.seeds import seed_models
 from capsrobust.figures.results import NORM_TITLES
-from capsrobust.reporting.context import ReportContext, concat, pct, pct_interval, tagged
+from capsrobust.reporting.context import ReportContext, concat, num, pct, pct_interval, tagged
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
+from capsrobust.reporting.sources import Source
 
 
 def routing(context: ReportContext, draft: Draft) -> None:
@@ -26,18 +32,75 @@ def routing(context: ReportContext, draft: Draft) -> None:
     raw = []
     for source, frame in frames:
         raw.append(tagged(context, frame, source))
-        display = frame.assign(
-            norm=frame["norm"].map(NORM_TITLES),
-            clean=[pct(v) for v in frame["clean_accuracy"]],
-            through=pct_interval(frame["through_routing"], frame["through_routing_low"],
-                                 frame["through_routing_high"]),
-            gap=[f"{100 * v:+.1f}" for v in frame["masking_gap"]],
-            best=pct_interval(frame["best_attack"], frame["best_attack_low"], frame["best_attack_high"], bold=True),
-        )[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(columns={
-            "through": "through routing [95% CI]", "gap": "masking gap (pts)", "best": "best attack [95% CI]"})
+        display = _three_numbers(frame)[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(
+            columns={"through": "through routing [95% CI]", "gap": "masking gap (pts)",
+                     "best": "best attack [95% CI]"})
         suffix = f" ({source.shown})" if context.many else ""
         draft.blocks.append(Table(
             "routing", display, (("produced by", context.sweep_command(source)), context.rebuild()),
             f"Through the routing, the masking gap and the best attack per capsule model{suffix}; the attacks on "
             f"each side are listed per row in tables/routing.csv."))
     draft.tables["routing"] = concat(raw)
+    _variants(context, draft)
+
+
+def _variants(context: ReportContext, draft: Draft) -> None:
+    """The same three numbers per routing variant over its training seeds, beside the detector's AUCs."""
+    frames = []
+    for source in context.sources:
+        frame = routing_across_seeds(source.tables.results, source.tables.examples, n_resamples=context.n_resamples)
+        frame = frame[frame["n_seeds"] > 1]
+        if not frame.empty:
+            frames.append((source, frame.merge(_detector_aucs(source), on=["group", "norm", "eps"], how="left")))
+    if not frames:
+        return
+    draft.add(Paragraph(
+        "Per routing variant, over its training seeds: the same numbers averaged over seeds, counting only the "
+        "attacks every seed faced, with 95% intervals from a two-level bootstrap (training seeds, then images), "
+        "beside the reconstruction detector's ROC AUC (mean over seeds; the lowest over the standard attacks at "
+        "that eps, and against the defense-aware attack; blank for models without a class decoder)."))
+    raw = []
+    for source, frame in frames:
+        raw.append(tagged(context, frame, source))
+        display = _three_numbers(frame).assign(
+            auc=[num(v) for v in frame["auc_standard_min"]],
+            aware=[num(v) for v in frame["auc_defense_aware"]],
+        )[["group", "norm", "eps", "n", "n_seeds", "clean", "through", "gap", "best", "auc", "aware"]].rename(columns={
+            "group": "variant", "through": "through routing [95% CI]", "gap": "masking gap (pts) [95% CI]",
+            "best": "best attack [95% CI]", "auc": "detector AUC, standard", "aware": "detector AUC, defense-aware"})
+        suffix = f" ({source.shown})" if context.many else ""
+        draft.blocks.append(Table(
+            "routing_variants", display, (("produced by", context.sweep_command(source)), context.rebuild()),
+            f"Does routing matter, per variant over training seeds{suffix}; each seed's best-attack number is in "
+            f"tables/routing_variants.csv (per_seed_best_attack)."))
+    draft.tables["routing_variants"] = concat(raw)
+
+
+def _three_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its numbers as printed: through the routing and the best attack with their intervals, the
+    masking gap in signed points (with its interval where the frame has one)."""
+    if "masking_gap_low" in frame:
+        gap = [f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for v, lo, hi in zip(
+            frame["masking_gap"], frame["masking_gap_low"], frame["masking_gap_high"], strict=True)]
+    else:
+        gap = [f"{100 * v:+.1f}" for v in frame["masking_gap"]]
+    return frame.assign(
+        norm=frame["norm"].map(NORM_TITLES),
+        clean=[pct(v) for v in frame["clean_accuracy"]],
+        through=pct_interval(frame["through_routing"], frame["through_routing_low"], frame["through_routing_high"]),
+        gap=gap,
+        best=pct_interval(frame["best_attack"], frame["best_attack_low"], frame["best_attack_high"], bold=True),
+    )
+
+
+def _detector_aucs(source: Source) -> pd.DataFrame:
+    """Mean over a variant's seeds of the detector's lowest standard-attack AUC and its defense-aware AUC."""
+    columns = ["group", "norm", "eps", "auc_standard_min", "auc_defense_aware"]
+    summary = undetected_success(source.detection) if source.detection is not None else pd.DataFrame()
+    if summary.empty:
+        return pd.DataFrame(columns=columns).astype({"eps": float, "auc_standard_min": float,
+                                                     "auc_defense_aware": float})
+    groups = seed_models(source.tables.results).set_index("model")["group"]
+    summary = summary.assign(group=summary["model"].map(groups), eps=summary["eps"].astype(float))
+    means = summary.groupby(["group", "norm", "eps"])[["auc_standard_min", "auc_defense_aware"]]
+    return means.agg(lambda v: float(np.nanmean(v)) if v.notna().any() else np.nan).reset_index()[columns]
