@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh profile   # ≤ 8 min: `capsrobust benchmark --profile gpu` into reports/gpu-mnist-5k
 #   bash benchmarks/gpu_session.sh short     # the fp32/bf16 training check, then the profile until DEADLINE seconds
 #   bash benchmarks/gpu_session.sh mnist     # full MNIST: the gpu-mnist profile, then cnn-small-at-mnist (issue 17)
+#   bash benchmarks/gpu_session.sh routing   # full MNIST: the gpu-routing profile until BUDGET (issue 20); resumable
 #
 # Run from the project's root on a machine with a GPU and no network, with the wheels of ../shared/gpu/wheels.sh in
 # .whl/ (ART, Foolbox, mlxtend and their needs). Results go to $OUT (default /tmp/capsrobust-gpu): logs, JSON, and
@@ -94,5 +95,21 @@ case "$step" in
       runs/benchmark/*mnist/runs/*/{run.json,metrics.csv,best.json} 2>/dev/null
     ls -la "$out"
     ;;
-  *) echo "unknown step $step: use check, profile, short or mnist"; exit 2 ;;
+  routing)
+    # Issue 20's GPU version: the routing variants and their CNNs, 3 seeds, full MNIST, the routing cascade on 1,000
+    # digits. Not yet timed on a GPU and likely longer than one session. BUDGET stops it with its finished runs and
+    # cells kept on that machine only (24 runs' weights exceed what a call carries back), so the first session
+    # brings back the per-run training times and the cells that finished, to size the profile for the next.
+    started=$(date +%s)
+    timeout -s INT "${BUDGET:-470}" python3 -c 'from capsrobust.cli import main; main()' benchmark \
+      --profile gpu-routing --data-dir .data/mnist --device cuda --out runs/benchmark/gpu-routing --no-progress \
+      > "$out/gpu-routing.log" 2>&1
+    echo "gpu-routing exit $? after $(( $(date +%s) - started )) s"; tail -8 "$out/gpu-routing.log"
+    tar -czf "$out/gpu-routing.tgz" reports/gpu-routing-mnist runs/benchmark/gpu-routing/benchmark.json \
+      runs/benchmark/gpu-routing/sweep/{sweep.json,results.csv,checks.csv,examples.csv} \
+      runs/benchmark/gpu-routing/sweep/detection runs/benchmark/gpu-routing/runs/*/{run.json,metrics.csv,best.json} \
+      2>/dev/null
+    ls -la "$out"
+    ;;
+  *) echo "unknown step $step: use check, profile, short, mnist or routing"; exit 2 ;;
 esac

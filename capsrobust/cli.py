@@ -597,8 +597,8 @@ def compare(
               help="tiny (tests), quick (make demo, ~15 min on 2 CPU cores), standard (CPU reference "
                    "report reports/mnist-5k, ~1 h with --reuse), mnist (the full-MNIST verdict, reports/mnist; "
                    "needs --data-dir), mnist-robust (cnn-small-at on full MNIST against the leaderboard), gpu and "
-                   "gpu-mnist (one GPU, 3 seeds), full (one GPU, the full suite), robust, routing (issue 20); "
-                   "estimates in capsrobust/profiles.py and the README")
+                   "gpu-mnist (one GPU, 3 seeds), full (one GPU, the full suite), robust, routing (issue 20) and "
+                   "gpu-routing (the same on full MNIST, one GPU); estimates in capsrobust/profiles.py and the README")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="benchmark directory for runs and sweep [runs/benchmark/PROFILE-DATA]")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),

@@ -169,3 +169,18 @@ register_profile(BenchmarkProfile(
              "cascaded attacks; split it with --stop-after and resume by running the same command again",
     gallery_labels=("pgd-linf", "vote-pgd-linf"),
 ))
+register_profile(BenchmarkProfile(
+    name="gpu-routing",
+    description="does routing buy robustness, on one GPU: the routing profile's variants and CNNs trained on full "
+                "MNIST (55,000 digits) with three seeds, the routing suite as a cascade on the first 1,000 test "
+                "digits",
+    recipes=(("capsnet-routing-1", 10), ("capsnet-paper", 10), ("capsnet-routing-5", 10), ("efficient-capsnet", 10),
+             ("em-capsnet-small", 10), ("cnn-small", 10), ("cnn-efficient-match", 10), ("cnn-em-match", 10)),
+    seeds=(0, 1, 2), suite="routing", n=1000, backend="art", data="mnist", report="gpu-routing-mnist",
+    attack_precision="tf32",
+    estimate="not yet timed on a GPU: the dynamic-routing trainings priced at 20-35 s each on one H100 from "
+             "capsnet-paper's measured tf32 rates (docs/gpu.md), EM routing not measured there (on one CPU thread "
+             "it trains at ~12 images/s, the slowest recipe by far); expect more than one 15-minute session: split "
+             "it with --stop-after and resume",
+    gallery_labels=("pgd-linf", "vote-pgd-linf"),
+))

@@ -130,3 +130,14 @@ def test_bad_seed_lists_are_refused_with_one_line(text):
     with pytest.raises(BenchmarkError, match="seeds"):
         parse_seeds(text)
     assert parse_seeds(" 2, 0 ,1") == (2, 0, 1)
+
+
+def test_the_gpu_routing_profile_is_the_routing_profile_on_full_mnist_with_three_seeds():
+    """Issue 20's GPU version: the same variants, CNNs and suite as the committed CPU routing report, on full MNIST
+    with 3 seeds and 1,000 images; every model the suite transfers from is one of its recipes."""
+    cpu, gpu = get_profile("routing"), get_profile("gpu-routing")
+    assert [name for name, _ in gpu.recipes] == [name for name, _ in cpu.recipes]
+    assert (gpu.data, gpu.seeds, gpu.n, gpu.suite) == ("mnist", (0, 1, 2), 1000, cpu.suite)
+    entries = load_suite(gpu.suite).to_dict()["attack"]
+    sources = {source for entry in entries for source in entry.get("transfer_from", [])}
+    assert sources and sources <= {name for name, _ in gpu.recipes}
