@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.detection.pipeline import run_detection
-from capsrobust.evaluation.routing import routing_across_seeds, routing_table
+from capsrobust.evaluation.routing import below_accuracy_floor, routing_across_seeds, routing_table
 from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.reporting.report import build_report
 from capsrobust.training import TrainSettings, train
@@ -118,3 +120,22 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
         assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"]
     assert 0 <= row["auc_standard_min"] <= 1  # the detector's AUC, averaged over the two seeds
     assert "Per routing variant, over its training seeds" in (report / "report.md").read_text(encoding="utf-8")
+
+    # Accuracy first: with the suite's floor at the better seed's clean accuracy, the other seed (if below) is left
+    # out of both tables and named in the report.
+    record = json.loads((sweep_dir / "sweep.json").read_text(encoding="utf-8"))
+    clean = pd.read_csv(sweep_dir / "results.csv").groupby("model")["clean_accuracy"].min()
+    record["request"]["suite"]["suite"]["min_clean_accuracy"] = float(clean.max())
+    (sweep_dir / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    floored = build_report([sweep_dir], tmp_path / "floored", formats=("md",), n_resamples=200)
+    weak = sorted(clean[clean < clean.max()].index)
+    kept = pd.read_csv(floored / "tables" / "routing.csv")["model"]
+    assert sorted(set(kept)) == sorted(set(clean.index) - set(weak))
+    text = (floored / "report.md").read_text(encoding="utf-8")
+    assert "**Accuracy first**" in text and all(f"{model} (" in text for model in weak)
+
+
+def test_the_accuracy_floor_names_the_models_below_it():
+    results = pd.DataFrame({"model": ["a", "a", "b", "c"], "clean_accuracy": [0.98, 0.98, 0.97, 0.975]})
+    assert below_accuracy_floor(results, 0.975) == {"b": 0.97}
+    assert below_accuracy_floor(results, 0.0) == {}

@@ -105,6 +105,10 @@ BAD = [
     ("no attacks", '[suite]\nname = "empty"', "no attacks"),
     ("bad n", '[suite]\nn = 0\n[[attack]]\nname = "fgsm"\neps = [0.1]', "key 'suite.n' must be ≥ 1"),
     ("not TOML", "[[attack]\nname = ", "not valid TOML"),
+    ("accuracy floor of 1 or more", '[suite]\nmin_clean_accuracy = 97.5\n[[attack]]\nname = "fgsm"\neps = [0.1]',
+     "key 'suite.min_clean_accuracy' must be a fraction in [0, 1)"),
+    ("accuracy floor not a number", '[suite]\nmin_clean_accuracy = true\n[[attack]]\nname = "fgsm"\neps = [0.1]',
+     "key 'suite.min_clean_accuracy' must be a fraction"),
 ]
 
 
@@ -123,3 +127,13 @@ def test_bad_suites_are_refused_in_one_line_naming_file_and_key(tmp_path, case, 
 def test_unknown_suite_name_lists_the_known_ones():
     with pytest.raises(SuiteError, match=r"known suites: .*quick"):
         load_suite("nonexistent")
+
+
+def test_an_accuracy_floor_is_kept_and_only_suites_that_set_it_change_their_digest():
+    plain = {"attack": [{"name": "fgsm", "eps": [0.1]}]}
+    floored = {"suite": {"min_clean_accuracy": 0.975}, **plain}
+    assert suite_from_dict(plain).min_clean_accuracy == 0.0
+    assert "min_clean_accuracy" not in suite_from_dict(plain).to_dict()["suite"]  # resumable sweeps keep their key
+    assert suite_from_dict(floored).min_clean_accuracy == 0.975
+    assert suite_from_dict(suite_from_dict(floored).to_dict()) == suite_from_dict(floored)
+    assert load_suite("routing").min_clean_accuracy == 0.975  # issue 20: accuracy first

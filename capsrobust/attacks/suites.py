@@ -8,6 +8,8 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     n = 200                      # test images when the caller does not say (CLI --n)
     double_steps_check = true    # add a PGD cell with twice the steps (a self-check, see capsrobust.evaluation.checks)
     cascade = false              # attack only what earlier attacks left robust (capsrobust.evaluation.cascade)
+    min_clean_accuracy = 0.975   # optional: reports leave out the robustness of models below it on the attacked
+                                 # images (a weak model is trivially "not robust"); default 0, no floor
 
     [[attack]]
     name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
@@ -42,7 +44,7 @@ from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_to
 SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
-SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade"}
+SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade", "min_clean_accuracy"}
 ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n", "transfer_from"}
 
 
@@ -133,6 +135,7 @@ class Suite:
     description: str = ""
     double_steps_check: bool = True
     cascade: bool = False
+    min_clean_accuracy: float = 0.0
     source: str = "<suite>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +143,8 @@ class Suite:
                                   "double_steps_check": self.double_steps_check}
         if self.cascade:  # only when set, so the digests of suites without it (and their resumable sweeps) stay
             header["cascade"] = True
+        if self.min_clean_accuracy:  # likewise
+            header["min_clean_accuracy"] = self.min_clean_accuracy
         return {"suite": header, "attack": [entry.to_dict() for entry in self.attacks]}
 
     def digest(self) -> str:
@@ -174,6 +179,10 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
     double = _typed(header.get("double_steps_check", True), bool, source, "suite.double_steps_check",
                     "true or false")
     cascade = _typed(header.get("cascade", False), bool, source, "suite.cascade", "true or false")
+    floor = header.get("min_clean_accuracy", 0.0)
+    if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
+        raise SuiteError(f"{source}: key 'suite.min_clean_accuracy' must be a fraction in [0, 1), e.g. 0.975, got "
+                         f"{floor!r}")
     entries = table.get("attack")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{source}: no attacks; add at least one [[attack]] table with name and eps")
@@ -185,7 +194,7 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
             f"{source}: two [[attack]] entries share the label {duplicates[0]!r}; give one a distinct 'label'"
         )
     return Suite(name=name, attacks=attacks, n=n, description=description, double_steps_check=double,
-                 cascade=cascade, source=source)
+                 cascade=cascade, min_clean_accuracy=float(floor), source=source)
 
 
 def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:

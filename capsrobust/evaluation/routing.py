@@ -133,3 +133,15 @@ def routing_across_seeds(
                 "common_attacks": " ".join(sorted(set(labels))),
             })
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+
+
+def below_accuracy_floor(results: pd.DataFrame, floor: float) -> dict[str, float]:
+    """Models whose clean accuracy on the attacked images is below ``floor``, with that accuracy, in sweep order.
+
+    Accuracy first: a model that misclassifies many clean images is trivially "not robust", so its robustness says
+    nothing about its routing (the suite's ``min_clean_accuracy``).
+    """
+    if results.empty or floor <= 0:
+        return {}
+    clean = results.groupby("model", sort=False)["clean_accuracy"].min()
+    return {str(model): float(accuracy) for model, accuracy in clean.items() if accuracy < floor}

@@ -7,21 +7,25 @@ import numpy as np
 import pandas as pd
 
 from capsrobust.detection.summary import undetected_success
-from capsrobust.evaluation.routing import routing_across_seeds, routing_table
+from capsrobust.evaluation.routing import below_accuracy_floor, routing_across_seeds, routing_table
 from capsrobust.evaluation.seeds import seed_models
 from capsrobust.figures.results import NORM_TITLES
-from capsrobust.reporting.context import ReportContext, concat, num, pct, pct_interval, tagged
+from capsrobust.reporting.context import ReportContext, concat, num, pct, pct_interval, suite_of, tagged
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
 from capsrobust.reporting.sources import Source
 
 
 def routing(context: ReportContext, draft: Draft) -> None:
     """Only for sweeps where some model faced a routing-free (vote) attack."""
-    frames = [(source, routing_table(source.tables.results, source.tables.examples)) for source in context.sources]
+    if all(routing_table(source.tables.results, source.tables.examples).empty for source in context.sources):
+        return
+    draft.add(Heading("Does routing matter?"))
+    for source in context.sources:
+        _accuracy_first(context, draft, source)
+    frames = [(source, routing_table(*_accurate_enough(source))) for source in context.sources]
     frames = [(source, frame) for source, frame in frames if not frame.empty]
     if not frames:
         return
-    draft.add(Heading("Does routing matter?"))
     draft.add(Paragraph(
         "Robust accuracy (%) under every attack that differentiates the model's own forward pass, **through** its "
         "routing; the **masking gap**: the share of images that every such attack left robust and a routing-free "
@@ -48,7 +52,7 @@ def _variants(context: ReportContext, draft: Draft) -> None:
     """The same three numbers per routing variant over its training seeds, beside the detector's AUCs."""
     frames = []
     for source in context.sources:
-        frame = routing_across_seeds(source.tables.results, source.tables.examples, n_resamples=context.n_resamples)
+        frame = routing_across_seeds(*_accurate_enough(source), n_resamples=context.n_resamples)
         frame = frame[frame["n_seeds"] > 1]
         if not frame.empty:
             frames.append((source, frame.merge(_detector_aucs(source), on=["group", "norm", "eps"], how="left")))
@@ -74,6 +78,31 @@ def _variants(context: ReportContext, draft: Draft) -> None:
             f"Does routing matter, per variant over training seeds{suffix}; each seed's best-attack number is in "
             f"tables/routing_variants.csv (per_seed_best_attack)."))
     draft.tables["routing_variants"] = concat(raw)
+
+
+def _floor(source: Source) -> float:
+    return float(suite_of(source).get("min_clean_accuracy", 0.0))
+
+
+def _accurate_enough(source: Source) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sweep's results and examples without the models below its suite's clean-accuracy floor."""
+    results, examples = source.tables.results, source.tables.examples
+    weak = below_accuracy_floor(results, _floor(source))
+    return results[~results["model"].isin(weak)], examples[~examples["model"].isin(weak)]
+
+
+def _accuracy_first(context: ReportContext, draft: Draft, source: Source) -> None:
+    """Say which floor the suite set and which models it left out."""
+    floor = _floor(source)
+    if not floor:
+        return
+    weak = below_accuracy_floor(source.tables.results, floor)
+    where = f" ({source.shown})" if context.many else ""
+    left_out = ("; left out: " + ", ".join(f"{model} ({pct(accuracy)}%)" for model, accuracy in weak.items())
+                if weak else "; every model meets it")
+    draft.add(Paragraph(
+        f"**Accuracy first**{where}: only models with at least {pct(floor)}% clean accuracy on the attacked images "
+        f"are in these tables, since a weak model is trivially not robust{left_out}."))
 
 
 def _three_numbers(frame: pd.DataFrame) -> pd.DataFrame:
