@@ -139,8 +139,9 @@ register_profile(BenchmarkProfile(
                 "the mnist-robust suite (PGD-100, PGD × 10 restarts, AutoAttack, standalone) on 1,000 test digits",
     recipes=(("cnn-small-at-mnist", 20),),
     suite="mnist-robust", n=1000, backend="art", data="mnist", report="robust-mnist", train_precision="fp32",
-    estimate="minutes on one GPU; on 2 CPU cores ~11 min an epoch of 10-step PGD training (train it with "
-             "--train-steps 10 and --reuse it), then about 30 min of attacks",
+    estimate="minutes on one GPU; on a CPU 7-15 min an epoch of 10-step PGD training on one of 2 busy cores "
+             "(measured: 10 epochs in 5,520 s; train it with --train-steps 10 and --reuse it), then about 30 min of "
+             "attacks",
 ))
 register_profile(BenchmarkProfile(
     name="robust",
