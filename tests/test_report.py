@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from capsrobust.cli import main
 from capsrobust.evaluation.compare import worst_case
 from capsrobust.evaluation.store import load_sweep
-from capsrobust.reporting.context import pct_interval
+from capsrobust.reporting.context import pct_interval, points_interval
 from capsrobust.reporting.report import PathDisplay, ReportError, build_report
 
 SECTIONS = [
@@ -169,3 +169,9 @@ def test_pct_interval_formats_percent_with_its_interval_and_blanks_missing_value
     assert pct_interval([0.981], [0.97], [0.99], bold=True) == ["**98.1** [97.0, 99.0]"]
     with pytest.raises(ValueError):
         pct_interval([0.5], [0.25, 0.3], [0.75])
+
+
+def test_points_interval_signs_differences_in_points():
+    assert points_interval([0.028, -0.105], [-0.003, -0.132], [0.059, -0.079]) == [
+        "+2.8 [-0.3, +5.9]", "-10.5 [-13.2, -7.9]"]
+    assert points_interval([0.0], [0.0], [0.0], bold=True) == ["**+0.0** [+0.0, +0.0]"]

@@ -84,6 +84,14 @@ def pct_interval(values: Iterable[Any], lows: Iterable[Any], highs: Iterable[Any
     return [f"{mark}{pct(v)}{mark} [{pct(lo)}, {pct(hi)}]" for v, lo, hi in zip(values, lows, highs, strict=True)]
 
 
+def points_interval(values: Iterable[Any], lows: Iterable[Any], highs: Iterable[Any], *, bold: bool = False
+                    ) -> list[str]:
+    """"+d [lo, hi]" in signed percentage points per row: differences and gaps, where the sign is the news."""
+    mark = "**" if bold else ""
+    return [f"{mark}{100 * v:+.1f}{mark} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            for v, lo, hi in zip(values, lows, highs, strict=True)]
+
+
 def num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return ""

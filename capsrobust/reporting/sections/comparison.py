@@ -15,6 +15,7 @@ from capsrobust.reporting.context import (
     mode_note,
     num,
     pct,
+    points_interval,
     tagged,
 )
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
@@ -64,8 +65,7 @@ def comparison(context: ReportContext, draft: Draft) -> None:
             norm=frame["norm"].map(NORM_TITLES),
             baseline_pct=[pct(v) for v in frame["baseline_robust_accuracy"]],
             candidate_pct=[pct(v) for v in frame["candidate_robust_accuracy"]],
-            difference_pts=[f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in
-                            zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
+            difference_pts=points_interval(frame["difference"], frame["ci_low"], frame["ci_high"]),
             p=[num(v) for v in frame["mcnemar_p"]],
         )
         display = display[["attack", "norm", "eps", "n", "baseline_pct", "candidate_pct", "difference_pts",
@@ -98,8 +98,7 @@ def _group_comparison(context: ReportContext, draft: Draft, pairs: list[tuple[So
             norm=frame["norm"].map(NORM_TITLES),
             base=[pct(v) for v in frame["baseline_robust_accuracy"]],
             cand=[pct(v) for v in frame["candidate_robust_accuracy"]],
-            difference=[f"**{100 * d:+.1f}** [{100 * lo:+.1f}, {100 * hi:+.1f}]" for d, lo, hi in
-                        zip(frame["difference"], frame["ci_low"], frame["ci_high"], strict=True)],
+            difference=points_interval(frame["difference"], frame["ci_low"], frame["ci_high"], bold=True),
         )[["norm", "eps", "n", "base", "cand", "difference", "per_seed_differences"]].rename(columns={
             "base": baseline, "cand": candidate, "difference": "difference (pts) [95% CI]",
             "per_seed_differences": "per seed (pts) [95% CI, images]"})

@@ -10,7 +10,16 @@ from capsrobust.detection.summary import undetected_success
 from capsrobust.evaluation.routing import below_accuracy_floor, routing_across_seeds, routing_table
 from capsrobust.evaluation.seeds import seed_models
 from capsrobust.figures.results import NORM_TITLES
-from capsrobust.reporting.context import ReportContext, concat, num, pct, pct_interval, suite_of, tagged
+from capsrobust.reporting.context import (
+    ReportContext,
+    concat,
+    num,
+    pct,
+    pct_interval,
+    points_interval,
+    suite_of,
+    tagged,
+)
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
 from capsrobust.reporting.sources import Source
 
@@ -113,8 +122,7 @@ def _three_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` with its numbers as printed: through the routing and the best attack with their intervals, the
     masking gap in signed points (with its interval where the frame has one)."""
     if "masking_gap_low" in frame:
-        gap = [f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]" for v, lo, hi in zip(
-            frame["masking_gap"], frame["masking_gap_low"], frame["masking_gap_high"], strict=True)]
+        gap = points_interval(frame["masking_gap"], frame["masking_gap_low"], frame["masking_gap_high"])
     else:
         gap = [f"{100 * v:+.1f}" for v in frame["masking_gap"]]
     return frame.assign(
