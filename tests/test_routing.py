@@ -94,6 +94,12 @@ def test_a_variant_whose_seed_never_met_a_routing_free_attack_has_no_row():
     assert routing_across_seeds(results, examples, n_resamples=100).empty
 
 
+def test_variants_with_too_few_seeds_are_skipped():
+    results, examples = seed_tables({("caps", 0, "pgd-linf"): [1, 0], ("caps", 0, "vote-pgd-linf"): [0, 0]})
+    assert list(routing_across_seeds(results, examples, n_resamples=100)["n_seeds"]) == [1]
+    assert routing_across_seeds(results, examples, min_seeds=2, n_resamples=100).empty
+
+
 def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(mnist5k, tmp_path):
     """Two seeds of capsnet-tiny through the sweep, the detector and the report: the per-variant table is there."""
     runs = []

@@ -90,7 +90,7 @@ def _kept(frame: pd.DataFrame, key: tuple[str, str, float]) -> int:
 
 
 def routing_across_seeds(
-    results: pd.DataFrame, examples: pd.DataFrame, *, n_resamples: int = 10_000, seed: int = 0
+    results: pd.DataFrame, examples: pd.DataFrame, *, min_seeds: int = 1, n_resamples: int = 10_000, seed: int = 0
 ) -> pd.DataFrame:
     """One row per (routing variant, norm, eps): ``routing_table``'s three numbers averaged over training seeds.
 
@@ -98,10 +98,13 @@ def routing_across_seeds(
     seed of it must have faced a routing-free attack. As in ``across_seeds``, only the attack cells every seed
     faced count, so no seed looks weaker for having met more attacks. Intervals are two-level bootstrap 95%
     intervals (seeds, then images; images only for a one-seed variant), the masking gap's over the per-image
-    indicator "robust through the routing, broken around it".
+    indicator "robust through the routing, broken around it". Variants with fewer than ``min_seeds`` seeds are
+    skipped before any resampling (the report wants only those with several).
     """
     rows = []
     for group, members in model_groups(results).items():
+        if len(members) < min_seeds:
+            continue
         models = [model for model, _ in members]
         common = common_cells(results, models)
         surfaces = _surfaces(common)
@@ -113,8 +116,7 @@ def routing_across_seeds(
         gradient = worst_case_examples(common[surfaces.isin(["model", "votes"])], examples)
         every = worst_case_examples(common, examples)
         for (norm, eps), at in every.groupby(["norm", "eps"], sort=True):
-            through_at = through[(through["norm"] == norm) & (through["eps"] == eps)]
-            if through_at.empty:
+            if not ((through["norm"] == norm) & (through["eps"] == eps)).any():
                 continue
             kept = {name: outcome_matrix(frame, models, norm, eps) for name, frame in
                     (("through_routing", through), ("gradient", gradient), ("best_attack", every))}

@@ -65,8 +65,7 @@ def _variants(context: ReportContext, draft: Draft) -> None:
     """The same three numbers per routing variant over its training seeds, beside the detector's AUCs."""
     frames = []
     for source in context.sources:
-        frame = routing_across_seeds(*_accurate_enough(source), n_resamples=context.n_resamples)
-        frame = frame[frame["n_seeds"] > 1]
+        frame = routing_across_seeds(*_accurate_enough(source), min_seeds=2, n_resamples=context.n_resamples)
         if not frame.empty:
             frames.append((source, frame.merge(_detector_aucs(source), on=["group", "norm", "eps"], how="left")))
     if not frames:
