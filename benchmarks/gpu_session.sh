@@ -23,6 +23,20 @@ if [ -d .whl ]; then
 fi
 export PYTHONUNBUFFERED=1
 capsrobust() { python3 -c 'from capsrobust.cli import main; main()' "$@"; }
+# pack TARBALL "REPORT..." BENCHMARK_DIR...: the reports and each benchmark's tables, detection and run summaries
+# into $out (the weights and adversarials stay behind: they do not fit what a call carries back).
+pack() {
+  local tarball=$1 reports=$2 dir
+  shift 2
+  local files=()
+  for dir in "$@"; do
+    files+=("$dir/benchmark.json" "$dir"/sweep/{sweep.json,results.csv,checks.csv,examples.csv} "$dir/sweep/detection"
+            "$dir"/runs/*/{run.json,metrics.csv,best.json})
+  done
+  # shellcheck disable=SC2086  # REPORT may be a glob
+  tar -czf "$out/$tarball" $reports "${files[@]}" 2>/dev/null
+  ls -la "$out"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1
 
 case "$step" in
@@ -54,11 +68,7 @@ case "$step" in
       capsrobust report runs/benchmark/gpu-mnist-5k/sweep --out reports/gpu-mnist-5k-partial >> "$out/profile.log" 2>&1
     fi
     tail -20 "$out/profile.log"
-    tar -czf "$out/gpu-profile.tgz" reports/gpu-mnist-5k* runs/benchmark/gpu-mnist-5k/benchmark.json \
-      runs/benchmark/gpu-mnist-5k/sweep/{sweep.json,results.csv,checks.csv,examples.csv} \
-      runs/benchmark/gpu-mnist-5k/sweep/detection runs/benchmark/gpu-mnist-5k/runs/*/{run.json,metrics.csv,best.json} \
-      2>/dev/null
-    ls -la "$out"
+    pack gpu-profile.tgz "reports/gpu-mnist-5k*" runs/benchmark/gpu-mnist-5k
     ;;
   short)
     # What fits in five minutes of device time: the bf16-vs-fp32 accuracy check, then as much of the gpu profile as
@@ -90,10 +100,7 @@ case "$step" in
         > "$out/robust-mnist.log" 2>&1
       echo "mnist-robust exit $? after $(( $(date +%s) - started )) s"; tail -5 "$out/robust-mnist.log"
     fi
-    tar -czf "$out/gpu-mnist.tgz" reports/gpu-mnist reports/robust-mnist runs/benchmark/*mnist/benchmark.json \
-      runs/benchmark/*mnist/sweep/{sweep.json,results.csv,checks.csv,examples.csv} runs/benchmark/*mnist/sweep/detection \
-      runs/benchmark/*mnist/runs/*/{run.json,metrics.csv,best.json} 2>/dev/null
-    ls -la "$out"
+    pack gpu-mnist.tgz "reports/gpu-mnist reports/robust-mnist" runs/benchmark/gpu-mnist runs/benchmark/robust-mnist
     ;;
   routing)
     # Issue 20's GPU version: the routing variants and their CNNs, 3 seeds, full MNIST, the routing cascade on 1,000
@@ -105,11 +112,7 @@ case "$step" in
       --profile gpu-routing --data-dir .data/mnist --device cuda --out runs/benchmark/gpu-routing --no-progress \
       > "$out/gpu-routing.log" 2>&1
     echo "gpu-routing exit $? after $(( $(date +%s) - started )) s"; tail -8 "$out/gpu-routing.log"
-    tar -czf "$out/gpu-routing.tgz" reports/gpu-routing-mnist runs/benchmark/gpu-routing/benchmark.json \
-      runs/benchmark/gpu-routing/sweep/{sweep.json,results.csv,checks.csv,examples.csv} \
-      runs/benchmark/gpu-routing/sweep/detection runs/benchmark/gpu-routing/runs/*/{run.json,metrics.csv,best.json} \
-      2>/dev/null
-    ls -la "$out"
+    pack gpu-routing.tgz reports/gpu-routing-mnist runs/benchmark/gpu-routing
     ;;
   *) echo "unknown step $step: use check, profile, short, mnist or routing"; exit 2 ;;
 esac
