@@ -23,6 +23,13 @@ if [ -d .whl ]; then
 fi
 export PYTHONUNBUFFERED=1
 capsrobust() { python3 -c 'from capsrobust.cli import main; main()' "$@"; }
+# on_full_mnist PROFILE BENCHMARK_DIR SECONDS: a benchmark profile on .data/mnist, stopped (resumably) after SECONDS,
+# its log in $out/PROFILE.log; $started is the step's start.
+on_full_mnist() {
+  timeout -s INT "$3" python3 -c 'from capsrobust.cli import main; main()' benchmark --profile "$1" \
+    --data-dir .data/mnist --device cuda --out "$2" --no-progress > "$out/$1.log" 2>&1
+  echo "$1 exit $? after $(( $(date +%s) - started )) s"; tail -8 "$out/$1.log"
+}
 # pack TARBALL "REPORT..." BENCHMARK_DIR...: the reports and each benchmark's tables, detection and run summaries
 # into $out (the weights and adversarials stay behind: they do not fit what a call carries back).
 pack() {
@@ -89,16 +96,10 @@ case "$step" in
     # digits) within BUDGET seconds (default 470), then Madry's cnn-small-at on full MNIST (40-step PGD, 20 epochs)
     # and its leaderboard suite until DEADLINE (default 540). Needs .data/mnist (../shared/gpu/README.md).
     started=$(date +%s)
-    timeout -s INT "${BUDGET:-470}" python3 -c 'from capsrobust.cli import main; main()' benchmark \
-      --profile gpu-mnist --data-dir .data/mnist --device cuda --out runs/benchmark/gpu-mnist --no-progress \
-      > "$out/gpu-mnist.log" 2>&1
-    echo "gpu-mnist exit $? after $(( $(date +%s) - started )) s"; tail -5 "$out/gpu-mnist.log"
+    on_full_mnist gpu-mnist runs/benchmark/gpu-mnist "${BUDGET:-470}"
     left=$(( ${DEADLINE:-540} - ($(date +%s) - started) ))
     if [ "$left" -gt 30 ]; then
-      timeout -s INT "$left" python3 -c 'from capsrobust.cli import main; main()' benchmark --profile mnist-robust \
-        --data-dir .data/mnist --device cuda --out runs/benchmark/robust-mnist --no-progress \
-        > "$out/robust-mnist.log" 2>&1
-      echo "mnist-robust exit $? after $(( $(date +%s) - started )) s"; tail -5 "$out/robust-mnist.log"
+      on_full_mnist mnist-robust runs/benchmark/robust-mnist "$left"
     fi
     pack gpu-mnist.tgz "reports/gpu-mnist reports/robust-mnist" runs/benchmark/gpu-mnist runs/benchmark/robust-mnist
     ;;
@@ -108,10 +109,7 @@ case "$step" in
     # cells kept on that machine only (24 runs' weights exceed what a call carries back), so the first session
     # brings back the per-run training times and the cells that finished, to size the profile for the next.
     started=$(date +%s)
-    timeout -s INT "${BUDGET:-470}" python3 -c 'from capsrobust.cli import main; main()' benchmark \
-      --profile gpu-routing --data-dir .data/mnist --device cuda --out runs/benchmark/gpu-routing --no-progress \
-      > "$out/gpu-routing.log" 2>&1
-    echo "gpu-routing exit $? after $(( $(date +%s) - started )) s"; tail -8 "$out/gpu-routing.log"
+    on_full_mnist gpu-routing runs/benchmark/gpu-routing "${BUDGET:-470}"
     pack gpu-routing.tgz reports/gpu-routing-mnist runs/benchmark/gpu-routing
     ;;
   *) echo "unknown step $step: use check, profile, short, mnist or routing"; exit 2 ;;
