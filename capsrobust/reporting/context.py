@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 import capsrobust
+from capsrobust.reporting.document import Draft, Table
 from capsrobust.reporting.sources import PathDisplay, Source
 
 
@@ -112,6 +113,26 @@ def tagged(context: ReportContext, frame: pd.DataFrame, source: Source) -> pd.Da
 def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [frame for frame in frames if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tables_per_source(
+    context: ReportContext,
+    draft: Draft,
+    name: str,
+    frames: Iterable[tuple[Source, pd.DataFrame]],
+    display: Callable[[pd.DataFrame], pd.DataFrame],
+    caption: Callable[[str], str],
+) -> None:
+    """One printed table per sweep (``display`` of its frame, with the command that produced the sweep and the
+    report's rebuild command beside it) and one raw ``tables/NAME.csv`` of them all. ``caption`` gets " (SWEEP)"
+    when the report has several sweeps, else ""."""
+    raw = []
+    for source, frame in frames:
+        raw.append(tagged(context, frame, source))
+        suffix = f" ({source.shown})" if context.many else ""
+        draft.blocks.append(Table(name, display(frame), (("produced by", context.sweep_command(source)),
+                                                         context.rebuild()), caption(suffix)))
+    draft.tables[name] = concat(raw)
 
 
 FIGURE_CAPTIONS = {

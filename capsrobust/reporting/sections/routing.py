@@ -12,15 +12,14 @@ from capsrobust.evaluation.seeds import seed_models
 from capsrobust.figures.results import NORM_TITLES
 from capsrobust.reporting.context import (
     ReportContext,
-    concat,
     num,
     pct,
     pct_interval,
     points_interval,
     suite_of,
-    tagged,
+    tables_per_source,
 )
-from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
+from capsrobust.reporting.document import Draft, Heading, Paragraph
 from capsrobust.reporting.sources import Source
 
 
@@ -46,18 +45,13 @@ def routing(context: ReportContext, draft: Draft) -> None:
         "together, per image, not minus a routing-free attack's standalone accuracy: in a cascade the "
         "routing-free attacks only see what the attacks through the routing left robust, so no standalone number "
         "exists there."))
-    raw = []
-    for source, frame in frames:
-        raw.append(tagged(context, frame, source))
-        display = _three_numbers(frame)[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(
+    tables_per_source(
+        context, draft, "routing", frames,
+        lambda frame: _three_numbers(frame)[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(
             columns={"through": "through routing [95% CI]", "gap": "masking gap (pts)",
-                     "best": "best attack [95% CI]"})
-        suffix = f" ({source.shown})" if context.many else ""
-        draft.blocks.append(Table(
-            "routing", display, (("produced by", context.sweep_command(source)), context.rebuild()),
-            f"Through the routing, the masking gap and the best attack per capsule model{suffix}; the attacks on "
-            f"each side are listed per row in tables/routing.csv."))
-    draft.tables["routing"] = concat(raw)
+                     "best": "best attack [95% CI]"}),
+        lambda suffix: f"Through the routing, the masking gap and the best attack per capsule model{suffix}; the "
+                       f"attacks on each side are listed per row in tables/routing.csv.")
     _variants(context, draft)
 
 
@@ -75,21 +69,16 @@ def _variants(context: ReportContext, draft: Draft) -> None:
         "attacks every seed faced, with 95% intervals from a two-level bootstrap (training seeds, then images), "
         "beside the reconstruction detector's ROC AUC (mean over seeds; the lowest over the standard attacks at "
         "that eps, and against the defense-aware attack; blank for models without a class decoder)."))
-    raw = []
-    for source, frame in frames:
-        raw.append(tagged(context, frame, source))
-        display = _three_numbers(frame).assign(
+    tables_per_source(
+        context, draft, "routing_variants", frames,
+        lambda frame: _three_numbers(frame).assign(
             auc=[num(v) for v in frame["auc_standard_min"]],
             aware=[num(v) for v in frame["auc_defense_aware"]],
         )[["group", "norm", "eps", "n", "n_seeds", "clean", "through", "gap", "best", "auc", "aware"]].rename(columns={
             "group": "variant", "through": "through routing [95% CI]", "gap": "masking gap (pts) [95% CI]",
-            "best": "best attack [95% CI]", "auc": "detector AUC, standard", "aware": "detector AUC, defense-aware"})
-        suffix = f" ({source.shown})" if context.many else ""
-        draft.blocks.append(Table(
-            "routing_variants", display, (("produced by", context.sweep_command(source)), context.rebuild()),
-            f"Does routing matter, per variant over training seeds{suffix}; each seed's best-attack number is in "
-            f"tables/routing_variants.csv (per_seed_best_attack)."))
-    draft.tables["routing_variants"] = concat(raw)
+            "best": "best attack [95% CI]", "auc": "detector AUC, standard", "aware": "detector AUC, defense-aware"}),
+        lambda suffix: f"Does routing matter, per variant over training seeds{suffix}; each seed's best-attack "
+                       f"number is in tables/routing_variants.csv (per_seed_best_attack).")
 
 
 def _floor(source: Source) -> float:

@@ -8,12 +8,11 @@ from capsrobust.evaluation.seeds import across_seeds
 from capsrobust.figures.results import NORM_TITLES
 from capsrobust.reporting.context import (
     ReportContext,
-    concat,
     pct,
     pct_interval,
-    tagged,
+    tables_per_source,
 )
-from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
+from capsrobust.reporting.document import Draft, Heading, Paragraph
 
 
 def seeds(context: ReportContext, draft: Draft) -> None:
@@ -31,23 +30,22 @@ def seeds(context: ReportContext, draft: Draft) -> None:
         "rough spread). *per seed*: each seed's own number. *full suite*: the worst case over every attack for "
         "the seed that faced the most (expensive attacks may run on one seed only), so the gap between the two "
         "columns is what those attacks add."))
-    raw = []
-    for source, frame in frames:
-        raw.append(tagged(context, frame, source))
-        display = frame.assign(
-            norm=frame["norm"].map(NORM_TITLES),
-            clean=[pct(v) for v in frame["clean_accuracy"]],
-            robust=pct_interval(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], bold=True),
-            per_seed=[" ".join(f"{part.split(':')[0]} {pct(float(part.split(':')[1]))}" for part in cell.split())
-                      for cell in frame["per_seed"]],
-            full=[f"{pct(v)} (s{int(s)})" if not pd.isna(v) else "" for v, s in
-                  zip(frame["full_suite_robust_accuracy"], frame["full_suite_seed"], strict=True)],
-        )[["group", "norm", "eps", "n", "n_seeds", "clean", "robust", "per_seed", "full"]].rename(columns={
-            "group": "recipe", "n_seeds": "seeds", "clean": "clean (mean)", "robust": "robust [95% CI]",
-            "per_seed": "per seed", "full": "full suite"})
-        suffix = f" ({source.shown})" if context.many else ""
-        draft.blocks.append(Table(
-            "seeds", display, (("produced by", context.sweep_command(source)), context.rebuild()),
-            f"Best-attack robust accuracy across training seeds{suffix}; the attacks shared by every seed are "
-            f"listed per row in tables/seeds.csv (common_attacks)."))
-    draft.tables["seeds"] = concat(raw)
+    tables_per_source(
+        context, draft, "seeds", frames, _shown,
+        lambda suffix: f"Best-attack robust accuracy across training seeds{suffix}; the attacks shared by every seed "
+                       f"are listed per row in tables/seeds.csv (common_attacks).")
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The seeds table as printed."""
+    return frame.assign(
+        norm=frame["norm"].map(NORM_TITLES),
+        clean=[pct(v) for v in frame["clean_accuracy"]],
+        robust=pct_interval(frame["robust_accuracy"], frame["ci_low"], frame["ci_high"], bold=True),
+        per_seed=[" ".join(f"{part.split(':')[0]} {pct(float(part.split(':')[1]))}" for part in cell.split())
+                  for cell in frame["per_seed"]],
+        full=[f"{pct(v)} (s{int(s)})" if not pd.isna(v) else "" for v, s in
+              zip(frame["full_suite_robust_accuracy"], frame["full_suite_seed"], strict=True)],
+    )[["group", "norm", "eps", "n", "n_seeds", "clean", "robust", "per_seed", "full"]].rename(columns={
+        "group": "recipe", "n_seeds": "seeds", "clean": "clean (mean)", "robust": "robust [95% CI]",
+        "per_seed": "per seed", "full": "full suite"})
