@@ -45,9 +45,43 @@ def test_the_masking_gap_is_what_only_routing_free_attacks_break():
     # through the routing: images 0-5 survive PGD (6/10); the vote attack breaks 2, 3, 4 of them (gap 3/10);
     # Square breaks image 1: every attack leaves images 0 and 5 (2/10)
     assert (row["through_routing"], row["masking_gap"], row["best_attack"]) == (0.6, 0.3, 0.2)
+    assert row["masking_gap_max"] == row["masking_gap"]  # a full sweep attacks every image: no bracket
     assert row["through_routing_low"] < 0.6 < row["through_routing_high"]
     assert (row["through_attacks"], row["routing_free_attacks"]) == ("pgd-linf", "vote-pgd-linf")
     assert row["clean_accuracy"] == pytest.approx(1.0) and row["n"] == 10
+
+
+# A cascade over 7 images (image 6 misclassified clean) at L∞ 0.05 then 0.1, in suite order: (robust, attacked).
+CASCADE = [
+    ("pgd-linf", 0.05, [0, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0]),  # breaks image 0
+    ("vote-pgd-linf", 0.05, [0, 0, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0]),  # breaks 1
+    ("pgd-linf", 0.1, [0, 0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1, 0]),  # breaks 2; never saw 1
+    ("vote-pgd-linf", 0.1, [0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 0]),  # breaks 3
+    ("apgd-ce", 0.1, [0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 1, 1, 0]),  # through the routing after the vote attack: 4
+]
+
+
+def test_a_cascade_brackets_the_masking_gap_where_routing_free_breaks_went_unchecked():
+    results, examples = [], []
+    for attack, eps, robust, attacked in CASCADE:
+        cell_id = f"caps__{attack}__art__eps{eps}"
+        results.append({"cell_id": cell_id, "model": "caps", "attack": attack, "label": attack, "norm": "linf",
+                        "eps": eps, "role": "attack"})
+        labels = np.arange(7)
+        examples.append(pd.DataFrame({
+            "cell_id": cell_id, "model": "caps", "index": np.arange(7), "label": labels,
+            "clean_pred": np.where(labels == 6, 0, labels), "robust": np.array(robust, dtype=bool),
+            "attacked": np.array(attacked, dtype=bool)}))
+    frame = routing_table(pd.DataFrame(results), pd.concat(examples, ignore_index=True)).set_index("eps")
+    # 0.05, the smallest budget, attacks through the routing first: exact. Through 1-5 (5/7), every gradient
+    # attack leaves 2-5 (4/7): the vote attack's image 1 is the gap, 1/7 both ways.
+    assert frame.loc[0.05, "through_routing"] == pytest.approx(5 / 7)
+    assert frame.loc[0.05, "masking_gap"] == frame.loc[0.05, "masking_gap_max"] == pytest.approx(1 / 7)
+    # 0.1: only image 5 survives everything. Images 1 and 3 fell to the vote attack and never met PGD or APGD at
+    # 0.1: counted broken through the routing the gap is 0, counted robust it is 2/7 (images 1 and 3).
+    assert frame.loc[0.1, "best_attack"] == pytest.approx(1 / 7)
+    assert frame.loc[0.1, "masking_gap"] == 0
+    assert frame.loc[0.1, "masking_gap_max"] == pytest.approx(2 / 7)
 
 
 def seed_tables(outcomes: dict[tuple[str, int, str], list[int]]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -80,6 +114,7 @@ def test_a_variant_averages_its_seeds_with_intervals_over_seeds_and_images():
     assert (row["n"], row["n_seeds"], row["seeds"]) == (10, 2, "0 1")
     # means over both seeds and all images: (6 + 4) / 20, (3 + 2) / 20, (3 + 2) / 20
     assert (row["through_routing"], row["masking_gap"], row["best_attack"]) == (0.5, 0.25, 0.25)
+    assert row["masking_gap_max"] == row["masking_gap"]
     assert row["per_seed_best_attack"] == "s0:0.300 s1:0.200"
     assert row["common_attacks"] == "pgd-linf vote-pgd-linf"
     for name in ("through_routing", "masking_gap", "best_attack"):
@@ -145,3 +180,13 @@ def test_the_accuracy_floor_names_the_models_below_it():
     results = pd.DataFrame({"model": ["a", "a", "b", "c"], "clean_accuracy": [0.98, 0.98, 0.97, 0.975]})
     assert below_accuracy_floor(results, 0.975) == {"b": 0.97}
     assert below_accuracy_floor(results, 0.0) == {}
+
+
+def test_the_report_prints_an_open_bracket_as_up_to_and_a_closed_one_as_one_number():
+    from capsrobust.reporting.sections.routing import _three_numbers
+
+    frame = pd.DataFrame({"norm": ["linf", "linf"], "clean_accuracy": [0.99, 0.99], "through_routing": [0.2, 0.3],
+                          "through_routing_low": [0.1, 0.2], "through_routing_high": [0.3, 0.4],
+                          "masking_gap": [0.0, 0.05], "masking_gap_max": [0.059, 0.05], "best_attack": [0.2, 0.25],
+                          "best_attack_low": [0.1, 0.2], "best_attack_high": [0.3, 0.3]})
+    assert list(_three_numbers(frame)["gap"]) == ["+0.0 (up to +5.9)", "+5.0"]

@@ -44,7 +44,11 @@ def routing(context: ReportContext, draft: Draft) -> None:
         "The gap is through-routing accuracy minus the accuracy under the attacks through and around the routing "
         "together, per image, not minus a routing-free attack's standalone accuracy: in a cascade the "
         "routing-free attacks only see what the attacks through the routing left robust, so no standalone number "
-        "exists there."))
+        "exists there. In a cascade an image a routing-free attack broke is not attacked again, so whether the "
+        "attacks through the routing would also have broken it is unknown: the gap counts such images as broken "
+        "through the routing (a lower bound; so does the through-routing column), **up to** as robust (an upper "
+        "bound). The two agree in a full sweep and at the smallest budget of a suite that runs every attack "
+        "through the routing first (attacks/routing.toml)."))
     tables_per_source(
         context, draft, "routing", frames,
         lambda frame: _three_numbers(frame)[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(
@@ -113,6 +117,9 @@ def _three_numbers(frame: pd.DataFrame) -> pd.DataFrame:
         gap = points_interval(frame["masking_gap"], frame["masking_gap_low"], frame["masking_gap_high"])
     else:
         gap = [f"{100 * v:+.1f}" for v in frame["masking_gap"]]
+    if "masking_gap_max" in frame:  # a cascade's bracket: shown where it is open
+        gap = [text if round(100 * most, 1) <= round(100 * least, 1) else f"{text} (up to {100 * most:+.1f})"
+               for text, least, most in zip(gap, frame["masking_gap"], frame["masking_gap_max"], strict=True)]
     return frame.assign(
         norm=frame["norm"].map(NORM_TITLES),
         clean=[pct(v) for v in frame["clean_accuracy"]],
