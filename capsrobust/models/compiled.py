@@ -4,7 +4,7 @@ Why: some routing algorithms are dozens of small passes over a large tensor. EM 
 per layer and iteration, a few batched matrix-vector products over ~30M vote entries and the elementwise (V − μ)²
 between them; eager PyTorch runs each as its own pass (and its backward as several more), and its tiny batched
 GEMMs run far below the CPU's peak. Inductor fuses them into a few loops: a training step of em-capsnet-small at
-batch 50 on one CPU thread takes 1.9 s compiled against 5.1 s eager (benchmarks/compiled_routing.py), with the same
+batch 50 on one CPU thread takes 1.7 s compiled against 5.0 s eager (benchmarks/compiled_routing.py), with the same
 mathematics. Compiling costs ~20 s the first time a shape is seen (and once more when a second shape makes the
 batch size dynamic), so it pays for trainings and sweeps, not for the tests' tiny models: recipes opt in.
 

@@ -203,7 +203,7 @@ class EMCapsNetConfig:
     input_channels: int = 1
     input_height: int = 28
     input_width: int = 28
-    # Run EM routing through torch.compile (same mathematics, ~2.7x faster a training step on a CPU; capsrobust/
+    # Run EM routing through torch.compile (same mathematics, 2.9x faster a training step on a CPU; capsrobust/
     # models/compiled.py). Off by default: compiling costs ~20 s a shape, more than tiny models ever run.
     compile_routing: bool = False
 
