@@ -164,7 +164,7 @@ register_profile(BenchmarkProfile(
                 "self-attention routing (Efficient-CapsNet) and CNNs of matching sizes, two training seeds, the "
                 "routing suite (through the routing, around it: vote and transfer attacks) as a cascade on 500 test "
                 "images",
-    # EM routing (em-capsnet-small) is left out until its recipe trains: at chance after 2 epochs (docs in its
+    # EM routing (em-capsnet-small) is left out until its recipe trains: at chance after 6 epochs (docs in its
     # recipe); cnn-em-match, its matched CNN, stays as one more CNN and transfer source.
     recipes=ROUTING_RECIPES_15,
     seeds=(0, 1), suite="routing", n=500, backend="art", data="mnist-5k", report="routing-cpu-mnist-5k",
