@@ -469,8 +469,8 @@ RESULT_SUMMARY = [
               type=LibraryChoice("capsrobust.evaluation.plan:BACKEND_CHOICES"))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="output directory [sweeps/SUITE-DATA]")
 @click.option("--resume", is_flag=True,
-              help="continue the sweep in --out, skipping its finished cells; a suite that only adds attacks or "
-                   "budgets grows it")
+              help="continue the sweep in --out, skipping its finished cells; models, attacks or budgets "
+                   "added since grow it")
 @click.option("--save-adversarials", is_flag=True, help="store every cell's adversarials as .npz")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--seed", type=SEED, default=0, show_default=True)

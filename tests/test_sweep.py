@@ -215,6 +215,32 @@ def test_resuming_with_a_grown_suite_extends_the_sweep_to_what_a_fresh_run_gives
                   backend="foolbox", device="cpu", resume=True, progress=False)
 
 
+def test_resuming_with_another_model_extends_the_sweep_to_what_a_fresh_run_gives(trained_runs, mnist5k, tmp_path):
+    """A routing variant that trains later joins a running comparison without redoing the models already swept."""
+    suite = suite_from_dict({"attack": [RESUME_SUITE["attack"][0], RESUME_SUITE["attack"][1]]})
+    cnn, capsnet = trained_runs["cnn-tiny"], trained_runs["capsnet-tiny"]
+
+    def sweep(runs, out, resume=False):
+        return run_sweep(runs, suite, mnist5k, out_dir=out, n=8, backend="foolbox", device="cpu", resume=resume,
+                         progress=False)
+
+    grown_out = tmp_path / "grown"
+    sweep([cnn], grown_out)
+    first = {path.name: path.stat().st_mtime_ns for path in (grown_out / "cells").glob("*.json")}
+    sweep([cnn, capsnet], grown_out, resume=True)
+    sweep([cnn, capsnet], tmp_path / "fresh")
+    grown, fresh = load_sweep(grown_out), load_sweep(tmp_path / "fresh")
+    pd.testing.assert_frame_equal(grown.results.drop(columns=VOLATILE), fresh.results.drop(columns=VOLATILE))
+    pd.testing.assert_frame_equal(grown.examples, fresh.examples)
+    assert set(grown.results["model"]) == {cnn.name, capsnet.name}
+    assert {path.name: path.stat().st_mtime_ns for path in (grown_out / "cells").glob("*.json") if path.name in first} \
+        == first  # the first model's cells were kept, not recomputed
+    record = json.loads((grown_out / "sweep.json").read_text(encoding="utf-8"))
+    assert record["extended_from"][0]["models"] == [cnn.name]
+    with pytest.raises(SweepError, match=rf"drops the model {cnn.name}; a resumed sweep may only add models"):
+        sweep([capsnet], grown_out, resume=True)
+
+
 def test_cli_sweep_prints_results_and_checks(trained_runs, tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text('[suite]\nname = "tiny"\nn = 8\n[[attack]]\nname = "fgsm"\neps = [0.0, 0.3]\n',

@@ -43,6 +43,8 @@ SWEEP_FILE = "sweep.json"
 
 # What a sweep started before a setting existed ran with.
 DEFAULTS = {"precision": Precision.FP32.value, "cascade": False}
+#: What a resumed sweep may change, by growing only: its suite (checked cell by cell) and its models.
+GROWABLE = frozenset({"suite_source", "suite", "suite_sha256", "models"})
 
 
 CELLS_DIR = "cells"
@@ -344,9 +346,10 @@ def prepare_dir(
     ``data_source`` is what ``load_dataset`` reads the data from again (``Dataset.source``), recorded beside the
     request for the stages after the sweep (detection, figures); the request names the data set by its short name.
 
-    A resumed sweep may grow its suite (more attacks, more budgets): every cell's seed depends only on its own
-    id, so the cells already finished are exactly what a fresh run of the grown suite would compute, and are
-    kept. It may not change or drop a cell that already ran (see ``_check_extension``).
+    A resumed sweep may grow: more attacks, more budgets, more models (a routing variant that trains later joins
+    the comparison without redoing the others). Every cell's seed depends only on its own id, so the cells already
+    finished are exactly what a fresh run of the grown sweep would compute, and are kept. It may not change or drop
+    a cell or a model that already ran (see ``_check_extension`` and ``_check_models_grow``).
     """
     path = out / SWEEP_FILE
     if path.is_file():
@@ -358,23 +361,40 @@ def prepare_dir(
         except (OSError, ValueError, KeyError) as error:
             raise SweepError(f"{path} is corrupt ({error}); remove {out} and start again") from None
         for key, value in request.items():
-            if key not in {"suite_source", "suite", "suite_sha256"} and previous.get(key, DEFAULTS.get(key)) != value:
+            if key not in GROWABLE and previous.get(key, DEFAULTS.get(key)) != value:
                 raise SweepError(
                     f"cannot resume {out}: it was started with another {key} ({previous.get(key)!r}); "
                     f"resume with the same settings or choose another --out"
                 )
-        if previous.get("suite_sha256") == request["suite_sha256"]:
+        _check_models_grow(out, previous.get("models", []), request["models"])
+        grown = [what for what, changed in (("suite", previous.get("suite_sha256") != request["suite_sha256"]),
+                                            ("models", previous.get("models") != request["models"])) if changed]
+        if not grown:
             return
         _check_extension(out, cells)
         record["extended_from"] = [*record.get("extended_from", []),
-                                   {"suite": previous.get("suite"), "suite_sha256": previous.get("suite_sha256")}]
+                                   {"suite": previous.get("suite"), "suite_sha256": previous.get("suite_sha256"),
+                                    "models": [entry.get("model") for entry in previous.get("models", [])]}]
         record["request"] = request
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-        log.info("extending %s: its suite grew; the finished cells are kept", out)
+        log.info("extending %s: its %s grew; the finished cells are kept", out, " and ".join(grown))
         return
     record = {"request": request, "versions": versions, "command": command_line(),
               **({"data_source": data_source} if data_source else {})}
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def _check_models_grow(out: Path, before: Sequence[dict[str, Any]], now: Sequence[dict[str, Any]]) -> None:
+    """Refuse a resumed sweep that drops a model or attacks one under the same name with other weights."""
+    current = {entry["model"]: entry for entry in now}
+    for entry in before:
+        name = entry.get("model")
+        if name not in current:
+            raise SweepError(f"cannot resume {out}: it drops the model {name}; a resumed sweep may only add models, "
+                             f"attacks and budgets (choose another --out)")
+        if current[name] != entry:
+            raise SweepError(f"cannot resume {out}: the model {name} is not the one it started with ({entry}, now "
+                             f"{current[name]}); restore it or choose another --out")
 
 
 def _check_extension(out: Path, cells: Sequence[Cell]) -> None:
@@ -385,7 +405,7 @@ def _check_extension(out: Path, cells: Sequence[Cell]) -> None:
         cell = planned.get(cell_id)
         if cell is None:
             raise SweepError(f"cannot resume {out} with this suite: it drops the finished cell {cell_id}; a resumed "
-                             f"sweep may only add attacks and budgets (choose another --out)")
+                             f"sweep may only add models, attacks and budgets (choose another --out)")
         try:
             ran_with = json.loads(json.loads(finished.read_text(encoding="utf-8"))["params"])
         except (OSError, ValueError, KeyError) as error:
