@@ -21,10 +21,11 @@ from capsrobust.models.recipes import build_model, load_recipe, recipe_from_dict
 from tests.conftest import recipe
 
 
-def tiny(iterations: int = 3, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10):
+def tiny(iterations: int = 3, input_shape: tuple[int, int, int] = (1, 28, 28), classes: int = 10, **changes):
     torch.manual_seed(0)
     chosen = recipe("em-capsnet-tiny").for_data(input_shape, classes)
-    chosen = dataclasses.replace(chosen, model=dataclasses.replace(chosen.model, routing_iterations=iterations))
+    chosen = dataclasses.replace(chosen, model=dataclasses.replace(chosen.model, routing_iterations=iterations,
+                                                                   **changes))
     return build_model(chosen)
 
 
@@ -122,6 +123,39 @@ def test_votes_are_declared_without_capsule_lengths():
     assert not model.can_reconstruct and model.routing_iterations == 3
 
 
+def test_transformations_follow_the_fan_rule_or_the_given_std():
+    # em-capsnet-tiny: 4 × 4 poses (side 4), 3 × 3 kernels, 4 types per layer: ConvCaps1 averages 1 vote per primary
+    # capsule, ConvCaps2 9 · 4 = 36, the class layer 9 · 4 = 36 → stds √(1/4), √(36/4), √(36/4).
+    fan = tiny()
+    expected = {"convcaps1.weights": 0.5, "convcaps2.weights": 3.0, "class_weights": 3.0}
+    normal = tiny(transformation_std=1.0)
+    for name, std in expected.items():
+        assert float(fan.get_parameter(name).detach().std()) == pytest.approx(std, rel=0.1), name
+        assert float(normal.get_parameter(name).detach().std()) == pytest.approx(1.0, rel=0.1), name
+
+
+def test_a_class_decoder_reconstructs_from_one_pose_and_adds_its_term_to_the_loss():
+    model = tiny(decoder=True, decoder_hidden=(32,), reconstruction_weight=0.01).train()
+    assert model.can_reconstruct and model.has(Capability.VOTES)
+    assert not tiny().can_reconstruct  # the paper's network has none (and says so per instance, not per class)
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    output = model(images, labels)
+    assert output.reconstruction.shape == (4, 1, 28, 28)
+    masked = output.poses * torch.nn.functional.one_hot(labels, 10).unsqueeze(-1)  # only the label's pose
+    expected = model.decoder(masked.flatten(1)).view(4, 1, 28, 28)
+    torch.testing.assert_close(output.reconstruction, expected)
+    terms = model.loss(output, images, labels)
+    by_hand = 0.01 * ((expected - images) ** 2).flatten(1).sum(dim=1).mean()
+    torch.testing.assert_close(terms.parts["reconstruction"], by_hand)
+    torch.testing.assert_close(terms.total, terms.parts["spread"] + by_hand)
+    predicted = model.eval()(images)  # without labels: the predicted class's pose
+    torch.testing.assert_close(predicted.reconstruction,
+                               model.reconstruct(predicted.poses, predicted.logits.argmax(dim=1)))
+    described = describe_model(dataclasses.replace(load_recipe("em-capsnet-tiny"), model=model.config))
+    assert described["parameters_without_decoder"] == 6_104  # the decoder adds, the capsules are unchanged
+    assert described["parameters"] == 6_104 + (160 * 32 + 32) + (32 * 784 + 784)
+
+
 def test_coordinate_addition_writes_the_right_hand_column():
     model = tiny()
     with torch.no_grad():
@@ -207,6 +241,8 @@ def test_one_optimiser_step_lowers_the_spread_loss():
         ("pose_dim = 1", r"\[model\] pose_dim must be a square of 2 or more"),
         ("routing_iterations = 0", r"\[model\] routing_iterations must lie in \[1, 100\]"),
         ("final_lambda = 0.0", r"\[model\] final_lambda must lie in"),
+        ("transformation_std = -1.0", r"\[model\] transformation_std must lie in \[0, 100\]"),
+        ("reconstruction_weight = -0.5", r"\[model\] reconstruction_weight must be ≥ 0"),
         ("margin_start = 0.95", r"\[model\] margins need"),
         ("capsule_kernel = 9", r"\[model\] capsule_kernel 9 leaves no class-layer input capsule"),
     ],

@@ -33,6 +33,11 @@ logistic(λ(β_a − Σ_h cost_h)) and the cost grows with the data routed to th
 leaves a network with fewer class-layer inputs barely able to move its activations; the recipes scale it (see
 models/em-capsnet-small.toml).
 
+Optional beyond the paper, for the routing comparison (issue 20): a class decoder as CapsNet's (``decoder``), fed
+the 16 pose entries of one class capsule with the others masked, so the reconstruction detector and the
+defense-aware attack apply; and transformation weights drawn N(0, σ²) instead of the fan rule below
+(``transformation_std``), which public reimplementations use and which trains where the fan rule did not.
+
 ``ModelOutput.logits`` are the class activations' pre-sigmoid values λ(β_a − Σ_h cost_h), exactly the logit of
 the activation, computed without ever forming log(a / (1 − a)). Activations are not capsule lengths, so the model
 declares no ``CAPSULE_LENGTHS``: attacks score it by these logits (cross-entropy or the margin on them).
@@ -56,8 +61,11 @@ from capsrobust.models.base import (
     ModelOutput,
     Normalize,
     at_least_fp32,
+    build_decoder,
     check_normalisation_and_classes,
     check_sizes,
+    mask_by_class,
+    sum_squared_error,
 )
 from capsrobust.models.compiled import CompiledOrEager
 from capsrobust.models.registry import register_architecture
@@ -196,6 +204,16 @@ class EMCapsNetConfig:
     margin_start: float = 0.2
     margin_end: float = 0.9
     margin_anneal_steps: int = 5000  # training steps (batches) over which the margin grows linearly
+    # 0: every capsule layer's W drawn by the fan rule (``_transformation``); > 0: N(0, transformation_std²) in every
+    # layer, as yl-1993/Matrix-Capsules-EM-PyTorch (std 1), which trains where the fan rule stays at chance
+    # (models/em-capsnet-small.toml says what was measured).
+    transformation_std: float = 0.0
+    # A class decoder (Sabour et al.'s 512-1024-pixels, fed the pose of one class, the others masked), trained with
+    # reconstruction_weight · summed squared error like CapsNet's: not in the EM paper, which has none; the routing
+    # comparison gives every variant one so that the detector and the defense-aware attack apply to all of them.
+    decoder: bool = False
+    decoder_hidden: tuple[int, ...] = (512, 1024)
+    reconstruction_weight: float = 0.0005
     num_classes: int = 10
     input_mean: tuple[float, ...] = (0.0,)  # one value, or one per channel
     input_std: tuple[float, ...] = (1.0,)
@@ -210,7 +228,7 @@ class EMCapsNetConfig:
     def __post_init__(self) -> None:
         """Ranges checked at load, before anything allocates (recipe errors name the key)."""
         check_sizes(self, "conv1_channels", "primary_types", "convcaps1_types", "convcaps2_types", "pose_dim",
-                    "capsule_kernel", "margin_anneal_steps")
+                    "capsule_kernel", "margin_anneal_steps", "decoder_hidden")
         check_normalisation_and_classes(self)
         side = math.isqrt(self.pose_dim)
         if side * side != self.pose_dim or side < 2:
@@ -219,6 +237,11 @@ class EMCapsNetConfig:
             raise ValueError(f"routing_iterations must lie in [1, 100] (1: no E-step), got {self.routing_iterations}")
         if not 0 < self.final_lambda <= 1000:
             raise ValueError(f"final_lambda must lie in (0, 1000], got {self.final_lambda}")
+        if not 0 <= self.transformation_std <= 100:
+            raise ValueError(f"transformation_std must lie in [0, 100] (0: the fan rule), got "
+                             f"{self.transformation_std}")
+        if self.reconstruction_weight < 0:
+            raise ValueError(f"reconstruction_weight must be ≥ 0, got {self.reconstruction_weight}")
         if not 0 <= self.margin_start <= self.margin_end <= 1:
             raise ValueError(f"margins need 0 ≤ margin_start ≤ margin_end ≤ 1, got {self.margin_start} and "
                              f"{self.margin_end}")
@@ -246,8 +269,9 @@ class EMCapsNetConfig:
         return rows * columns * self.convcaps2_types
 
 
-def _transformation(inputs: int, outputs: int, side: int, fan_below: int) -> nn.Parameter:
-    """W (inputs, outputs, side, side), N(0, fan_below / side): votes at the scale of the layer below's votes.
+def _transformation(inputs: int, outputs: int, side: int, fan_below: int, std: float = 0.0) -> nn.Parameter:
+    """W (inputs, outputs, side, side), N(0, fan_below / side): votes at the scale of the layer below's votes; or
+    N(0, std²) when ``std`` is given (> 0).
 
     A capsule's pose is the mean μ of its votes, about 1/√fan_below of their size, so with a fixed scale every layer
     would shrink the poses (and σ) again; ln σ then dominates the cost, every activation starts saturated at 1 and
@@ -255,7 +279,7 @@ def _transformation(inputs: int, outputs: int, side: int, fan_below: int) -> nn.
     layer are active" (OpenReview, quoted in IBM/matrix-capsules-with-em-routing); this rule does that without data:
     ``fan_below`` is the number of votes each capsule of the layer below averages (1 for the primary capsules).
     """
-    return nn.Parameter(torch.randn(inputs, outputs, side, side) * math.sqrt(fan_below / side))
+    return nn.Parameter(torch.randn(inputs, outputs, side, side) * (std or math.sqrt(fan_below / side)))
 
 
 def matrix_votes(poses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -278,13 +302,13 @@ class ConvCapsules(nn.Module):
 
     def __init__(
         self, in_types: int, out_types: int, kernel: int, stride: int, side: int, fan_below: int,
-        route: Callable[..., EMRouting] = em_routing,
+        route: Callable[..., EMRouting] = em_routing, std: float = 0.0,
     ) -> None:
         super().__init__()
         self.kernel, self.stride, self.side = kernel, stride, side
         self.route = route  # em_routing, or the model's compiled copy of it
         # one W per (input in the receptive field, output type)
-        self.weights = _transformation(kernel * kernel * in_types, out_types, side, fan_below)
+        self.weights = _transformation(kernel * kernel * in_types, out_types, side, fan_below, std)
         self.beta_u = nn.Parameter(torch.zeros(out_types))  # one per output type
         self.beta_a = nn.Parameter(torch.zeros(out_types))
 
@@ -309,7 +333,12 @@ class ConvCapsules(nn.Module):
 @register_architecture("em-capsnet", EMCapsNetConfig)
 class EMCapsNet(CapsRobustModel):
     """ReLU conv1 → primary capsules → ConvCaps1 → ConvCaps2 → class capsules, EM routing between capsule layers,
-    trained with the spread loss whose margin anneals from ``margin_start`` to ``margin_end``."""
+    trained with the spread loss whose margin anneals from ``margin_start`` to ``margin_end`` (plus a
+    reconstruction term when the config asks for a class decoder).
+
+    What it can do depends on its config: every instance exposes votes, one built with ``decoder`` also a class
+    decoder, so ``capabilities`` is set per instance.
+    """
 
     capabilities = frozenset({Capability.VOTES})
     # trains_in_bf16 stays False: its loss is so rough at initialisation that a 0.4% change of the input turns its
@@ -329,13 +358,19 @@ class EMCapsNet(CapsRobustModel):
         self.primary_poses = nn.Conv2d(c.conv1_channels, c.primary_types * c.pose_dim, 1)
         self.primary_activations = nn.Conv2d(c.conv1_channels, c.primary_types, 1)
         field = c.capsule_kernel**2  # K × K positions in a receptive field
-        self.convcaps1 = ConvCapsules(c.primary_types, c.convcaps1_types, c.capsule_kernel, 2, side, 1, self.route)
+        std = c.transformation_std
+        self.convcaps1 = ConvCapsules(c.primary_types, c.convcaps1_types, c.capsule_kernel, 2, side, 1, self.route,
+                                      std)
         self.convcaps2 = ConvCapsules(c.convcaps1_types, c.convcaps2_types, c.capsule_kernel, 1, side,
-                                      field * c.primary_types, self.route)
+                                      field * c.primary_types, self.route, std)
         # One W per (ConvCaps2 type, class), shared by the positions of that type (with coordinate addition).
-        self.class_weights = _transformation(c.convcaps2_types, c.num_classes, side, field * c.convcaps1_types)
+        self.class_weights = _transformation(c.convcaps2_types, c.num_classes, side, field * c.convcaps1_types, std)
         self.class_beta_u = nn.Parameter(torch.zeros(c.num_classes))
         self.class_beta_a = nn.Parameter(torch.zeros(c.num_classes))
+        self.decoder = build_decoder(c.num_classes * c.pose_dim, c.decoder_hidden, self.input_shape) \
+            if c.decoder else None
+        if c.decoder:
+            self.capabilities = frozenset({Capability.VOTES, Capability.CLASS_DECODER})
         # Training steps taken, for the margin's schedule; persistent so that a resumed run continues it.
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.int64))
 
@@ -401,10 +436,21 @@ class EMCapsNet(CapsRobustModel):
         with full_precision(votes.device):
             return m_step(votes, activations, uniform, self.class_beta_u, self.class_beta_a, lam)[2]
 
+    def reconstruct(self, poses: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Decode the pose of ``classes`` only (the others masked to zero): (Bt, K, P²) → (Bt, C, H, W)."""
+        if self.decoder is None:
+            return super().reconstruct(poses, classes)
+        pixels = self.decoder(mask_by_class(poses, classes))  # (Bt, C·H·W)
+        return at_least_fp32(pixels).view(-1, *self.input_shape)
+
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ModelOutput:
         primary = self.primary_capsules(images)  # (Bt, 4·4·D, P² + 1)
         routed = self._route(primary, self.votes(primary), self.routing_iterations)
-        return ModelOutput(logits=routed.logits, poses=routed.poses)  # (Bt, K), (Bt, K, P²)
+        if self.decoder is None:
+            return ModelOutput(logits=routed.logits, poses=routed.poses)  # (Bt, K), (Bt, K, P²)
+        classes = labels if labels is not None else routed.logits.argmax(dim=1)
+        return ModelOutput(logits=routed.logits, poses=routed.poses,
+                           reconstruction=self.reconstruct(routed.poses, classes))
 
     @property
     def margin(self) -> float:
@@ -418,4 +464,10 @@ class EMCapsNet(CapsRobustModel):
         spread = spread_loss(torch.sigmoid(at_least_fp32(output.logits)), labels, self.margin)
         if self.training and torch.is_grad_enabled():
             self.steps_seen += 1
-        return LossTerms(spread, {"spread": spread})
+        if output.reconstruction is None:
+            return LossTerms(spread, {"spread": spread})
+        reconstruction = self.config.reconstruction_weight * sum_squared_error(output.reconstruction, images)
+        return LossTerms(spread + reconstruction, {"spread": spread, "reconstruction": reconstruction})
+
+    def decoder_parameter_names(self) -> set[str]:
+        return set() if self.decoder is None else {f"decoder.{name}" for name, _ in self.decoder.named_parameters()}
