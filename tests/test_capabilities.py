@@ -126,15 +126,16 @@ def test_the_vote_attack_refuses_models_without_votes_in_one_line(model):
 
 def test_report_reads_capsules_from_the_capabilities_column(tmp_path):
     rows = pd.DataFrame({
-        "model": ["toy", "caps", "cnn", "recon"],
-        "architecture": ["toy-capsules", "capsnet", "cnn", "cnn-recon"],
-        "capabilities": ["capsule-lengths,votes", "capsule-lengths,class-decoder,votes", "", "class-decoder"],
+        "model": ["toy", "caps", "cnn", "recon", "em"],
+        "architecture": ["toy-capsules", "capsnet", "cnn", "cnn-recon", "em-capsnet"],
+        "capabilities": ["capsule-lengths,votes", "capsule-lengths,class-decoder,votes", "", "class-decoder",
+                         "class-decoder,votes"],
     })
     rows.to_csv(tmp_path / "results.csv", index=False)
     read_back = pd.read_csv(tmp_path / "results.csv").set_index("model")  # the empty set reads back as missing
     assert math.isnan(read_back.loc["cnn", "capabilities"])
     assert {model: is_capsule_model(row) for model, row in read_back.iterrows()} == {
-        "toy": True, "caps": True, "cnn": False, "recon": False,
+        "toy": True, "caps": True, "cnn": False, "recon": False, "em": True,  # EM: activations, no lengths
     }
 
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from capsrobust.cli import main
 from capsrobust.errors import RecipeError
+from capsrobust.figures.gallery import _is_decoder_cnn
 from capsrobust.models.base import Capability
 from capsrobust.models.checkpoints import load_checkpoint, save_checkpoint
 from capsrobust.models.describe import describe_model
@@ -151,6 +152,7 @@ def test_a_class_decoder_reconstructs_from_one_pose_and_adds_its_term_to_the_los
     predicted = model.eval()(images)  # without labels: the predicted class's pose
     torch.testing.assert_close(predicted.reconstruction,
                                model.reconstruct(predicted.poses, predicted.logits.argmax(dim=1)))
+    assert not _is_decoder_cnn(model)  # a capsule network with a decoder, not a CNN+R for the gallery
     described = describe_model(dataclasses.replace(load_recipe("em-capsnet-tiny"), model=model.config))
     assert described["parameters_without_decoder"] == 6_104  # the decoder adds, the capsules are unchanged
     assert described["parameters"] == 6_104 + (160 * 32 + 32) + (32 * 784 + 784)

@@ -180,12 +180,13 @@ LEGACY_CAPSULE_ARCHITECTURES = frozenset({"capsnet"})
 
 
 def is_capsule_model(row: pd.Series) -> bool:
-    """Whether a results row's model scores classes by capsule lengths, as its ``capabilities`` record.
+    """Whether a results row's model is a capsule network, as its ``capabilities`` record: capsule lengths that
+    score the classes, or capsule votes (an EM network scores by activations, but it routes votes all the same).
 
     Rows without that column, or with it empty (a model with no capabilities reads back from CSV as missing),
     fall back to the architecture name, which gives the same answer for every architecture those sweeps knew.
     """
     recorded = row.get("capabilities")
     if isinstance(recorded, str) and recorded:
-        return Capability.CAPSULE_LENGTHS in parse_capabilities(recorded)
+        return bool(parse_capabilities(recorded) & {Capability.CAPSULE_LENGTHS, Capability.VOTES})
     return row["architecture"] in LEGACY_CAPSULE_ARCHITECTURES

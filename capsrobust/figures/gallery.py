@@ -34,12 +34,14 @@ from capsrobust.runtime import resolve_device
 
 
 def _is_decoder_cnn(model: nn.Module) -> bool:
-    """Whether ``model`` is a CNN+R in what it declares: a class-conditional decoder and no capsule lengths.
+    """Whether ``model`` is a CNN+R in what it declares: a class-conditional decoder, and neither capsule lengths
+    nor votes (an EM capsule network with a decoder has no lengths, but it is a capsule network).
 
     The gallery shows such a model's reconstructions beside those of models that have no decoder of their own.
     """
     capabilities = capabilities_of(model)
-    return Capability.CLASS_DECODER in capabilities and Capability.CAPSULE_LENGTHS not in capabilities
+    return Capability.CLASS_DECODER in capabilities and not capabilities & {Capability.CAPSULE_LENGTHS,
+                                                                            Capability.VOTES}
 
 
 @dataclass(frozen=True)
