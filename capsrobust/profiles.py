@@ -157,24 +157,22 @@ register_profile(BenchmarkProfile(
 ))
 #: The routing comparison's models (issue 20) with their CPU epochs; the GPU profile trains the same for 10.
 ROUTING_RECIPES_15 = (("capsnet-routing-1", 15), ("capsnet-paper", 15), ("capsnet-routing-5", 15),
-                      ("efficient-capsnet", 15), ("em-capsnet-small-routing-1", 15), ("em-capsnet-small", 15),
-                      ("cnn-small", 15), ("cnn-efficient-match", 15), ("cnn-em-match", 15))
+                      ("efficient-capsnet", 15), ("cnn-small", 15), ("cnn-efficient-match", 15), ("cnn-em-match", 15))
 register_profile(BenchmarkProfile(
     name="routing",
     description="does routing buy robustness? dynamic routing with 1 (no routing), 3 and 5 iterations, "
-                "self-attention routing (Efficient-CapsNet), EM routing (the paper's small model with 1 and 2 "
-                "iterations) and "
-                "CNNs of matching sizes, two training seeds, the "
+                "self-attention routing (Efficient-CapsNet) and CNNs of matching sizes, two training seeds, the "
                 "routing suite (through the routing, around it: vote and transfer attacks) as a cascade on 500 test "
                 "images",
-    # EM routing joined later (its recipe trains with 2 EM iterations, not 3: models/em-capsnet-small.toml), with
-    # its one-iteration twin; a resumed benchmark trains them and its sweep grows by their cells.
+    # EM routing stays out: with 2 iterations em-capsnet-small learns, but 15 epochs leave it near 92% validation
+    # accuracy and its one-iteration twin near 65%, below the 97.5% every variant must reach before its robustness
+    # is reported (models/em-capsnet-small.toml). When a recipe reaches it, add both here: a resumed benchmark
+    # trains them and its sweep grows by their cells. cnn-em-match stays as one more CNN and transfer source.
     recipes=ROUTING_RECIPES_15,
     seeds=(0, 1), suite="routing", n=500, backend="art", data="mnist-5k", report="routing-cpu-mnist-5k",
     estimate="training measured at 10-15 min a run for the dynamic-routing variants in bf16 on one of 2 busy CPU "
              "cores (auto on a CPU with bf16 hardware; ~2x that in fp32), efficient-capsnet and the CNNs a few "
-             "minutes (2.5 h for those 14 runs), the EM variants (fp32, compiled routing) 2-3 min an epoch; "
-             "then many hours of cascaded attacks (not yet timed end to end); split "
+             "minutes (2.5 h for all 14 runs); then many hours of cascaded attacks (not yet timed end to end); split "
              "it with --stop-after and resume by running the same command again",
     gallery_labels=("pgd-linf", "vote-pgd-linf"),
 ))
