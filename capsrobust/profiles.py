@@ -164,7 +164,7 @@ register_profile(BenchmarkProfile(
                 "self-attention routing (Efficient-CapsNet) and CNNs of matching sizes, two training seeds, the "
                 "routing suite (through the routing, around it: vote and transfer attacks) as a cascade on 500 test "
                 "images",
-    # EM routing stays out: with 2 iterations em-capsnet-small learns, but 15 epochs leave it near 92% validation
+    # EM routing stays out: with 2 iterations em-capsnet-small learns, but 15 epochs leave it near 94% validation
     # accuracy and its one-iteration twin near 65%, below the 97.5% every variant must reach before its robustness
     # is reported (models/em-capsnet-small.toml). When a recipe reaches it, add both here: a resumed benchmark
     # trains them and its sweep grows by their cells. cnn-em-match stays as one more CNN and transfer source.
