@@ -36,7 +36,8 @@ models/em-capsnet-small.toml).
 Optional beyond the paper, for the routing comparison (issue 20): a class decoder as CapsNet's (``decoder``), fed
 the 16 pose entries of one class capsule with the others masked, so the reconstruction detector and the
 defense-aware attack apply; and transformation weights drawn N(0, σ²) instead of the fan rule below
-(``transformation_std``), which public reimplementations use and which trains where the fan rule did not.
+(``transformation_std``), which public reimplementations use and which learned faster than the fan rule in our
+probes (models/em-capsnet-small.toml).
 
 ``ModelOutput.logits`` are the class activations' pre-sigmoid values λ(β_a − Σ_h cost_h), exactly the logit of
 the activation, computed without ever forming log(a / (1 − a)). Activations are not capsule lengths, so the model
@@ -205,7 +206,7 @@ class EMCapsNetConfig:
     margin_end: float = 0.9
     margin_anneal_steps: int = 5000  # training steps (batches) over which the margin grows linearly
     # 0: every capsule layer's W drawn by the fan rule (``_transformation``); > 0: N(0, transformation_std²) in every
-    # layer, as yl-1993/Matrix-Capsules-EM-PyTorch (std 1), which trains where the fan rule stays at chance
+    # layer, as yl-1993/Matrix-Capsules-EM-PyTorch (std 1), which learned faster than the fan rule in our probes
     # (models/em-capsnet-small.toml says what was measured).
     transformation_std: float = 0.0
     # A class decoder (Sabour et al.'s 512-1024-pixels, fed the pose of one class, the others masked), trained with
