@@ -20,7 +20,7 @@ from capsrobust.attacks.objectives import AttackObjective, frozen_parameters
 from capsrobust.attacks.params import AttackParams, Param, ParamsT, ParamValue
 from capsrobust.errors import CapsRobustError, parse_choice
 from capsrobust.models import Capability, CapsRobustModel
-from capsrobust.models.base import capabilities_of
+from capsrobust.models.base import CAPSULE_CAPABILITIES, capabilities_of
 from capsrobust.runtime import seed_everything
 
 
@@ -150,7 +150,7 @@ class AttackSpec:
     @property
     def needs_capsules(self) -> bool:
         """Whether only capsule models (votes or lengths) can take this attack."""
-        return bool(self.requires & {Capability.CAPSULE_LENGTHS, Capability.VOTES})
+        return bool(self.requires & CAPSULE_CAPABILITIES)
 
     @property
     def needs_reconstruction(self) -> bool:

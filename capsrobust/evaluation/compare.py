@@ -26,7 +26,7 @@ import pandas as pd
 from capsrobust.errors import CapsRobustError
 from capsrobust.evaluation.stats import compare_paired
 from capsrobust.evaluation.store import SweepTables, load_sweep
-from capsrobust.models.base import Capability, parse_capabilities
+from capsrobust.models.base import CAPSULE_CAPABILITIES, parse_capabilities
 
 BEST_ATTACK = "best-attack"  # the label of worst-case rows
 NORM_ORDER = {"linf": 0, "l2": 1}  # tables list L∞ before L2
@@ -188,5 +188,5 @@ def is_capsule_model(row: pd.Series) -> bool:
     """
     recorded = row.get("capabilities")
     if isinstance(recorded, str) and recorded:
-        return bool(parse_capabilities(recorded) & {Capability.CAPSULE_LENGTHS, Capability.VOTES})
+        return bool(parse_capabilities(recorded) & CAPSULE_CAPABILITIES)
     return row["architecture"] in LEGACY_CAPSULE_ARCHITECTURES

@@ -28,7 +28,7 @@ from capsrobust.figures.capsules import choose_examples, save_figure
 from capsrobust.figures.detection import blank_panel
 from capsrobust.figures.images import show_image, signed_map
 from capsrobust.models import ModelOutput
-from capsrobust.models.base import Capability, capabilities_of
+from capsrobust.models.base import CAPSULE_CAPABILITIES, Capability, capabilities_of
 from capsrobust.models.checkpoints import LoadedCheckpoint
 from capsrobust.runtime import resolve_device
 
@@ -40,8 +40,7 @@ def _is_decoder_cnn(model: nn.Module) -> bool:
     The gallery shows such a model's reconstructions beside those of models that have no decoder of their own.
     """
     capabilities = capabilities_of(model)
-    return Capability.CLASS_DECODER in capabilities and not capabilities & {Capability.CAPSULE_LENGTHS,
-                                                                            Capability.VOTES}
+    return Capability.CLASS_DECODER in capabilities and not capabilities & CAPSULE_CAPABILITIES
 
 
 @dataclass(frozen=True)

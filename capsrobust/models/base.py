@@ -119,6 +119,11 @@ class Capability(str, Enum):
     CLASS_DECODER = "class-decoder"
 
 
+#: What makes a model a capsule network, whichever it declares: lengths that score the classes (CapsNet,
+#: Efficient-CapsNet) or votes to route (every capsule model, EM's too, which scores by activations).
+CAPSULE_CAPABILITIES = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES})
+
+
 def capabilities_of(model: nn.Module) -> frozenset[Capability]:
     """What ``model`` declares in its ``capabilities`` (none for a module that declares nothing)."""
     return frozenset(getattr(model, "capabilities", frozenset()))
