@@ -55,6 +55,24 @@ def test_a_transfer_entry_crafts_on_each_named_model_and_judges_on_every_other()
     }  # never a model onto itself
 
 
+def test_every_target_of_a_transfer_source_gets_the_same_seed_so_it_judges_the_same_adversarials():
+    from capsrobust.models.base import Capability
+
+    suite = suite_from_dict({"suite": {"name": "t"}, "attack": [
+        {"name": "pgd-linf", "eps": [0.1, 0.2], "transfer_from": ["caps-r1", "cnn"], "params": {"steps": 3}}]})
+    caps = frozenset({Capability.CAPSULE_LENGTHS, Capability.VOTES})
+    models = [PlannedModel("caps-r3", AttackObjective.MARGIN, caps), PlannedModel("caps-r1", AttackObjective.MARGIN,
+              caps), PlannedModel("cnn", AttackObjective.CE_LOG_LENGTHS)]
+    cells, _ = plan_cells(suite, models, (Backend.ART,), seed=0)
+    seeds: dict[tuple[str, float], set[int]] = {}
+    for cell in cells:
+        seeds.setdefault((cell.source, cell.eps), set()).add(cell.seed)
+    assert all(len(found) == 1 for found in seeds.values())  # caps-r3 and caps-r1 share the cnn's, and so on
+    assert len({seed for found in seeds.values() for seed in found}) == 4  # but each source and budget its own
+    again, _ = plan_cells(suite, models, (Backend.ART,), seed=1)
+    assert {cell.seed for cell in again}.isdisjoint({cell.seed for cell in cells})  # and the sweep's seed counts
+
+
 def test_only_bounded_attacks_transfer():
     import pytest
 

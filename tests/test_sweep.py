@@ -316,3 +316,79 @@ def test_a_transfer_cell_crafts_on_the_source_and_judges_on_the_target(trained_r
     target = load_checkpoint(caps).model
     examples = load_sweep(tmp_path).examples
     assert examples["adv_pred"].tolist() == predict(target, adversarials).tolist()
+
+
+def test_transfer_adversarials_are_crafted_once_and_judged_on_every_target(trained_runs, mnist5k, tmp_path):
+    """Two targets (capsnet-tiny and a copy under another name) of one source, in a cascade after FGSM: one file per
+    budget in transfer/, one cell of each budget paid for it, and every attacked image judged on the same
+    adversarial, the source's own for that image."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from capsrobust.evaluation.sweep import model_label
+
+    caps, cnn = trained_runs["capsnet-tiny"], trained_runs["cnn-tiny"]
+    twin = tmp_path / "twin"
+    shutil.copytree(caps, twin)
+    cnn_name = model_label(cnn)
+    suite = suite_from_dict({"suite": {"name": "transfer", "n": 16, "double_steps_check": False, "cascade": True},
+                             "attack": [{"name": "fgsm", "eps": [0.05]},
+                                        {"name": "pgd-linf", "eps": [0.05, 0.2], "transfer_from": [cnn_name],
+                                         "params": {"steps": 3}}]})
+    out = tmp_path / "sweep"
+    results = run_sweep([caps, twin, cnn], suite, mnist5k, out_dir=out, device="cpu", progress=False,
+                        save_adversarials=True)
+    transferred = results[results["transfer_from"] == cnn_name]
+    assert sorted(transferred["model"]) == sorted([model_label(caps), "twin"] * 2)
+    crafted = sorted((out / "transfer").glob("*.safetensors"))
+    assert len(crafted) == 2  # one per budget, not one per target and budget
+    for eps, cells in transferred.groupby("eps"):
+        assert (cells["n_attacked"] > 0).all()
+        assert sorted(cells["seconds"])[0] == 0.0 < sorted(cells["seconds"])[1]  # the second target read the file
+        (path,) = [p for p in crafted if f"__eps{eps:g}__" in p.name]
+        source_adversarials = load_file(path)["adversarials"]  # (16, 1, 28, 28): every image the entry may attack
+        assert source_adversarials.shape[0] == 16
+        for cell_id in cells["cell_id"]:
+            with np.load(out / "adversarials" / f"{cell_id}.npz") as saved:
+                adversarials = saved["adversarials"]
+            examples = load_sweep(out).examples
+            attacked = examples[examples["cell_id"] == cell_id]["attacked"].to_numpy()
+            assert np.array_equal(adversarials[attacked], source_adversarials.numpy()[attacked])
+    resumed = run_sweep([caps, twin, cnn], suite, mnist5k, out_dir=out, device="cpu", progress=False,
+                        save_adversarials=True, resume=True)
+    assert resumed["robust_accuracy"].tolist() == results["robust_accuracy"].tolist()
+
+
+def test_a_damaged_or_foreign_transfer_file_is_crafted_again(tmp_path):
+    import torch
+
+    from capsrobust.attacks.objectives import AttackObjective
+    from capsrobust.attacks.registry import AttackResult, Backend
+    from capsrobust.evaluation.plan import Cell
+    from capsrobust.evaluation.transfer import TransferCache, TransferKey
+
+    cell = Cell(cell_id="t__x__art__margin__eps0.1", model="t", role="attack", label="pgd-linf-from-s",
+                attack="pgd-linf", backend=Backend.ART, eps=0.1, params=(("steps", 3),),
+                objective=AttackObjective.MARGIN, seed=7, source="s")
+    images = torch.zeros(4, 1, 28, 28)
+    key = TransferKey.of(cell, "abc", "fp32", images)
+    calls = []
+
+    def craft() -> AttackResult:
+        calls.append(1)
+        return AttackResult(images + len(calls), 3, "margin(lengths)")
+
+    cache = TransferCache(tmp_path / "transfer")
+    first, seconds = cache.adversarials(key, craft)
+    again, no_time = cache.adversarials(key, craft)
+    assert len(calls) == 1 and no_time == 0.0 and seconds >= 0.0
+    assert torch.equal(again.adversarials, first.adversarials) and again.objective_used == "margin(lengths)"
+    assert again.steps_or_queries == 3
+    (path,) = (tmp_path / "transfer").glob("*.safetensors")
+    path.write_bytes(b"not a safetensors file")
+    repaired, _ = cache.adversarials(key, craft)
+    assert len(calls) == 2 and torch.equal(repaired.adversarials, images + 2)
+    other = TransferKey.of(cell, "abc", "fp32", images + 0.5)  # other images: another file
+    cache.adversarials(other, craft)
+    assert len(calls) == 3 and len(list((tmp_path / "transfer").glob("*.safetensors"))) == 2

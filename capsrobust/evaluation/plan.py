@@ -1,7 +1,8 @@
 """Planning a sweep: every (model, suite entry, backend, eps) cell in a fixed order, each with its own seed.
 
-A cell's seed derives from its id alone (``derive_seed``), never from the order cells run in, so a resumed,
-extended or distributed sweep computes exactly what an uninterrupted one does. Attacks a model cannot take are
+A cell's seed derives from its id alone (``derive_seed``; a transfer cell's from its source, entry and budget, so
+that every target judges the same adversarials), never from the order cells run in, so a resumed, extended or
+distributed sweep computes exactly what an uninterrupted one does. Attacks a model cannot take are
 left out here and named in a coverage note.
 """
 
@@ -170,7 +171,8 @@ def _transfer_cells(
     entry: AttackEntry, target: PlannedModel, everyone: Sequence[PlannedModel], backends: Sequence[Backend], seed: int,
 ) -> list[Cell]:
     """One cell per source model of a transfer entry (every other model of the sweep it names): the attack runs on
-    the source, with the source's objective, and its adversarials are judged on ``target``."""
+    the source, with the source's objective, and its adversarials are judged on ``target``. The seed leaves the
+    target out, so that every target is judged on the same adversarials, crafted once (``evaluation.transfer``)."""
     cells = []
     for source in everyone:
         named = source.label in entry.transfer_from or \
@@ -182,7 +184,9 @@ def _transfer_cells(
                 cell = _cell(target.label, "attack", f"{entry.label}-from-{slug(source.label)}", entry.attack,
                              backend, eps, entry.params, entry.objective or source.objective, seed,
                              entry.spec.kind, limit=entry.n)
-                cells.append(replace(cell, source=source.label))
+                crafting = f"{slug(source.label)}__{slug(cell.label)}__{backend.value}__{cell.objective.value}__" \
+                    f"eps{eps_text(eps)}"
+                cells.append(replace(cell, source=source.label, seed=derive_seed(seed, crafting)))
     return cells
 
 

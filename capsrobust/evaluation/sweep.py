@@ -27,6 +27,8 @@ An output directory holds::
     cells/CELL.examples.csv        per-example outcomes of one cell, written first
     cells/CELL.json                the cell's row, written last: its presence means the cell is complete
     adversarials/CELL.npz          with save_adversarials: adversarial images, indices, labels, predictions
+    transfer/KEY.safetensors       a transfer entry's adversarials, crafted once per source and budget for every
+                                   target (``capsrobust.evaluation.transfer``)
     results.csv, results.json      every finished cell, in plan order (rewritten after every cell)
     examples.csv                   every finished cell's per-example outcomes, in plan order (written when the
                                    sweep ends, or is stopped with Ctrl-C)
@@ -84,6 +86,7 @@ from capsrobust.evaluation.store import (
     write_checks,
     writer_lock,
 )
+from capsrobust.evaluation.transfer import TRANSFER_DIR, TransferCache, TransferKey
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models.base import capabilities_of, capabilities_text, refuse_other_data
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint
@@ -277,7 +280,7 @@ def _attack_cells(
     bar = tqdm(total=len(cells), initial=len(store.done), desc="sweep", unit="cell", disable=not progress)
     work = _CellWork({m.label: runner.share(m) for m in setup.models}, runner.share(setup.images),
                      runner.share(setup.labels), setup.device, setup.batch_size, setup.context(), save_adversarials,
-                     cascaded)
+                     cascaded, transfers=TransferCache(store.out / TRANSFER_DIR))
 
     def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> None:
         for cell, (row, examples, adversarials) in zip(job.payload, outcomes, strict=True):
@@ -361,6 +364,7 @@ class _CellWork:
     cascaded: bool = False
     still_robust: Mapping[str, torch.Tensor] = field(default_factory=dict)  # cascade: per cell, what is left
     objectives: Mapping[str, str] = field(default_factory=dict)  # cascade: what each entry's earlier cells used
+    transfers: TransferCache | None = None  # transfer adversarials, crafted once per source and budget
 
     @property
     def uses_gpu(self) -> bool:
@@ -383,7 +387,8 @@ class _CellWork:
             used = self.objectives.get(cascade.entry_key(cell.model, cell.check_of or cell.label, cell.backend.value))
             crafted_on = self.models[cell.source].get() if cell.source else None  # a transfer cell's source
             row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
-                                                       self.batch_size, shared, self.context, alive, used, crafted_on)
+                                                       self.batch_size, shared, self.context, alive, used, crafted_on,
+                                                       self.transfers)
             outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
         return outcomes
 
@@ -412,10 +417,24 @@ def _train_linf_eps(recipe: Recipe) -> float | None:
     return adversarial.eps if adversarial is not None and adversarial.norm == "linf" else None
 
 
+def _run_attack_on(
+    attacker: _Model, cell: Cell, images: torch.Tensor, labels: torch.Tensor, device: torch.device, batch_size: int,
+    context: dict[str, Any],
+) -> AttackResult:
+    """Run the attack of ``cell`` on ``attacker`` (the attacked model, or a transfer cell's source), refusing any
+    change it makes to the model's weights or mode."""
+    with (precision_scope(context["precision"], device, autotune=False),  # attacks shrink their batches
+          unchanged_model(attacker.loaded.model, f"{cell.label} at eps {cell.eps:g} on {attacker.label}")):
+        return run_attack(cell.attack, attacker.loaded.model, images, labels, eps=cell.eps, params=dict(cell.params),
+                          objective=cell.objective, backend=cell.backend, device=device, seed=cell.seed,
+                          batch_size=batch_size)
+
+
 def _attack_cell(
     cell: Cell, entry: _Model, images: torch.Tensor, labels: torch.Tensor, clean: torch.Tensor,
     device: torch.device, batch_size: int, shared: dict[str, tuple[AttackResult, float]], context: dict[str, Any],
     alive: torch.Tensor | None = None, objective_used: str | None = None, crafted_on: _Model | None = None,
+    transfers: TransferCache | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame, torch.Tensor]:
     """Run (or, for a minimisation attack, reuse) the attack of ``cell`` and score it.
 
@@ -424,6 +443,8 @@ def _attack_cell(
     broke them (or the model never got them right), still robust when only the limit kept them from this attack.
     ``objective_used`` names what the entry differentiated at its other budgets, for a cell left nothing to attack.
     ``crafted_on`` (a transfer cell) is the model the attack runs on; its adversarials are judged on ``entry``.
+    ``transfers`` keeps them, crafted once for every target (``capsrobust.evaluation.transfer``); a cell that reads
+    adversarials another cell crafted records 0 seconds of attack time.
     """
     spec = get_attack(cell.attack)
     correct = clean == labels  # (n,)
@@ -437,16 +458,17 @@ def _attack_cell(
     elif len(chosen) == 0:  # a cascade with nothing left to attack at this budget
         used = objective_used or "none (nothing left to attack)"
         result, seconds = AttackResult(images[:0].clone(), _nominal_budget(cell), used), 0.0
+    elif crafted_on is not None and transfers is not None:  # crafted once per source and budget, for every target
+        covered = cell.limit or len(labels)  # a cascade attacks a subset of these; a full sweep all of them
+        key = TransferKey.of(cell, crafted_on.loaded.metadata.get("weights_sha256", ""), context["precision"].value,
+                             images[:covered])
+        crafted, seconds = transfers.adversarials(key, lambda: _run_attack_on(
+            crafted_on, cell, images[:covered], labels[:covered], device, batch_size, context))
+        result = AttackResult(crafted.adversarials[chosen], crafted.steps_or_queries, crafted.objective_used)
     else:
         started = time.perf_counter()
-        attacker = (crafted_on or entry).loaded.model
-        with (precision_scope(context["precision"], device, autotune=False),  # attacks shrink their batches
-              unchanged_model(attacker, f"{cell.label} at eps {cell.eps:g} on {cell.source or cell.model}")):
-            result = run_attack(
-                cell.attack, attacker, images[chosen], labels[chosen], eps=cell.eps,
-                params=dict(cell.params), objective=cell.objective, backend=cell.backend, device=device,
-                seed=cell.seed, batch_size=batch_size,
-            )
+        result = _run_attack_on(crafted_on or entry, cell, images[chosen], labels[chosen], device, batch_size,
+                                context)
         seconds = time.perf_counter() - started
         if spec.kind is AttackKind.MINIMIZATION:
             shared[cell.run_key] = (result, seconds)
