@@ -1,4 +1,4 @@
-"""Cascade mode: the order of a chain, its rounds, and a cascaded sweep against a full one on deterministic attacks."""
+"""Cascade mode: a chain's order and schedule, and a cascaded sweep against a full one on deterministic attacks."""
 
 from __future__ import annotations
 
@@ -42,16 +42,28 @@ def test_a_chain_runs_budgets_upwards_with_each_check_right_after_its_attack():
                      ("pgd-linf-2x-steps", 0.1), ("fgsm", 0.2), ("pgd-linf", 0.2)]
 
 
-def test_rounds_take_the_kth_unfinished_cell_of_every_chain():
+def test_the_schedule_hands_out_each_chains_next_cell_as_soon_as_its_last_one_is_stored():
     planned = [PlannedModel("a", AttackObjective.MARGIN), PlannedModel("b", AttackObjective.MARGIN)]
     cells, _ = plan_cells(_suite(True), planned, (Backend.ART,), seed=0)
     chains = cascade.chains(cells)
-    first = chains["a|linf"][0].cell_id
-    ordered = cascade.rounds(cells, done={first})
-    assert len(ordered) == 8  # the longest chain, b's L∞ (8 cells); a's L∞ has 7 left
-    assert [c.cell_id for c in ordered[0]] == [chains["a|linf"][1].cell_id, chains["a|l2"][0].cell_id,
-                                               chains["b|linf"][0].cell_id, chains["b|l2"][0].cell_id]
-    assert sum(map(len, ordered)) == len(cells) - 1
+    schedule = cascade.Schedule(cells, done={chains["a|linf"][0].cell_id})
+    assert [c.cell_id for c in schedule.ready()] == [chains["a|linf"][1].cell_id, chains["a|l2"][0].cell_id,
+                                                      chains["b|linf"][0].cell_id, chains["b|l2"][0].cell_id]
+    # a's L∞ chain runs on to its end while b's chains have not moved: no chain waits for another
+    handed = [schedule.after(cell) for cell in chains["a|linf"][1:]]
+    assert [c.cell_id for c in handed[:-1]] == [c.cell_id for c in chains["a|linf"][2:]] and handed[-1] is None
+    assert schedule.after(chains["b|linf"][0]) == chains["b|linf"][1]
+    with pytest.raises(ValueError, match="waiting for another cell"):  # out of order: a bug, never silent
+        schedule.after(chains["b|linf"][3])
+
+
+def test_free_workers_take_the_smallest_budget_of_each_chain_first():
+    cells, _ = plan_cells(_suite(True), [PlannedModel("m", AttackObjective.MARGIN)], (Backend.ART,), seed=0)
+    ranks = cascade.budget_ranks(cells)
+    by_chain = {key: [(cell.eps, ranks[cell.cell_id]) for cell in chain]
+                for key, chain in cascade.chains(cells).items()}
+    assert by_chain["m|linf"] == [(0.0, 0), (0.05, 1), (0.05, 1), (0.1, 2), (0.1, 2), (0.1, 2), (0.2, 3), (0.2, 3)]
+    assert by_chain["m|l2"] == [(1.0, 0)]  # its own smallest budget: L2 1.0 is not "larger" than L∞ 0.2
 
 
 def test_still_robust_ands_every_finished_cell_at_a_budget_no_larger():

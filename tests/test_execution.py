@@ -59,6 +59,30 @@ def test_a_job_failing_every_try_is_returned_and_the_others_go_on():
     assert (failure.job.key, failure.attempts, failure.error) == ("a", 3, "RuntimeError: a broke")
 
 
+def test_jobs_a_result_hands_back_run_next_lowest_priority_first():
+    """What a finished job returns (a cascade's next cell) joins the queue; a free worker takes the lowest priority,
+    then a job of the group it holds, then the earliest."""
+    work, order = Flaky({}), []
+    follow = {"a": [Job("a2", "m1", "a2", priority=1)], "c": [Job("c2", "m2", "c2", priority=0)]}
+
+    def finished(job: Job, result: str) -> list[Job]:
+        order.append(job.key)
+        return follow.get(job.key, [])
+
+    first = [Job("a", "m1", "a"), Job("b", "m2", "b", priority=2), Job("c", "m2", "c")]
+    assert LocalExecutor().run(work, first, finished) == []
+    assert order == ["a", "c", "c2", "a2", "b"]
+
+
+def test_a_free_worker_prefers_the_lowest_priority_then_a_group_it_holds():
+    from capsrobust.execution.base import next_job
+
+    pending = [Job("x", "m1", "x", 1), Job("y", "m2", "y", 0), Job("z", "m3", "z", 0)]
+    assert next_job(pending, []) == 1  # lowest priority, earliest
+    assert next_job(pending, ["m3"]) == 2  # lowest priority, held group
+    assert next_job(pending, ["m1"]) == 1  # a held group never beats a lower priority
+
+
 def test_bad_input_stops_at_once_with_its_own_error():
     work = Flaky({})
     with pytest.raises(CapsRobustError, match="bad input"):

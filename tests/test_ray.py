@@ -116,6 +116,30 @@ def test_a_ray_sweep_with_a_worker_killed_midway_ends_with_the_local_table(runs,
         assert (tmp_path / "adversarials" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
+def test_a_cascade_with_transfer_on_ray_equals_the_local_one(runs, mnist5k, tmp_path):
+    """Chains handed out cell by cell to two workers, and transfer adversarials crafted by whichever worker gets
+    there first (the other reads them): the same tables, cell files and transfer files as one process in order."""
+    from safetensors.torch import load_file
+
+    from capsrobust.evaluation.sweep import model_label
+
+    suite = suite_from_dict({"suite": {"name": "cascade-ray", "n": 16, "cascade": True}, "attack": [
+        {"name": "fgsm", "eps": [0.0, 0.05, 0.1]},
+        {"name": "pgd-linf", "eps": [0.05, 0.1], "params": {"steps": 3}},
+        {"name": "pgd-linf", "label": "transfer", "eps": [0.05, 0.1], "transfer_from": [model_label(runs[1])],
+         "params": {"steps": 3}}]})
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    run_sweep(runs, suite, mnist5k, out_dir=local, device="cpu", progress=False)
+    run_sweep(runs, suite, mnist5k, out_dir=distributed, device="cpu", progress=False,
+              executor=RayExecutor(RaySettings()))
+    assert_same_tables(distributed, local)
+    crafted = sorted(path.name for path in (local / "transfer").glob("*.safetensors"))
+    assert len(crafted) == 2 and crafted == sorted(p.name for p in (distributed / "transfer").glob("*.safetensors"))
+    for name in crafted:  # the same adversarials, bit for bit (the files differ in the seconds they record)
+        assert torch.equal(load_file(distributed / "transfer" / name)["adversarials"],
+                           load_file(local / "transfer" / name)["adversarials"])
+
+
 def test_a_cell_failing_every_try_is_a_failed_check_and_the_sweep_resumes_on_local(
     runs, mnist5k, tmp_path, local_tables
 ):

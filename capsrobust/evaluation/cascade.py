@@ -25,13 +25,16 @@ Minimisation attacks (Carlini–Wagner: one unbounded run scored at several thre
 (whose adversarials the detector's undetected-success table needs for every image) stay out of the chain and run on
 every image as in a full sweep (``mode = "full"``).
 
-The cells of a chain run in rounds, the k-th unfinished cell of every chain in round k, so that each cell is stored
-as it finishes (a stopped cascade resumes cell by cell) and an executor can still run chains of different models
-side by side.
+A chain's next cell is handed out as soon as the one before it is stored (``Schedule``), so each cell is stored as
+it finishes (a stopped cascade resumes cell by cell) and chains of different models run side by side without
+waiting for each other: a capsule network's APGD never keeps a worker idle at a barrier while the CNNs' chains catch
+up. Free workers take the smallest budget first (``budget_ranks``), so a sweep stopped part-way has its smaller
+budgets complete for every model.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -64,18 +67,44 @@ def chains(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
             for key, members in grouped.items()}
 
 
-def rounds(cells: Sequence[Cell], done: Iterable[str]) -> list[list[Cell]]:
-    """The unfinished cells in rounds: round k holds the k-th unfinished cell of every chain, and round 0 also every
-    cell outside the chains. Cells of one round do not depend on each other; each depends only on earlier rounds.
+class Schedule:
+    """Which cells of a cascade may run: at the start every chain's first unfinished cell and every cell outside the
+    chains; then, as each chain cell is stored, the next cell of its chain. A cell becomes ready only after every
+    earlier cell of its chain, so what it starts from (``still_robust``) is complete; a chain whose cell failed
+    stops there, and the resumed sweep retries the cell and goes on.
     """
-    finished = set(done)
-    waiting = [[cell for cell in chain if cell.cell_id not in finished] for chain in chains(cells).values()]
-    outside = [cell for cell in cells if chain_of(cell) is None and cell.cell_id not in finished]
-    depth = max((len(chain) for chain in waiting), default=0)
-    ordered = [[chain[k] for chain in waiting if k < len(chain)] for k in range(depth)]
-    if outside:
-        ordered = [outside + (ordered[0] if ordered else []), *ordered[1:]]
-    return [chosen for chosen in ordered if chosen]
+
+    def __init__(self, cells: Sequence[Cell], done: Iterable[str]) -> None:
+        finished = set(done)
+        self._waiting = {key: deque(cell for cell in chain if cell.cell_id not in finished)
+                         for key, chain in chains(cells).items()}
+        self._outside = [cell for cell in cells if chain_of(cell) is None and cell.cell_id not in finished]
+
+    def ready(self) -> list[Cell]:
+        """The cells that may run at the start: those outside the chains, then each chain's first unfinished one."""
+        return [*self._outside, *(waiting[0] for waiting in self._waiting.values() if waiting)]
+
+    def after(self, cell: Cell) -> Cell | None:
+        """The cell that may run now that ``cell`` is stored: the next of its chain (None at a chain's end or for a
+        cell outside the chains)."""
+        key = chain_of(cell)
+        if key is None:
+            return None
+        waiting = self._waiting[key]
+        if not waiting or waiting[0].cell_id != cell.cell_id:
+            raise ValueError(f"{cell.cell_id} finished, but its chain was waiting for another cell")
+        waiting.popleft()
+        return waiting[0] if waiting else None
+
+
+def budget_ranks(cells: Sequence[Cell]) -> dict[str, int]:
+    """Each chain cell's budget as a rank among its chain's budgets (0 the smallest), the order free workers take
+    cells in; L2 and L∞ budgets are not comparable, their ranks are. Cells outside the chains rank 0."""
+    ranks: dict[str, int] = {}
+    for chain in chains(cells).values():
+        budgets = sorted({cell.eps for cell in chain})
+        ranks.update({cell.cell_id: budgets.index(cell.eps) for cell in chain})
+    return ranks
 
 
 def still_robust(

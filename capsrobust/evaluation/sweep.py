@@ -45,8 +45,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -274,32 +274,39 @@ def _attack_cells(
 ) -> tuple[list[Check], list[Failure]]:
     """Run the model self-checks, then every unfinished cell through ``runner``, storing each as it finishes.
 
-    A cascade runs in rounds (``cascade.rounds``): before each, the images still robust in every chain are read
-    back from the stored cells, so a resumed cascade continues from exactly what its files say.
+    A cascade hands out a chain's next cell as soon as the one before it is stored (``cascade.Schedule``), with
+    the images still robust in its chain read back from the stored cells, so a resumed cascade continues from
+    exactly what its files say; smaller budgets go first (``Job.priority``).
     """
     bar = tqdm(total=len(cells), initial=len(store.done), desc="sweep", unit="cell", disable=not progress)
+    priorities = cascade.budget_ranks(cells)
     work = _CellWork({m.label: runner.share(m) for m in setup.models}, runner.share(setup.images),
                      runner.share(setup.labels), setup.device, setup.batch_size, setup.context(), save_adversarials,
                      cascaded, transfers=TransferCache(store.out / TRANSFER_DIR))
 
-    def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> None:
-        for cell, (row, examples, adversarials) in zip(job.payload, outcomes, strict=True):
+    schedule = cascade.Schedule(cells, store.done) if cascaded else None
+
+    def chained(chosen: Sequence[Cell]) -> list[Job]:
+        """Jobs for cascade cells whose chains are ready: what each starts from is read from the stored cells."""
+        return _jobs(chosen, store.done, lambda cell: _Task(
+            (cell,), cascade.still_robust(cells, [cell], store.robust_flags()),
+            cascade.objectives_used(store.results())), priorities)
+
+    def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> list[Job]:
+        for cell, (row, examples, adversarials) in zip(job.payload.cells, outcomes, strict=True):
             store.save(cell, row, examples, adversarials)
             bar.update(1)
-        bar.set_postfix_str(f"{job.group} {job.payload[-1].label}")
+        bar.set_postfix_str(f"{job.group} {job.payload.cells[-1].label}")
+        if schedule is None:
+            return []
+        return chained([following for cell in job.payload.cells if (following := schedule.after(cell))])
 
     try:
         model_checks = [check for entry in setup.models for check in
                         check_model(entry.label, attack_target(entry.loaded.model, entry.objective), setup.images,
                                     setup.labels, setup.device)]
-        if not cascaded:
-            failures = runner.run(work, _jobs(cells, store.done), finished)
-        else:
-            failures = []
-            for round_cells in cascade.rounds(cells, store.done):
-                masks = cascade.still_robust(cells, round_cells, store.robust_flags())
-                chained = replace(work, still_robust=masks, objectives=cascade.objectives_used(store.results()))
-                failures += runner.run(chained, _jobs(round_cells, store.done), finished)
+        first = _jobs(cells, store.done) if schedule is None else chained(schedule.ready())
+        failures = runner.run(work, first, finished)
     finally:
         bar.close()
         store.write_examples()  # also when stopped: the per-example table of every finished cell
@@ -331,17 +338,36 @@ def _library_versions() -> dict[str, str]:
     return versions()
 
 
-def _jobs(cells: Sequence[Cell], done: set[str]) -> list[Job]:
-    """The unfinished cells as jobs in plan order: cells sharing a run (a minimisation attack's thresholds) are one."""
+@dataclass(frozen=True)
+class _Task:
+    """A job's cells and, in a cascade, what they start from: per cell the images its chain left robust
+    (``cascade.still_robust``; a cell absent attacks every clean-correct image) and what each entry's earlier cells
+    differentiated (``cascade.objectives_used``)."""
+
+    cells: tuple[Cell, ...]
+    still_robust: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    objectives: Mapping[str, str] = field(default_factory=dict)
+
+
+def _jobs(
+    cells: Sequence[Cell], done: set[str], task: Callable[[Cell], _Task] | None = None,
+    priorities: Mapping[str, int] | None = None,
+) -> list[Job]:
+    """The unfinished cells as jobs in plan order: cells sharing a run (a minimisation attack's thresholds) are one.
+    ``task`` builds a cascade cell's task, ``priorities`` (cell id to priority) orders the jobs for the executor."""
     runs: dict[str, list[Cell]] = {}
     for cell in cells:
         if cell.cell_id not in done:
             runs.setdefault(cell.run_key, []).append(cell)
-    return [Job(run_key, chosen[0].model, tuple(chosen)) for run_key, chosen in runs.items()]
+    jobs = []
+    for run_key, chosen in runs.items():
+        payload = task(chosen[0]) if task is not None and len(chosen) == 1 else _Task(tuple(chosen))
+        jobs.append(Job(run_key, chosen[0].model, payload, (priorities or {}).get(chosen[0].cell_id, 0)))
+    return jobs
 
 
 def _failed(failure: Failure) -> Check:
-    cells = ", ".join(cell.cell_id for cell in failure.job.payload)
+    cells = ", ".join(cell.cell_id for cell in failure.job.payload.cells)
     return Check("cell", failure.job.group, Status.FAILED,
                  f"{cells} failed {failure.attempts} time(s), last with {failure.error}; resume the sweep to retry")
 
@@ -362,8 +388,6 @@ class _CellWork:
     context: dict[str, Any]
     keep_adversarials: bool
     cascaded: bool = False
-    still_robust: Mapping[str, torch.Tensor] = field(default_factory=dict)  # cascade: per cell, what is left
-    objectives: Mapping[str, str] = field(default_factory=dict)  # cascade: what each entry's earlier cells used
     transfers: TransferCache | None = None  # transfer adversarials, crafted once per source and budget
 
     @property
@@ -376,15 +400,15 @@ class _CellWork:
         return entry, images, labels, require_answers(clean, group, "clean test images")
 
     def run(
-        self, state: tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor], cells: tuple[Cell, ...]
+        self, state: tuple[_Model, torch.Tensor, torch.Tensor, torch.Tensor], task: _Task
     ) -> list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]:
         entry, images, labels, clean = state
         shared: dict[str, tuple[AttackResult, float]] = {}
         outcomes = []
-        for cell in cells:
-            alive = self._still_robust(cell, clean == labels)
+        for cell in task.cells:
+            alive = self._still_robust(cell, clean == labels, task)
             # a 2×-steps check differentiates what the PGD it checks does
-            used = self.objectives.get(cascade.entry_key(cell.model, cell.check_of or cell.label, cell.backend.value))
+            used = task.objectives.get(cascade.entry_key(cell.model, cell.check_of or cell.label, cell.backend.value))
             crafted_on = self.models[cell.source].get() if cell.source else None  # a transfer cell's source
             row, examples, adversarials = _attack_cell(cell, entry, images, labels, clean, self.device,
                                                        self.batch_size, shared, self.context, alive, used, crafted_on,
@@ -392,12 +416,12 @@ class _CellWork:
             outcomes.append((row, examples, adversarials if self.keep_adversarials else None))
         return outcomes
 
-    def _still_robust(self, cell: Cell, correct: torch.Tensor) -> torch.Tensor | None:
+    def _still_robust(self, cell: Cell, correct: torch.Tensor, task: _Task) -> torch.Tensor | None:
         """The images a cascaded cell finds robust (clean-correct, no earlier attack broke them), or None: a full
         sweep's cell, which attacks every image."""
         if not self.cascaded or cascade.chain_of(cell) is None:
             return None
-        left = self.still_robust.get(cell.cell_id)
+        left = task.still_robust.get(cell.cell_id)
         return correct if left is None else correct & left
 
 

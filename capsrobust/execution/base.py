@@ -26,11 +26,16 @@ class ExecutionError(CapsRobustError):
 
 @dataclass(frozen=True)
 class Job:
-    """One unit of work. Jobs of one ``group`` share what ``Workload.setup`` builds (a model, a data set)."""
+    """One unit of work. Jobs of one ``group`` share what ``Workload.setup`` builds (a model, a data set).
+
+    A free worker takes the pending job of lowest ``priority`` first (a cascade's smaller budgets before larger
+    ones, so that a stopped sweep has whole budgets done), the earliest submitted among equals.
+    """
 
     key: str
     group: str
     payload: Any
+    priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,13 @@ class _InMemory(Shared[T]):
         return self.value
 
 
-OnResult = Callable[[Job, Any], None]
+OnResult = Callable[[Job, Any], "Sequence[Job] | None"]
 
 
 class Executor(ABC):
-    """Runs jobs and calls ``on_result`` in the caller's process as each finishes (in any order).
+    """Runs jobs and calls ``on_result`` in the caller's process as each finishes (in any order); the jobs
+    ``on_result`` returns (work that waited for this one, such as the next cell of a cascade's chain) join the
+    pending ones, so dependent work starts as soon as what it needs is there, without a barrier between stages.
 
     A job that raises a ``CapsRobustError`` (bad input: the same on every try) stops the run with that error;
     any other exception, or a worker that dies, is retried ``retries`` times and then returned as a ``Failure``
@@ -115,7 +122,9 @@ class LocalExecutor(Executor):
     def run(self, workload: Workload, jobs: Sequence[Job], on_result: OnResult) -> list[Failure]:
         failures: list[Failure] = []
         group, state = None, None
-        for job in jobs:
+        pending = list(jobs)
+        while pending:
+            job = pending.pop(next_job(pending, [group] if group is not None else []))
             for attempt in range(1, self.retries + 2):
                 try:
                     if job.group != group:
@@ -131,9 +140,17 @@ class LocalExecutor(Executor):
                     if attempt > self.retries:
                         failures.append(Failure(job, describe_error(error), attempt))
                     continue
-                on_result(job, result)
+                pending.extend(on_result(job, result) or ())
                 break
         return failures
+
+
+def next_job(pending: Sequence[Job], groups: Sequence[str]) -> int:
+    """Where in ``pending`` the job a free worker holding ``groups`` takes next is: the lowest priority, and among
+    those the first of a group the worker holds (its state is built already), else the first."""
+    lowest = min(job.priority for job in pending)
+    candidates = [index for index, job in enumerate(pending) if job.priority == lowest]
+    return next((index for index in candidates if pending[index].group in groups), candidates[0])
 
 
 def describe_error(error: BaseException) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from capsrobust.execution.base import (
     Shared,
     Workload,
     describe_error,
+    next_job,
 )
 from capsrobust.plugins import PluginSource, install_plugin_source, load_entry_points, loaded_plugin_sources
 
@@ -184,7 +185,7 @@ class RayExecutor(Executor):
             started = [start() for _ in range(size)]
             slots = [slot for slot, _ in started]
             self._await_ready([ready for _, ready in started])
-            return self._loop(slots, deque((job, 1) for job in jobs), on_result, start)
+            return self._loop(slots, [(job, 1) for job in jobs], on_result, start)
         finally:
             for slot in slots:  # also on Ctrl-C: running jobs stop, nothing of theirs is written
                 ray.kill(slot.actor)
@@ -205,7 +206,7 @@ class RayExecutor(Executor):
             raise ExecutionError(f"Ray workers failed to start ({describe_error(error)}); install capsrobust "
                                  f"{capsrobust.__version__} and its dependencies on every node") from None
 
-    def _loop(self, slots: list[_Slot], pending: deque[tuple[Job, int]], on_result: OnResult, start: Any) -> list[
+    def _loop(self, slots: list[_Slot], pending: list[tuple[Job, int]], on_result: OnResult, start: Any) -> list[
             Failure]:
         failures: list[Failure] = []
         running: dict[Any, tuple[int, Job, int]] = {}
@@ -213,7 +214,7 @@ class RayExecutor(Executor):
             for index, slot in enumerate(slots):
                 if slot.busy or not pending:
                     continue
-                job, attempt = _take(pending, slot.groups)
+                job, attempt = pending.pop(next_job([job for job, _ in pending], slot.groups))
                 slot.busy = True
                 slot.groups = [*(g for g in slot.groups if g != job.group), job.group][-GROUPS_PER_WORKER:]
                 running[slot.actor.run.remote(job.group, job.payload)] = (index, job, attempt)
@@ -233,26 +234,17 @@ class RayExecutor(Executor):
                 ray.kill(slots[index].actor)
                 slots[index], _ = start()  # a fresh actor; its ready() runs before the next job it gets
             else:
-                on_result(job, result)
+                pending.extend((following, 1) for following in on_result(job, result) or ())
                 continue
             log.warning("job %s failed (attempt %d of %d): %s", job.key, attempt, self.retries + 1, message)
             if attempt > self.retries:
                 failures.append(Failure(job, message, attempt))
             else:
-                pending.appendleft((job, attempt + 1))
+                pending.insert(0, (job, attempt + 1))
         return failures
 
     def _submitted(self, job: Job, actor: Any) -> None:
         """Called after each job is handed to an actor (tests kill the actor here to play a worker crash)."""
-
-
-def _take(pending: deque[tuple[Job, int]], groups: list[str]) -> tuple[Job, int]:
-    """The first pending job of a group the actor holds, else the first pending job."""
-    for position, (job, attempt) in enumerate(pending):
-        if job.group in groups:
-            del pending[position]
-            return job, attempt
-    return pending.popleft()
 
 
 def _capacity(cpus: float, gpus: float) -> int:
