@@ -392,3 +392,19 @@ def test_a_damaged_or_foreign_transfer_file_is_crafted_again(tmp_path):
     other = TransferKey.of(cell, "abc", "fp32", images + 0.5)  # other images: another file
     cache.adversarials(other, craft)
     assert len(calls) == 3 and len(list((tmp_path / "transfer").glob("*.safetensors"))) == 2
+
+
+def test_without_progress_bars_each_cell_is_one_log_line(trained_runs, mnist5k, tmp_path, caplog):
+    """A background run (--no-progress, nohup) logs what each cell did and cost, in the order they finish."""
+    import logging
+
+    suite = suite_from_dict({"suite": {"name": "s", "double_steps_check": False},
+                             "attack": [{"name": "fgsm", "eps": [0.0, 0.3]}]})
+    with caplog.at_level(logging.INFO, logger="capsrobust.evaluation.sweep"):
+        results = run_sweep([trained_runs["cnn-tiny"]], suite, mnist5k, out_dir=tmp_path, n=10, device="cpu",
+                            progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "capsrobust.evaluation.sweep"]
+    assert len(lines) == 2 and lines[0].startswith("1 of 2 cells: ") and lines[1].startswith("2 of 2 cells: ")
+    last = results.iloc[1]
+    assert f"{last['cell_id']}, {last['n_attacked']} attacked, {last['n_success']} broken, " \
+           f"robust {100 * last['robust_accuracy']:.1f}%" in lines[1]

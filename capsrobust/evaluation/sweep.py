@@ -296,6 +296,10 @@ def _attack_cells(
         for cell, (row, examples, adversarials) in zip(job.payload.cells, outcomes, strict=True):
             store.save(cell, row, examples, adversarials)
             bar.update(1)
+            if not progress:  # a background run's log: what each cell did and what it cost
+                log.info("%d of %d cells: %s, %d attacked, %d broken, robust %.1f%%, %.0f s", len(store.done),
+                         len(cells), cell.cell_id, row["n_attacked"], row["n_success"],
+                         100 * row["robust_accuracy"], row["seconds"])
         bar.set_postfix_str(f"{job.group} {job.payload.cells[-1].label}")
         if schedule is None:
             return []
