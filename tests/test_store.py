@@ -85,6 +85,29 @@ def test_a_row_outside_the_schema_is_refused_before_anything_is_written(tmp_path
     assert not (tmp_path / "cells").exists()
 
 
+def test_a_new_sweep_stopped_before_its_first_cell_leaves_nothing_behind(tmp_path):
+    """Ctrl-C while the first transfer cell crafts: its adversarials and lock go too, so the same command starts
+    afresh; a folder that holds finished cells keeps everything."""
+    from capsrobust.evaluation.store import TRANSFER_DIR, discarded_unless_started, writer_lock
+
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt), writer_lock(out), discarded_unless_started(out):
+        (out / "sweep.json").write_text("{}")
+        (out / TRANSFER_DIR).mkdir()
+        (out / TRANSFER_DIR / "pgd-from-cnn__eps0.1__0123.safetensors").write_bytes(b"crafted")
+        (out / TRANSFER_DIR / "pgd-from-cnn__eps0.1__0123.safetensors.lock").write_text("")
+        raise KeyboardInterrupt
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    with pytest.raises(KeyboardInterrupt), writer_lock(kept), discarded_unless_started(kept):
+        (kept / "cells").mkdir()
+        (kept / "cells" / "c.json").write_text("{}")
+        (kept / TRANSFER_DIR).mkdir()
+        (kept / TRANSFER_DIR / "x.safetensors").write_bytes(b"crafted")
+        raise KeyboardInterrupt
+    assert (kept / TRANSFER_DIR / "x.safetensors").exists()
+
+
 def test_later_stages_read_the_sweep_through_the_store(tiny_sweep, mnist5k):
     record = read_sweep_record(tiny_sweep)
     assert record.n == 6 and record.request == read_sweep_file(tiny_sweep)["request"] and has_adversarials(record)

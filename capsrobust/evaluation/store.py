@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ CELLS_DIR = "cells"
 
 
 ADVERSARIALS_DIR = "adversarials"
+TRANSFER_DIR = "transfer"  # crafted transfer adversarials (``capsrobust.evaluation.transfer``)
 
 
 # Reconstruction, tweak and gallery figures drawn beside the sweep (capsrobust.benchmark.write_figures).
@@ -313,6 +315,7 @@ def discarded_unless_started(out: Path) -> Iterator[None]:
                     stale.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     folder.rmdir()
+            shutil.rmtree(out / TRANSFER_DIR, ignore_errors=True)  # crafted for this sweep's cells only
         raise
 
 

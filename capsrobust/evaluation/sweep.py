@@ -80,13 +80,14 @@ from capsrobust.evaluation.plan import (
 )
 from capsrobust.evaluation.store import (
     EXAMPLE_COLUMNS,
+    TRANSFER_DIR,
     CellStore,
     discarded_unless_started,
     prepare_dir,
     write_checks,
     writer_lock,
 )
-from capsrobust.evaluation.transfer import TRANSFER_DIR, TransferCache, TransferKey
+from capsrobust.evaluation.transfer import TransferCache, TransferKey
 from capsrobust.execution import Executor, Failure, Job, LocalExecutor, Shared
 from capsrobust.models.base import capabilities_of, capabilities_text, refuse_other_data
 from capsrobust.models.checkpoints import LoadedCheckpoint, checkpoint_stem, load_checkpoint

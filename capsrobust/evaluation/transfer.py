@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from capsrobust.attacks.registry import AttackResult
 from capsrobust.evaluation.plan import Cell, eps_text, slug
+from capsrobust.evaluation.store import TRANSFER_DIR
 from capsrobust.runtime import atomic_write
 
 try:  # POSIX; elsewhere two workers may craft the same file, which costs time but never mixes results
@@ -41,7 +42,8 @@ try:  # POSIX; elsewhere two workers may craft the same file, which costs time b
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-TRANSFER_DIR = "transfer"
+__all__ = ["TRANSFER_DIR", "TransferCache", "TransferKey"]
+
 FORMAT = "capsrobust-transfer/1"
 
 
