@@ -34,15 +34,12 @@ from safetensors.torch import save_file
 
 from capsrobust.attacks.registry import AttackResult
 from capsrobust.evaluation.plan import Cell, eps_text, slug
-from capsrobust.evaluation.store import TRANSFER_DIR
 from capsrobust.runtime import atomic_write
 
 try:  # POSIX; elsewhere two workers may craft the same file, which costs time but never mixes results
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-__all__ = ["TRANSFER_DIR", "TransferCache", "TransferKey"]
 
 FORMAT = "capsrobust-transfer/1"
 
@@ -81,7 +78,7 @@ Craft = Callable[[], AttackResult]
 
 @dataclass(frozen=True)
 class TransferCache:
-    """The folder of a sweep's crafted transfer adversarials (``SWEEP/transfer``)."""
+    """The folder of a sweep's crafted transfer adversarials (``SWEEP/transfer``, ``store.TRANSFER_DIR``)."""
 
     folder: Path
 
