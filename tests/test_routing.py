@@ -160,7 +160,8 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
         assert row[name] == pytest.approx(per_model[name].mean())
         assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"]
     assert 0 <= row["auc_standard_min"] <= 1  # the detector's AUC, averaged over the two seeds
-    assert "Per routing variant, over its training seeds" in (report / "report.md").read_text(encoding="utf-8")
+    text = (report / "report.md").read_text(encoding="utf-8")
+    assert "Per routing variant (and per CNN, as the baseline), over its training seeds" in text
 
     # Accuracy first: with the suite's floor at the better seed's clean accuracy, the other seed (if below) is left
     # out of both tables and named in the report.

@@ -54,8 +54,10 @@ def routing(context: ReportContext, draft: Draft) -> None:
         lambda frame: _three_numbers(frame)[["model", "norm", "eps", "n", "clean", "through", "gap", "best"]].rename(
             columns={"through": "through routing [95% CI]", "gap": "masking gap (pts)",
                      "best": "best attack [95% CI]"}),
-        lambda suffix: f"Through the routing, the masking gap and the best attack per capsule model{suffix}; the "
-                       f"attacks on each side are listed per row in tables/routing.csv.")
+        lambda suffix: f"Through the routing, the masking gap and the best attack per model{suffix} (a CNN has no "
+                       f"routing: its row holds its own gradients on the left and transfer from the other models as "
+                       f"the routing-free side, the usual masking check for a baseline); the attacks on each side are "
+                       f"listed per row in tables/routing.csv.")
     _variants(context, draft)
 
 
@@ -69,7 +71,8 @@ def _variants(context: ReportContext, draft: Draft) -> None:
     if not frames:
         return
     draft.add(Paragraph(
-        "Per routing variant, over its training seeds: the same numbers averaged over seeds, counting only the "
+        "Per routing variant (and per CNN, as the baseline), over its training seeds: the same numbers averaged "
+        "over seeds, counting only the "
         "attacks every seed faced, with 95% intervals from a two-level bootstrap (training seeds, then images), "
         "beside the reconstruction detector's ROC AUC (mean over seeds; the lowest over the standard attacks at "
         "that eps, and against the defense-aware attack; blank for models without a class decoder)."))
