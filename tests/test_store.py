@@ -108,6 +108,27 @@ def test_a_new_sweep_stopped_before_its_first_cell_leaves_nothing_behind(tmp_pat
     assert (kept / TRANSFER_DIR / "x.safetensors").exists()
 
 
+def test_a_sweep_still_running_is_read_with_every_finished_cells_outcomes(tiny_sweep, tmp_path):
+    """examples.csv is written when a sweep ends; while it runs (or after a kill) results.csv is ahead of it. The
+    store fills the gap from the cell files, so reports see each finished cell's outcomes, not stale ones."""
+    import shutil
+
+    from capsrobust.evaluation.plan import SweepError
+    from capsrobust.evaluation.store import load_sweep
+
+    complete = load_sweep(tiny_sweep)
+    running = tmp_path / "running"
+    shutil.copytree(tiny_sweep, running)
+    last = complete.results["cell_id"].iloc[-1]
+    complete.examples[complete.examples["cell_id"] != last].to_csv(running / "examples.csv", index=False)
+    pd.testing.assert_frame_equal(load_sweep(running).examples, complete.examples)
+    (running / "examples.csv").unlink()  # killed before its first stop: no examples.csv at all
+    pd.testing.assert_frame_equal(load_sweep(running).examples, complete.examples)
+    (running / "cells" / f"{last}.examples.csv").unlink()
+    with pytest.raises(SweepError, match=f"cell {last} has a result but no per-example file"):
+        load_sweep(running)
+
+
 def test_later_stages_read_the_sweep_through_the_store(tiny_sweep, mnist5k):
     record = read_sweep_record(tiny_sweep)
     assert record.n == 6 and record.request == read_sweep_file(tiny_sweep)["request"] and has_adversarials(record)

@@ -99,9 +99,32 @@ def holds_sweep(out_dir: str | Path) -> bool:
 def load_sweep(out_dir: str | Path) -> SweepTables:
     """The results, per-example outcomes and checks tables of a sweep directory."""
     out = _sweep_dir(out_dir)
-    return SweepTables(read_table(out / RESULTS_FILE, RESULT_COLUMNS),
-                       read_table(out / EXAMPLES_FILE, EXAMPLE_COLUMNS),
-                       load_checks(out))
+    results = read_table(out / RESULTS_FILE, RESULT_COLUMNS)
+    return SweepTables(results, _examples_of(out, results), load_checks(out))
+
+
+def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
+    """The per-example outcomes of every cell in ``results``, in its order.
+
+    ``examples.csv`` is written when a sweep ends or stops (``CellStore.write_examples``), ``results.csv`` after
+    every cell, so a sweep still running, or killed, has cells the first lacks. Those are read from their cell
+    files, the record, so that a report on such a sweep never pairs a cell's row with missing outcomes (its
+    per-image worst cases would silently leave the cell out).
+    """
+    examples = read_table(out / EXAMPLES_FILE, EXAMPLE_COLUMNS)
+    wanted = [str(cell_id) for cell_id in results["cell_id"]]
+    have = dict(tuple(examples.groupby("cell_id", sort=False))) if not examples.empty else {}
+    if set(wanted) <= set(have):
+        return examples
+    frames = []
+    for cell_id in wanted:
+        if cell_id not in have:
+            path = out / CELLS_DIR / f"{cell_id}.examples.csv"
+            if not path.is_file():
+                raise SweepError(f"{out}: cell {cell_id} has a result but no per-example file ({path.name}); "
+                                 f"resume the sweep to recompute it, or rerun it into a new --out")
+        frames.append(have[cell_id] if cell_id in have else read_table(path, EXAMPLE_COLUMNS))
+    return pd.concat(frames, ignore_index=True) if frames else examples
 
 
 def load_checks(out_dir: str | Path) -> pd.DataFrame:
