@@ -29,7 +29,8 @@ class Job:
     """One unit of work. Jobs of one ``group`` share what ``Workload.setup`` builds (a model, a data set).
 
     A free worker takes the pending job of lowest ``priority`` first (a cascade's smaller budgets before larger
-    ones, so that a stopped sweep has whole budgets done), the earliest submitted among equals.
+    ones, so that a stopped sweep has whole budgets done); among equals one of a group it holds, else the earliest
+    submitted (``next_job``).
     """
 
     key: str
