@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -498,13 +498,17 @@ class CellStore:
         self.done.add(cell.cell_id)
         self._write_results()
 
-    def robust_flags(self) -> dict[str, np.ndarray]:
-        """Every finished cell's per-example robust flags, in example order (what a cascade continues from)."""
-        return {cell_id: frame.sort_values("index")["robust"].to_numpy(dtype=bool)
-                for cell_id, frame in self.examples.items()}
+    def robust_flags(self, cell_ids: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Finished cells' per-example robust flags, in example order (what a cascade continues from): every
+        cell's, or those of ``cell_ids`` (one chain's, read before each of its cells: not the whole sweep's)."""
+        chosen = self.examples if cell_ids is None else {c: self.examples[c] for c in cell_ids if c in self.examples}
+        return {cell_id: frame.sort_values("index")["robust"].to_numpy(dtype=bool) for cell_id, frame in chosen.items()}
 
-    def results(self) -> pd.DataFrame:
-        return pd.DataFrame([self.rows[c] for c in self.order if c in self.rows], columns=RESULT_COLUMNS)
+    def results(self, cell_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """The finished cells' rows in plan order: every cell's, or those among ``cell_ids``."""
+        chosen = None if cell_ids is None else set(cell_ids)
+        wanted = self.order if chosen is None else [c for c in self.order if c in chosen]
+        return pd.DataFrame([self.rows[c] for c in wanted if c in self.rows], columns=RESULT_COLUMNS)
 
     def _write_results(self) -> None:
         results = self.results()

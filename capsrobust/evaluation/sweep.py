@@ -286,12 +286,17 @@ def _attack_cells(
                      cascaded, transfers=TransferCache(store.out / TRANSFER_DIR))
 
     schedule = cascade.Schedule(cells, store.done) if cascaded else None
+    chain_of = {cell.cell_id: [c.cell_id for c in chain] for chain in cascade.chains(cells).values() for cell in chain}
+    of_model: dict[str, list[str]] = {}
+    for cell in cells:
+        of_model.setdefault(cell.model, []).append(cell.cell_id)
 
     def chained(chosen: Sequence[Cell]) -> list[Job]:
-        """Jobs for cascade cells whose chains are ready: what each starts from is read from the stored cells."""
+        """Jobs for cascade cells whose chains are ready: what each starts from is read from the stored cells of its
+        chain (robust flags) and model (objectives used), not the whole sweep's."""
         return _jobs(chosen, store.done, lambda cell: _Task(
-            (cell,), cascade.still_robust(cells, [cell], store.robust_flags()),
-            cascade.objectives_used(store.results())), priorities)
+            (cell,), cascade.still_robust(cells, [cell], store.robust_flags(chain_of.get(cell.cell_id, []))),
+            cascade.objectives_used(store.results(of_model[cell.model]))), priorities)
 
     def finished(job: Job, outcomes: list[tuple[dict[str, Any], pd.DataFrame, torch.Tensor | None]]) -> list[Job]:
         for cell, (row, examples, adversarials) in zip(job.payload.cells, outcomes, strict=True):
