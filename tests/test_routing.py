@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,12 @@ import pytest
 
 from capsrobust.attacks.suites import suite_from_dict
 from capsrobust.detection.pipeline import run_detection
-from capsrobust.evaluation.routing import below_accuracy_floor, routing_across_seeds, routing_table
+from capsrobust.evaluation.routing import (
+    against_no_routing,
+    below_accuracy_floor,
+    routing_across_seeds,
+    routing_table,
+)
 from capsrobust.evaluation.sweep import run_sweep
 from capsrobust.reporting.report import build_report
 from capsrobust.training import TrainSettings, train
@@ -135,15 +141,40 @@ def test_variants_with_too_few_seeds_are_skipped():
     assert routing_across_seeds(results, examples, min_seeds=2, n_resamples=100).empty
 
 
+def test_routing_against_no_routing_pairs_each_variant_of_the_architecture_with_the_ablation():
+    results, examples = seed_tables({
+        ("caps-1", 0, "pgd-linf"): [1, 1, 1, 1, 0, 0, 0, 0, 0, 0],  # no routing: 4/10
+        ("caps-1", 1, "pgd-linf"): [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],  # 6/10
+        ("caps-3", 0, "pgd-linf"): [1, 1, 1, 1, 1, 1, 0, 0, 0, 0],  # routing: 6/10, +2 against seed 0
+        ("caps-3", 1, "pgd-linf"): [1, 1, 1, 1, 1, 1, 1, 1, 1, 0],  # 9/10, +3 against seed 1
+        ("other", 0, "pgd-linf"): [0] * 10,  # another architecture: never paired
+        ("other", 1, "pgd-linf"): [0] * 10,
+    })
+    results = results.assign(architecture=results["model"].map(lambda m: "cnn" if m.startswith("other") else "caps"))
+    frame = against_no_routing(results, examples, "caps-1", n_resamples=2000)
+    assert list(frame["candidate"]) == ["caps-3"] and list(frame["baseline"]) == ["caps-1"]
+    row = frame.iloc[0]
+    # means over both seeds and all images: (6 + 9) / 20 - (4 + 6) / 20 = 0.25
+    assert (row["baseline_robust_accuracy"], row["candidate_robust_accuracy"]) == (0.5, 0.75)
+    assert row["difference"] == pytest.approx(0.25)
+    assert row["ci_low"] <= 0.25 <= row["ci_high"]
+    assert row["per_seed_differences"].startswith("s0:+20.0") and "s1:+30.0" in row["per_seed_differences"]
+    assert against_no_routing(results, examples, "absent", n_resamples=10).empty
+
+
 def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(mnist5k, tmp_path):
     """Two seeds of capsnet-tiny through the sweep, the detector and the report: the per-variant table is there."""
+    tiny = recipe("capsnet-tiny")
+    no_routing = dataclasses.replace(tiny, name="capsnet-tiny-1",
+                                     model=dataclasses.replace(tiny.model, routing_iterations=1))
     runs = []
-    for train_seed in (0, 1):
-        run = tmp_path / f"capsnet-tiny-s{train_seed}"
-        train(recipe("capsnet-tiny"), mnist5k, run, TrainSettings(seed=train_seed, epochs=1, device="cpu",
-                                                                   progress=False))
-        runs.append(run)
-    suite = suite_from_dict({"suite": {"name": "routing-tiny", "n": 12}, "attack": [
+    for variant in (tiny, no_routing):
+        for train_seed in (0, 1):
+            run = tmp_path / f"{variant.name}-s{train_seed}"
+            train(variant, mnist5k, run, TrainSettings(seed=train_seed, epochs=1, device="cpu", progress=False))
+            runs.append(run)
+    suite = suite_from_dict({"suite": {"name": "routing-tiny", "n": 12, "routing_baseline": "capsnet-tiny-1"},
+                             "attack": [
         {"name": "pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},
         {"name": "vote-pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},
     ]}, source="routing-tiny.toml")
@@ -152,16 +183,23 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
     run_detection(sweep_dir, device="cpu", dataset=mnist5k)
     report = build_report([sweep_dir], tmp_path / "report", formats=("md",), n_resamples=200)
 
-    variants = pd.read_csv(report / "tables" / "routing_variants.csv")
-    assert list(variants["group"]) == ["capsnet-tiny"] and list(variants["n_seeds"]) == [2]
+    variants = pd.read_csv(report / "tables" / "routing_variants.csv").set_index("group")
+    assert sorted(variants.index) == ["capsnet-tiny", "capsnet-tiny-1"] and set(variants["n_seeds"]) == {2}
     per_model = pd.read_csv(report / "tables" / "routing.csv")  # the per-seed rows it averages
-    row = variants.iloc[0]
+    row = variants.loc["capsnet-tiny"]
     for name in ("through_routing", "masking_gap", "best_attack"):
-        assert row[name] == pytest.approx(per_model[name].mean())
+        assert row[name] == pytest.approx(per_model[per_model["model"].str.fullmatch(r"capsnet-tiny-s\d")][name].mean())
         assert row[f"{name}_low"] <= row[name] <= row[f"{name}_high"]
     assert 0 <= row["auc_standard_min"] <= 1  # the detector's AUC, averaged over the two seeds
     text = (report / "report.md").read_text(encoding="utf-8")
     assert "Per routing variant (and per CNN, as the baseline), over its training seeds" in text
+    # Routing against no routing: the variants' best attacks, paired; both faced the same two attacks
+    against = pd.read_csv(report / "tables" / "routing_against_none.csv")
+    assert list(against["candidate"]) == ["capsnet-tiny"] and list(against["baseline"]) == ["capsnet-tiny-1"]
+    expected = variants.loc["capsnet-tiny", "best_attack"] - variants.loc["capsnet-tiny-1", "best_attack"]
+    assert against["difference"].iloc[0] == pytest.approx(expected)
+    assert "**Routing against no routing.**" in text
+    assert "capsrobust compare sweep --baseline capsnet-tiny-1 --candidate capsnet-tiny" in text
 
     # Accuracy first: with the suite's floor at the better seed's clean accuracy, the other seed (if below) is left
     # out of both tables and named in the report.

@@ -109,6 +109,8 @@ BAD = [
      "key 'suite.min_clean_accuracy' must be a fraction in [0, 1)"),
     ("accuracy floor not a number", '[suite]\nmin_clean_accuracy = true\n[[attack]]\nname = "fgsm"\neps = [0.1]',
      "key 'suite.min_clean_accuracy' must be a fraction"),
+    ("routing baseline not a name", '[suite]\nrouting_baseline = 1\n[[attack]]\nname = "fgsm"\neps = [0.1]',
+     "key 'suite.routing_baseline' must be a recipe group"),
 ]
 
 
@@ -137,3 +139,13 @@ def test_an_accuracy_floor_is_kept_and_only_suites_that_set_it_change_their_dige
     assert suite_from_dict(floored).min_clean_accuracy == 0.975
     assert suite_from_dict(suite_from_dict(floored).to_dict()) == suite_from_dict(floored)
     assert load_suite("routing").min_clean_accuracy == 0.975  # issue 20: accuracy first
+
+
+def test_a_routing_baseline_is_kept_and_only_suites_that_name_one_change_their_digest():
+    plain = {"attack": [{"name": "fgsm", "eps": [0.1]}]}
+    named = {"suite": {"routing_baseline": "capsnet-routing-1"}, **plain}
+    assert "routing_baseline" not in suite_from_dict(plain).to_dict()["suite"]
+    assert suite_from_dict(named).routing_baseline == "capsnet-routing-1"
+    assert suite_from_dict(suite_from_dict(named).to_dict()) == suite_from_dict(named)
+    assert suite_from_dict(named).digest() != suite_from_dict(plain).digest()
+    assert load_suite("routing").routing_baseline == "capsnet-routing-1"  # issue 20: routing against none

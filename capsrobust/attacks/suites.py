@@ -10,6 +10,8 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     cascade = false              # attack only what earlier attacks left robust (capsrobust.evaluation.cascade)
     min_clean_accuracy = 0.975   # optional: reports leave out the robustness of models below it on the attacked
                                  # images (a weak model is trivially "not robust"); default 0, no floor
+    routing_baseline = "capsnet-routing-1"  # optional: the no-routing ablation (a recipe group) the report pairs
+                                 # every model of its architecture against (capsrobust.evaluation.routing)
 
     [[attack]]
     name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
@@ -44,7 +46,7 @@ from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_to
 SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
-SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade", "min_clean_accuracy"}
+SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade", "min_clean_accuracy", "routing_baseline"}
 ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n", "transfer_from"}
 
 
@@ -136,6 +138,7 @@ class Suite:
     double_steps_check: bool = True
     cascade: bool = False
     min_clean_accuracy: float = 0.0
+    routing_baseline: str = ""
     source: str = "<suite>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +148,8 @@ class Suite:
             header["cascade"] = True
         if self.min_clean_accuracy:  # likewise
             header["min_clean_accuracy"] = self.min_clean_accuracy
+        if self.routing_baseline:  # likewise
+            header["routing_baseline"] = self.routing_baseline
         return {"suite": header, "attack": [entry.to_dict() for entry in self.attacks]}
 
     def digest(self) -> str:
@@ -183,6 +188,8 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
     if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
         raise SuiteError(f"{source}: key 'suite.min_clean_accuracy' must be a fraction in [0, 1), e.g. 0.975, got "
                          f"{floor!r}")
+    baseline = _typed(header.get("routing_baseline", ""), str, source, "suite.routing_baseline",
+                      'a recipe group, e.g. "capsnet-routing-1"')
     entries = table.get("attack")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{source}: no attacks; add at least one [[attack]] table with name and eps")
@@ -194,7 +201,7 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
             f"{source}: two [[attack]] entries share the label {duplicates[0]!r}; give one a distinct 'label'"
         )
     return Suite(name=name, attacks=attacks, n=n, description=description, double_steps_check=double,
-                 cascade=cascade, min_clean_accuracy=float(floor), source=source)
+                 cascade=cascade, min_clean_accuracy=float(floor), routing_baseline=baseline.strip(), source=source)
 
 
 def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:

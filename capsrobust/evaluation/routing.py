@@ -19,6 +19,11 @@ bracket. The mnist suite runs APGD after the vote attack, so there even the smal
 ``routing_table`` gives these per trained model with intervals over images; ``routing_across_seeds`` per routing
 variant (a recipe trained with several seeds), averaged over seeds with intervals that resample seeds and images,
 since a second training seed moves these numbers as much as a second set of test images does.
+
+``against_no_routing`` answers the question head on: each routing variant's best-attack robust accuracy minus that
+of its no-routing ablation (the same architecture with one routing iteration, named by the suite's
+``routing_baseline``), paired over the same test images, with intervals over seeds and images. A variant's own
+numbers, each with its own interval, cannot say whether two variants differ; a paired difference can.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ import pandas as pd
 
 from capsrobust.attacks.registry import AttackError, get_attack
 from capsrobust.evaluation.compare import worst_case_examples
-from capsrobust.evaluation.seeds import common_cells, model_groups, outcome_matrix
+from capsrobust.evaluation.seeds import (
+    SEED_COMPARE_COLUMNS,
+    common_cells,
+    compare_across_seeds,
+    model_groups,
+    outcome_matrix,
+)
 from capsrobust.evaluation.stats import two_level_interval, wilson_interval
 
 COLUMNS = ["model", "norm", "eps", "n", "clean_accuracy", "through_routing", "through_routing_low",
@@ -156,6 +167,29 @@ def routing_across_seeds(
                 "common_attacks": " ".join(sorted(set(labels))),
             })
     return pd.DataFrame(rows, columns=VARIANT_COLUMNS)
+
+
+def against_no_routing(
+    results: pd.DataFrame, examples: pd.DataFrame, baseline: str, *, n_resamples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
+    """Every other group of ``baseline``'s architecture minus ``baseline``, best attack against best attack.
+
+    ``baseline`` is the no-routing ablation (a recipe group: one routing iteration, uniform coupling), so each row
+    is what routing adds to robustness: positive, the routing variant keeps more images. Rows come from
+    ``compare_across_seeds`` (the attacks every seed of both faced; images paired; two-level 95% intervals over
+    seeds and images; seed k against seed k beside them). Empty when ``baseline`` is not a group of the sweep.
+    """
+    groups = model_groups(results)
+    if baseline not in groups:
+        return pd.DataFrame(columns=SEED_COMPARE_COLUMNS)
+    architectures = results.drop_duplicates("model").set_index("model")["architecture"]
+    architecture = architectures[groups[baseline][0][0]]
+    variants = [group for group, members in groups.items()
+                if group != baseline and architectures[members[0][0]] == architecture]
+    frames = [compare_across_seeds(results, examples, baseline, variant, n_resamples=n_resamples, seed=seed)
+              for variant in variants]
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEED_COMPARE_COLUMNS)
 
 
 def below_accuracy_floor(results: pd.DataFrame, floor: float) -> dict[str, float]:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 import capsrobust
+from capsrobust.figures.results import NORM_TITLES
 from capsrobust.reporting.document import Draft, Table
 from capsrobust.reporting.sources import PathDisplay, Source
 
@@ -91,6 +92,17 @@ def points_interval(values: Iterable[Any], lows: Iterable[Any], highs: Iterable[
     mark = "**" if bold else ""
     return [f"{mark}{100 * v:+.1f}{mark} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
             for v, lo, hi in zip(values, lows, highs, strict=True)]
+
+
+def seed_difference_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ``compare_across_seeds`` frame with its numbers as printed: the norm's title, both groups' robust accuracy
+    (``base``, ``cand``) and the difference in bold with its interval."""
+    return frame.assign(
+        norm=frame["norm"].map(NORM_TITLES),
+        base=[pct(v) for v in frame["baseline_robust_accuracy"]],
+        cand=[pct(v) for v in frame["candidate_robust_accuracy"]],
+        difference=points_interval(frame["difference"], frame["ci_low"], frame["ci_high"], bold=True),
+    )
 
 
 def num(value: Any, digits: int = 3) -> str:

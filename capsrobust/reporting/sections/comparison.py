@@ -16,6 +16,7 @@ from capsrobust.reporting.context import (
     num,
     pct,
     points_interval,
+    seed_difference_numbers,
     tagged,
 )
 from capsrobust.reporting.document import Draft, Heading, Paragraph, Table
@@ -94,12 +95,8 @@ def _group_comparison(context: ReportContext, draft: Draft, pairs: list[tuple[So
         frame = compare_across_seeds(source.tables.results, source.tables.examples, baseline, candidate,
                                      n_resamples=context.n_resamples, seed=context.seed)
         raw.append(tagged(context, frame, source))
-        display = frame.assign(
-            norm=frame["norm"].map(NORM_TITLES),
-            base=[pct(v) for v in frame["baseline_robust_accuracy"]],
-            cand=[pct(v) for v in frame["candidate_robust_accuracy"]],
-            difference=points_interval(frame["difference"], frame["ci_low"], frame["ci_high"], bold=True),
-        )[["norm", "eps", "n", "base", "cand", "difference", "per_seed_differences"]].rename(columns={
+        display = seed_difference_numbers(frame)[
+            ["norm", "eps", "n", "base", "cand", "difference", "per_seed_differences"]].rename(columns={
             "base": baseline, "cand": candidate, "difference": "difference (pts) [95% CI]",
             "per_seed_differences": "per seed (pts) [95% CI, images]"})
         command = shlex.join(["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate",
