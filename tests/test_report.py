@@ -121,6 +121,24 @@ def test_a_sweep_stopped_before_its_checks_is_flagged_as_unfinished(tiny_benchma
     markdown = (out / "report.md").read_text(encoding="utf-8")
     flag = markdown.find("**unfinished sweep**")
     assert 0 < flag < markdown.find("## Headline") and "No self-check flagged" not in markdown
+    planned = pd.read_csv(sweep / "plan.csv")
+    assert "unfinished" not in [p.stem for p in (out / "tables").iterdir()]  # every planned cell ran
+    assert f"{len(planned)} of {len(planned)} planned cells done" in markdown
+
+    # Killed during its last cell: that budget is open, the report names it and lists the cell.
+    results = pd.read_csv(sweep / "results.csv")
+    last = results.iloc[-1]
+    results.iloc[:-1].to_csv(sweep / "results.csv", index=False)
+    out = build_report([sweep], tmp_path / "killed", formats=["md"], n_resamples=200)
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    title = {"linf": "L∞", "l2": "L2"}[last["norm"]]
+    assert f"{len(planned) - 1} of {len(planned)} planned cells done" in markdown
+    assert f"Still to run: {title} {last['eps']:g} (1 cells: {last['model']})" in markdown
+    assert list(pd.read_csv(out / "tables" / "unfinished.csv")["cell_id"]) == [last["cell_id"]]
+
+    (sweep / "plan.csv").unlink()  # a sweep from before plans were recorded: how much is left is unknown
+    out = build_report([sweep], tmp_path / "old", formats=["md"], n_resamples=200)
+    assert "no self-check has been computed for it" in (out / "report.md").read_text(encoding="utf-8")
 
 
 def test_cli_rebuilds_atomically_and_refuses_what_is_not_a_report(tiny_benchmark, tmp_path):

@@ -129,6 +129,25 @@ def test_a_sweep_still_running_is_read_with_every_finished_cells_outcomes(tiny_s
         load_sweep(running)
 
 
+def test_a_sweep_records_its_plan_and_the_store_names_the_cells_still_missing(tiny_sweep, tmp_path):
+    import shutil
+
+    from capsrobust.evaluation.store import PLAN_FILE, load_sweep
+
+    tables = load_sweep(tiny_sweep)
+    assert list(tables.plan["cell_id"]) == list(tables.results["cell_id"])  # the one cell: FGSM at L∞ 0.1
+    assert tables.missing_cells().empty
+    running = tmp_path / "running"
+    shutil.copytree(tiny_sweep, running)
+    tables.results.iloc[:0].to_csv(running / "results.csv", index=False)  # killed during its first cell
+    missing = load_sweep(running).missing_cells()
+    first = tables.results.iloc[0]
+    assert missing.to_dict("records") == [{"cell_id": first["cell_id"], "model": first["model"], "label": "fgsm",
+                                           "norm": "linf", "eps": 0.1}]
+    (running / PLAN_FILE).unlink()  # written before plans were recorded: nothing known to be missing
+    assert load_sweep(running).missing_cells().empty
+
+
 def test_later_stages_read_the_sweep_through_the_store(tiny_sweep, mnist5k):
     record = read_sweep_record(tiny_sweep)
     assert record.n == 6 and record.request == read_sweep_file(tiny_sweep)["request"] and has_adversarials(record)

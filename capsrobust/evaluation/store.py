@@ -21,7 +21,7 @@ import shutil
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from capsrobust.attacks.registry import get_attack
 from capsrobust.data import Dataset, Split, load_dataset
 from capsrobust.errors import CheckpointError
 from capsrobust.evaluation.plan import Cell, SweepError
@@ -60,6 +61,9 @@ FIGURES_DIR = "figures"
 
 
 RESULTS_FILE, EXAMPLES_FILE, CHECKS_FILE = "results.csv", "examples.csv", "checks.csv"
+# Every cell the sweep means to run, written when it starts or resumes: a report on a sweep that has not finished
+# says which budgets are complete and which numbers still miss attacks (``missing_cells``).
+PLAN_FILE = "plan.csv"
 
 
 RESULT_COLUMNS = [
@@ -82,6 +86,9 @@ EXAMPLE_COLUMNS = [
 CHECK_COLUMNS = ["check", "model", "status", "detail"]
 
 
+PLAN_COLUMNS = ["cell_id", "model", "label", "norm", "eps"]
+
+
 @dataclass(frozen=True)
 class SweepTables:
     """What a sweep directory holds, read back from its files (reports are built from these, never from memory)."""
@@ -89,6 +96,12 @@ class SweepTables:
     results: pd.DataFrame
     examples: pd.DataFrame
     checks: pd.DataFrame
+    plan: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PLAN_COLUMNS))  # empty: not recorded
+
+    def missing_cells(self) -> pd.DataFrame:
+        """The planned cells without a result (``PLAN_COLUMNS``): none once the sweep has finished, and none known
+        for a sweep written before plans were recorded."""
+        return self.plan[~self.plan["cell_id"].isin(self.results["cell_id"])].reset_index(drop=True)
 
 
 def holds_sweep(out_dir: str | Path) -> bool:
@@ -100,7 +113,7 @@ def load_sweep(out_dir: str | Path) -> SweepTables:
     """The results, per-example outcomes and checks tables of a sweep directory."""
     out = _sweep_dir(out_dir)
     results = read_table(out / RESULTS_FILE, RESULT_COLUMNS)
-    return SweepTables(results, _examples_of(out, results), load_checks(out))
+    return SweepTables(results, _examples_of(out, results), load_checks(out), read_table(out / PLAN_FILE, PLAN_COLUMNS))
 
 
 def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
@@ -130,6 +143,14 @@ def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
 def load_checks(out_dir: str | Path) -> pd.DataFrame:
     """The checks table of a sweep directory (empty until the sweep ends or stops)."""
     return read_table(Path(out_dir) / CHECKS_FILE, CHECK_COLUMNS)
+
+
+def write_plan(out: Path, cells: Sequence[Cell]) -> None:
+    """``plan.csv``: every cell of the sweep as planned (a resumed sweep that grew rewrites it)."""
+    plan = pd.DataFrame([{"cell_id": cell.cell_id, "model": cell.model, "label": cell.label,
+                          "norm": get_attack(cell.attack).norm.value, "eps": cell.eps} for cell in cells],
+                        columns=PLAN_COLUMNS)
+    atomic_write(out / PLAN_FILE, lambda path: plan.to_csv(path, index=False))
 
 
 def write_checks(out: Path, checks: pd.DataFrame) -> None:
@@ -313,7 +334,7 @@ def writer_lock(out: Path) -> Iterator[None]:
 
 
 #: What a sweep writes besides its cell files; removed again when it fails before finishing a cell.
-SWEEP_TABLES = ("results.csv", "results.json", "examples.csv", "checks.csv", "checks.json")
+SWEEP_TABLES = ("results.csv", "results.json", "examples.csv", "checks.csv", "checks.json", PLAN_FILE)
 
 
 @contextmanager

@@ -85,6 +85,7 @@ from capsrobust.evaluation.store import (
     discarded_unless_started,
     prepare_dir,
     write_checks,
+    write_plan,
     writer_lock,
 )
 from capsrobust.evaluation.transfer import TransferCache, TransferKey
@@ -190,6 +191,7 @@ def run_sweep(
     runner.start()  # a cluster that is not there fails here, before anything is written
     with writer_lock(out), discarded_unless_started(out):
         prepare_dir(out, request, resume, cells, _library_versions(), setup.dataset.source)
+        write_plan(out, cells)
         store = CellStore(out, cells)
         model_checks, failures = _attack_cells(setup, cells, store, runner, save_adversarials, progress, cascaded)
         checks = checks_frame([*notes, *model_checks, *(_failed(failure) for failure in failures),
