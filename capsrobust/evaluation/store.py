@@ -424,7 +424,8 @@ def prepare_dir(
                                     "models": [entry.get("model") for entry in previous.get("models", [])]}]
         record["request"] = request
         atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-        log.info("extending %s: its %s grew; the finished cells are kept", out, " and ".join(grown))
+        log.info("extending %s: its %s changed without touching a finished cell; those are kept", out,
+                 " and ".join(grown))
         return
     record = {"request": request, "versions": versions, "command": command_line(),
               **({"data_source": data_source} if data_source else {})}
