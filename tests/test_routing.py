@@ -193,6 +193,7 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
     assert 0 <= row["auc_standard_min"] <= 1  # the detector's AUC, averaged over the two seeds
     text = (report / "report.md").read_text(encoding="utf-8")
     assert "Per routing variant (and per CNN, as the baseline), over its training seeds" in text
+    assert (report / "figures" / "routing_variants.png").stat().st_size > 0 and "routing_variants.png" in text
     # Routing against no routing: the variants' best attacks, paired; both faced the same two attacks
     against = pd.read_csv(report / "tables" / "routing_against_none.csv")
     assert list(against["candidate"]) == ["capsnet-tiny"] and list(against["baseline"]) == ["capsnet-tiny-1"]

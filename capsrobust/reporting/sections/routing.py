@@ -16,7 +16,7 @@ from capsrobust.evaluation.routing import (
     routing_table,
 )
 from capsrobust.evaluation.seeds import seed_models
-from capsrobust.figures.results import NORM_TITLES
+from capsrobust.figures.results import NORM_TITLES, robustness_curves
 from capsrobust.reporting.context import (
     ReportContext,
     concat,
@@ -97,6 +97,14 @@ def _variants(context: ReportContext, draft: Draft) -> None:
             "best": "best attack [95% CI]", "auc": "detector AUC, standard", "aware": "detector AUC, defense-aware"}),
         lambda suffix: f"Does routing matter, per variant over training seeds{suffix}; each seed's best-attack "
                        f"number is in tables/routing_variants.csv (per_seed_best_attack).")
+    curves = pd.concat([pd.DataFrame({
+        "series": [f"{group} ({source.shown})" if context.many else group for group in frame["group"]],
+        "norm": frame["norm"], "eps": frame["eps"], "robust_accuracy": frame["best_attack"],
+        "ci_low": frame["best_attack_low"], "ci_high": frame["best_attack_high"]}) for source, frame in frames],
+        ignore_index=True)
+    draft.figure("routing_variants.png", robustness_curves(curves),
+                 "Best-attack robust accuracy against eps per routing variant and CNN, averaged over training seeds, "
+                 "with two-level bootstrap 95% bands (seeds, then images): the variants table above as curves.")
 
 
 def _against_no_routing(context: ReportContext, draft: Draft) -> None:
