@@ -30,6 +30,10 @@ class RunError(CapsRobustError):
     """A training run directory is in a state that does not allow the requested action."""
 
 
+class TableError(CapsRobustError):
+    """A table capsrobust wrote (CSV) cannot be read back: not CSV, or without the columns that give it meaning."""
+
+
 class DeviceError(CapsRobustError):
     """The requested device is not available on this machine."""
 

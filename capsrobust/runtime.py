@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 import capsrobust
-from capsrobust.errors import DeviceError
+from capsrobust.errors import DeviceError, TableError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -116,12 +116,23 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
-def read_table(path: Path, columns: Sequence[str] = ()) -> pd.DataFrame:
+def read_table(path: Path, columns: Sequence[str] = (), required: Sequence[str] = (), fix: str = "") -> pd.DataFrame:
     """A CSV table written by capsrobust, or an empty one with ``columns`` when the file is absent or empty.
 
     An empty table is written as nothing or a lone newline (pandas writes no header for a frame without columns),
-    and ``pd.read_csv`` refuses both, so any file of at most one byte counts as empty.
+    and ``pd.read_csv`` refuses both, so any file of at most one byte counts as empty. A file that is not CSV, or
+    lacks one of the ``required`` columns (damaged, truncated, or another program's), raises ``TableError`` naming
+    the file and ``fix``: read as it is, it would turn into a traceback, or into numbers about nothing.
     """
-    if path.is_file() and path.stat().st_size > 1:
-        return pd.read_csv(path)
-    return pd.DataFrame(columns=list(columns))
+    if not (path.is_file() and path.stat().st_size > 1):
+        return pd.DataFrame(columns=list(columns))
+    fix = fix or "restore it or rerun the command that wrote it"
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TableError(f"{path} is damaged (not a CSV table: {reason}); {fix}") from None
+    missing = [column for column in required if column not in table.columns]
+    if missing:
+        raise TableError(f"{path} is damaged (no column {missing[0]!r}); {fix}")
+    return table

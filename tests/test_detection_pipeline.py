@@ -189,3 +189,15 @@ def test_cli_refuses_a_sweep_it_cannot_score_in_one_line(cnn_only, sweep, messag
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and message in result.output
     assert not (cnn_only / sweep / "detection").exists()
+
+
+def test_a_damaged_detection_table_is_refused_in_one_line(detected, tmp_path):
+    from capsrobust.errors import TableError
+
+    sweep, _ = detected
+    copy = tmp_path / "detection"
+    shutil.copytree(sweep / "detection", copy)
+    (copy / "thresholds.csv").write_text("model,distance\ncapsnet-tiny,l2\n", encoding="utf-8")
+    with pytest.raises(TableError, match=r"thresholds.csv is damaged \(no column 'percentile'\); run `capsrobust "
+                                         r"detect` again$"):
+        load_detection(copy)

@@ -141,6 +141,20 @@ def test_a_sweep_stopped_before_its_checks_is_flagged_as_unfinished(tiny_benchma
     assert "no self-check has been computed for it" in (out / "report.md").read_text(encoding="utf-8")
 
 
+def test_a_run_with_a_damaged_metrics_table_leaves_only_its_training_row_empty(tiny_benchmark, tmp_path):
+    root, _ = tiny_benchmark
+    bench = tmp_path / "bench"
+    shutil.copytree(root / "bench", bench)
+    record = bench / "sweep" / "sweep.json"
+    record.write_text(record.read_text(encoding="utf-8").replace(str(root / "bench"), str(bench)), encoding="utf-8")
+    damaged = sorted((bench / "runs").glob("*/metrics.csv"))[0]
+    damaged.write_text("a,b\n1,2\n", encoding="utf-8")  # not our table: no epoch, no val_accuracy
+    out = build_report([bench / "sweep"], tmp_path / "report", formats=["md"], n_resamples=200)
+    training = pd.read_csv(out / "tables" / "training.csv").set_index("run")
+    found = {Path(run).name: bool(value) for run, value in training["found"].items()}
+    assert found.pop(damaged.parent.name) is False and all(found.values()) and found
+
+
 def test_cli_rebuilds_atomically_and_refuses_what_is_not_a_report(tiny_benchmark, tmp_path):
     root, _ = tiny_benchmark
     out = tmp_path / "reports" / "tiny"

@@ -174,3 +174,25 @@ def test_a_missing_or_damaged_sweep_is_refused_in_one_line(tiny_sweep, mnist5k, 
         load_adversarials(record, "no-such-cell")
     with pytest.raises(SweepError, match="attacked mnist-5k, not mnist"):
         load_test_split(record, dataset=dataclasses.replace(mnist5k, name="mnist"))
+
+
+@pytest.mark.parametrize("name", ["results.csv", "examples.csv", "plan.csv", "checks.csv"])
+@pytest.mark.parametrize(("damage", "reason"), [
+    ('"an unterminated quote\n', "not a CSV table"),
+    ("a,b\n1,2\n", "no column"),  # another program's table
+])
+def test_a_damaged_table_is_refused_in_one_line_that_says_how_to_rebuild_it(tiny_sweep, tmp_path, name, damage,
+                                                                                reason):
+    import shutil
+
+    from capsrobust.errors import TableError
+    from capsrobust.evaluation.store import load_sweep
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_sweep, damaged)
+    (damaged / name).write_text(damage, encoding="utf-8")
+    with pytest.raises(TableError) as raised:
+        load_sweep(damaged)
+    message = str(raised.value)
+    assert message.startswith(f"{damaged / name} is damaged ({reason}") and "--resume" in message
+    assert "\n" not in message

@@ -244,10 +244,12 @@ def load_detection(out_dir: str | Path) -> DetectionTables:
         record = json.loads((out / DETECTION_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise DetectionError(f"{out / DETECTION_FILE} is corrupt ({error}); run `capsrobust detect` again") from None
+    fix = "run `capsrobust detect` again"
     return DetectionTables(
-        detection=read_table(out / TABLE_FILES["detection"], DETECTION_COLUMNS),
-        examples=read_table(out / TABLE_FILES["examples"], DETECTION_EXAMPLE_COLUMNS),
-        thresholds=read_table(out / TABLE_FILES["thresholds"], THRESHOLD_COLUMNS),
+        detection=read_table(out / TABLE_FILES["detection"], DETECTION_COLUMNS,
+                             ["cell_id", "model", "norm", "eps", "auc", "undetected_success_rate"], fix),
+        examples=read_table(out / TABLE_FILES["examples"], DETECTION_EXAMPLE_COLUMNS, DETECTION_EXAMPLE_COLUMNS, fix),
+        thresholds=read_table(out / TABLE_FILES["thresholds"], THRESHOLD_COLUMNS, THRESHOLD_COLUMNS, fix),
         skipped=pd.DataFrame(record.get("skipped", []), columns=SKIPPED_COLUMNS),
     )
 

@@ -87,6 +87,14 @@ CHECK_COLUMNS = ["check", "model", "status", "detail"]
 
 
 PLAN_COLUMNS = ["cell_id", "model", "label", "norm", "eps"]
+# What a table must hold to mean anything (older sweeps lack some later columns, which readers fill in).
+REQUIRED_COLUMNS = {
+    RESULTS_FILE: ["cell_id", "model", "attack", "label", "norm", "eps", "n", "clean_accuracy", "robust_accuracy"],
+    EXAMPLES_FILE: ["cell_id", "model", "index", "label", "clean_pred", "robust"],
+    CHECKS_FILE: CHECK_COLUMNS,
+    PLAN_FILE: PLAN_COLUMNS,
+}
+REBUILD = "resume the sweep (the same command with --resume), which rewrites it (the cell files are the record)"
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,13 @@ def holds_sweep(out_dir: str | Path) -> bool:
 def load_sweep(out_dir: str | Path) -> SweepTables:
     """The results, per-example outcomes and checks tables of a sweep directory."""
     out = _sweep_dir(out_dir)
-    results = read_table(out / RESULTS_FILE, RESULT_COLUMNS)
-    return SweepTables(results, _examples_of(out, results), load_checks(out), read_table(out / PLAN_FILE, PLAN_COLUMNS))
+    results = _read(out / RESULTS_FILE, RESULT_COLUMNS)
+    return SweepTables(results, _examples_of(out, results), load_checks(out), _read(out / PLAN_FILE, PLAN_COLUMNS))
+
+
+def _read(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """One of a sweep's tables, refused in one line when damaged (``runtime.read_table``)."""
+    return read_table(path, columns, REQUIRED_COLUMNS[path.name], REBUILD)
 
 
 def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +137,7 @@ def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
     files, the record, so that a report on such a sweep never pairs a cell's row with missing outcomes (its
     per-image worst cases would silently leave the cell out).
     """
-    examples = read_table(out / EXAMPLES_FILE, EXAMPLE_COLUMNS)
+    examples = _read(out / EXAMPLES_FILE, EXAMPLE_COLUMNS)
     wanted = [str(cell_id) for cell_id in results["cell_id"]]
     have = dict(tuple(examples.groupby("cell_id", sort=False))) if not examples.empty else {}
     if set(wanted) <= set(have):
@@ -136,13 +149,14 @@ def _examples_of(out: Path, results: pd.DataFrame) -> pd.DataFrame:
             if not path.is_file():
                 raise SweepError(f"{out}: cell {cell_id} has a result but no per-example file ({path.name}); "
                                  f"resume the sweep to recompute it, or rerun it into a new --out")
-        frames.append(have[cell_id] if cell_id in have else read_table(path, EXAMPLE_COLUMNS))
+        frames.append(have[cell_id] if cell_id in have else read_table(
+            path, EXAMPLE_COLUMNS, REQUIRED_COLUMNS[EXAMPLES_FILE], "delete this cell's files and resume the sweep"))
     return pd.concat(frames, ignore_index=True) if frames else examples
 
 
 def load_checks(out_dir: str | Path) -> pd.DataFrame:
     """The checks table of a sweep directory (empty until the sweep ends or stops)."""
-    return read_table(Path(out_dir) / CHECKS_FILE, CHECK_COLUMNS)
+    return _read(Path(out_dir) / CHECKS_FILE, CHECK_COLUMNS)
 
 
 def write_plan(out: Path, cells: Sequence[Cell]) -> None:

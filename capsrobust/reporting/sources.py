@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from capsrobust.detection.pipeline import DETECTION_DIR, DETECTION_FILE, DetectionTables, load_detection
-from capsrobust.errors import CapsRobustError
+from capsrobust.errors import CapsRobustError, TableError
 from capsrobust.evaluation.store import (
     CHECKS_FILE,
     EXAMPLES_FILE,
@@ -103,8 +103,9 @@ def _read_runs(record: dict[str, Any], sweep_dir: Path, paths: PathDisplay) -> t
             continue
         try:
             run = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            metrics = read_table(run_dir / "metrics.csv")
-        except (OSError, ValueError):  # a damaged run leaves its training row empty, not the whole report
+            metrics = read_table(run_dir / "metrics.csv", required=["epoch", "val_accuracy", "seconds",
+                                                                     "images_per_second"])
+        except (OSError, ValueError, TableError):  # a damaged run leaves its training row empty, not the whole report
             rows.append({**row, "found": False})
             continue
         files.append(run_dir / "run.json")
