@@ -141,3 +141,17 @@ def test_the_gpu_routing_profile_is_the_routing_profile_on_full_mnist_with_three
     entries = load_suite(gpu.suite).to_dict()["attack"]
     sources = {source for entry in entries for source in entry.get("transfer_from", [])}
     assert sources and sources <= {name for name, _ in gpu.recipes}
+
+
+def test_each_no_routing_baseline_is_trained_beside_a_variant_of_its_architecture():
+    """The routing suite's ``routing_baselines`` (capsnet-routing-1, efficient-capsnet-uniform) are recipes of the
+    profile, each sharing its architecture with a routing variant it is paired with in the report."""
+    from capsrobust.models.recipes import load_recipe
+
+    profile = get_profile("routing")
+    names = {name for name, _ in profile.recipes}
+    baselines = load_suite(profile.suite).routing_baselines
+    assert set(baselines) <= names
+    for baseline in baselines:
+        architecture = load_recipe(baseline).architecture
+        assert any(load_recipe(name).architecture == architecture for name in names - {baseline}), baseline

@@ -173,7 +173,7 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
             run = tmp_path / f"{variant.name}-s{train_seed}"
             train(variant, mnist5k, run, TrainSettings(seed=train_seed, epochs=1, device="cpu", progress=False))
             runs.append(run)
-    suite = suite_from_dict({"suite": {"name": "routing-tiny", "n": 12, "routing_baseline": "capsnet-tiny-1"},
+    suite = suite_from_dict({"suite": {"name": "routing-tiny", "n": 12, "routing_baselines": ["capsnet-tiny-1"]},
                              "attack": [
         {"name": "pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},
         {"name": "vote-pgd-linf", "eps": [0.1], "params": {"steps": 2, "rel_step": 0.5}},

@@ -3,6 +3,7 @@ the vote attack's two scores, one training step, and the parameter counts the re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,7 +12,12 @@ import torch
 from capsrobust.errors import RecipeError
 from capsrobust.models import Capability, build_model, capabilities_of, describe_model
 from capsrobust.models.capsnet import capsule_length, squash
-from capsrobust.models.efficient_capsnet import EfficientCapsNet, efficient_squash, self_attention_routing
+from capsrobust.models.efficient_capsnet import (
+    EfficientCapsNet,
+    efficient_squash,
+    self_attention_routing,
+    uniform_routing,
+)
 from capsrobust.models.recipes import load_recipe, recipe_from_dict
 
 PAPER_PARAMETERS = 161_824  # Mazzia et al. 2021, without the decoder
@@ -115,6 +121,31 @@ def test_one_adam_step_lowers_the_loss_on_a_fixed_batch():
     assert set(model.loss(model(images, labels), images, labels).parts) == {"margin", "reconstruction"}
 
 
+def test_uniform_coupling_is_the_no_routing_ablation_of_the_same_network():
+    """efficient-capsnet-uniform: couplings 1/K whatever the votes, s_j = Σ_i (1/K + b_ij) û_i; same weights give
+    the same primary capsules and votes as self-attention routing, and different class capsules."""
+    votes, bias = torch.randn(3, 7, 5, 4), torch.randn(7, 5)
+    poses, coefficients = uniform_routing(votes, bias)
+    assert torch.equal(coefficients, torch.full((3, 7, 5), 0.2))
+    assert torch.allclose(poses, efficient_squash(((0.2 + bias)[None, :, :, None] * votes).sum(dim=1)))
+
+    routed = tiny()
+    torch.manual_seed(0)
+    recipe = load_recipe("efficient-capsnet-tiny")
+    ablation = build_model(dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, routing="uniform")))
+    ablation.load_state_dict(routed.state_dict())  # no parameter of its own: the same weights load
+    ablation.eval()
+    images = torch.rand(4, 1, 28, 28)
+    primary = ablation.primary_capsules(images)
+    assert torch.equal(primary, routed.primary_capsules(images))
+    votes = ablation.votes(primary)
+    assert torch.allclose(ablation(images).poses, uniform_routing(votes, ablation.bias)[0], atol=1e-6)
+    assert not torch.allclose(ablation(images).poses, routed(images).poses, atol=1e-4)
+    assert torch.allclose(ablation.routed_logits(primary, votes), ablation(images).logits, atol=1e-6)
+    assert describe_model(load_recipe("efficient-capsnet-uniform"))["parameters_without_decoder"] == PAPER_PARAMETERS
+    assert load_recipe("efficient-capsnet-uniform").model.routing == "uniform"
+
+
 def test_the_paper_recipe_has_the_papers_parameter_count():
     description = describe_model(load_recipe("efficient-capsnet"))
     # Exactly the paper's 161,824 (BatchNorm's running statistics are buffers, not parameters, as in Keras).
@@ -136,6 +167,7 @@ def test_the_matched_cnn_is_within_ten_percent():
         ({"primary_kernel": 12}, r"leave no primary capsule"),
         ({"conv_channels": [0, 64, 64, 128]}, r"conv_channels must lie in"),
         ({"margin_plus": 0.05}, r"margins need"),
+        ({"routing": "dynamic"}, r"routing must be one of self-attention, uniform"),
     ],
 )
 def test_bad_configurations_are_refused_naming_the_key(model, message):

@@ -109,8 +109,10 @@ BAD = [
      "key 'suite.min_clean_accuracy' must be a fraction in [0, 1)"),
     ("accuracy floor not a number", '[suite]\nmin_clean_accuracy = true\n[[attack]]\nname = "fgsm"\neps = [0.1]',
      "key 'suite.min_clean_accuracy' must be a fraction"),
-    ("routing baseline not a name", '[suite]\nrouting_baseline = 1\n[[attack]]\nname = "fgsm"\neps = [0.1]',
-     "key 'suite.routing_baseline' must be a recipe group"),
+    ("routing baselines not names", '[suite]\nrouting_baselines = "a"\n[[attack]]\nname = "fgsm"\neps = [0.1]',
+     "key 'suite.routing_baselines' must be a list of distinct recipe groups"),
+    ("routing baseline twice", '[suite]\nrouting_baselines = ["a", "a"]\n[[attack]]\nname = "fgsm"\neps = [0.1]',
+     "key 'suite.routing_baselines' must be a list of distinct recipe groups"),
 ]
 
 
@@ -141,11 +143,11 @@ def test_an_accuracy_floor_is_kept_and_only_suites_that_set_it_change_their_dige
     assert load_suite("routing").min_clean_accuracy == 0.975  # issue 20: accuracy first
 
 
-def test_a_routing_baseline_is_kept_and_only_suites_that_name_one_change_their_digest():
+def test_routing_baselines_are_kept_and_only_suites_that_name_some_change_their_digest():
     plain = {"attack": [{"name": "fgsm", "eps": [0.1]}]}
-    named = {"suite": {"routing_baseline": "capsnet-routing-1"}, **plain}
-    assert "routing_baseline" not in suite_from_dict(plain).to_dict()["suite"]
-    assert suite_from_dict(named).routing_baseline == "capsnet-routing-1"
+    named = {"suite": {"routing_baselines": ["capsnet-routing-1"]}, **plain}
+    assert "routing_baselines" not in suite_from_dict(plain).to_dict()["suite"]
+    assert suite_from_dict(named).routing_baselines == ("capsnet-routing-1",)
     assert suite_from_dict(suite_from_dict(named).to_dict()) == suite_from_dict(named)
     assert suite_from_dict(named).digest() != suite_from_dict(plain).digest()
-    assert load_suite("routing").routing_baseline == "capsnet-routing-1"  # issue 20: routing against none
+    assert load_suite("routing").routing_baselines == ("capsnet-routing-1", "efficient-capsnet-uniform")

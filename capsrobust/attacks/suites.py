@@ -10,8 +10,8 @@ A suite is a list of attacks, each with its budgets (eps), the libraries to run 
     cascade = false              # attack only what earlier attacks left robust (capsrobust.evaluation.cascade)
     min_clean_accuracy = 0.975   # optional: reports leave out the robustness of models below it on the attacked
                                  # images (a weak model is trivially "not robust"); default 0, no floor
-    routing_baseline = "capsnet-routing-1"  # optional: the no-routing ablation (a recipe group) the report pairs
-                                 # every model of its architecture against (capsrobust.evaluation.routing)
+    routing_baselines = ["capsnet-routing-1"]  # optional: no-routing ablations (recipe groups); the report pairs
+                                 # every model of each one's architecture against it (capsrobust.evaluation.routing)
 
     [[attack]]
     name = "pgd-linf"            # an attack of the registry (capsrobust.attacks)
@@ -46,7 +46,8 @@ from capsrobust.tomlfile import read_toml, refuse_unknown_keys, resolve_named_to
 SUITE_DIR = Path("attacks")
 # The suites shipped with the repository, found also when the working directory is elsewhere.
 REPOSITORY_SUITE_DIR = Path(__file__).resolve().parents[2] / "attacks"
-SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade", "min_clean_accuracy", "routing_baseline"}
+SUITE_KEYS = {"name", "description", "n", "double_steps_check", "cascade", "min_clean_accuracy",
+              "routing_baselines"}
 ATTACK_KEYS = {"name", "label", "eps", "backends", "models", "seeds", "objective", "params", "n", "transfer_from"}
 
 
@@ -138,7 +139,7 @@ class Suite:
     double_steps_check: bool = True
     cascade: bool = False
     min_clean_accuracy: float = 0.0
-    routing_baseline: str = ""
+    routing_baselines: tuple[str, ...] = ()
     source: str = "<suite>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,8 +149,8 @@ class Suite:
             header["cascade"] = True
         if self.min_clean_accuracy:  # likewise
             header["min_clean_accuracy"] = self.min_clean_accuracy
-        if self.routing_baseline:  # likewise
-            header["routing_baseline"] = self.routing_baseline
+        if self.routing_baselines:  # likewise
+            header["routing_baselines"] = list(self.routing_baselines)
         return {"suite": header, "attack": [entry.to_dict() for entry in self.attacks]}
 
     def digest(self) -> str:
@@ -188,8 +189,11 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
     if isinstance(floor, bool) or not isinstance(floor, int | float) or not 0 <= floor < 1:
         raise SuiteError(f"{source}: key 'suite.min_clean_accuracy' must be a fraction in [0, 1), e.g. 0.975, got "
                          f"{floor!r}")
-    baseline = _typed(header.get("routing_baseline", ""), str, source, "suite.routing_baseline",
-                      'a recipe group, e.g. "capsnet-routing-1"')
+    baselines = header.get("routing_baselines", [])
+    if not isinstance(baselines, list) or not all(isinstance(b, str) and b.strip() for b in baselines) \
+            or len(set(baselines)) != len(baselines):
+        raise SuiteError(f"{source}: key 'suite.routing_baselines' must be a list of distinct recipe groups, e.g. "
+                         f'["capsnet-routing-1"], got {baselines!r}')
     entries = table.get("attack")
     if not isinstance(entries, list) or not entries:
         raise SuiteError(f"{source}: no attacks; add at least one [[attack]] table with name and eps")
@@ -201,7 +205,8 @@ def suite_from_dict(table: Mapping[str, Any], source: str = "<suite>", default_n
             f"{source}: two [[attack]] entries share the label {duplicates[0]!r}; give one a distinct 'label'"
         )
     return Suite(name=name, attacks=attacks, n=n, description=description, double_steps_check=double,
-                 cascade=cascade, min_clean_accuracy=float(floor), routing_baseline=baseline.strip(), source=source)
+                 cascade=cascade, min_clean_accuracy=float(floor),
+                 routing_baselines=tuple(baseline.strip() for baseline in baselines), source=source)
 
 
 def _entry(entry: Any, index: int, source: str, cascade: bool) -> AttackEntry:

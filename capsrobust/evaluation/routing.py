@@ -22,7 +22,7 @@ since a second training seed moves these numbers as much as a second set of test
 
 ``against_no_routing`` answers the question head on: each routing variant's best-attack robust accuracy minus that
 of its no-routing ablation (the same architecture with one routing iteration, named by the suite's
-``routing_baseline``), paired over the same test images, with intervals over seeds and images. A variant's own
+``routing_baselines``), paired over the same test images, with intervals over seeds and images. A variant's own
 numbers, each with its own interval, cannot say whether two variants differ; a paired difference can.
 """
 

@@ -23,6 +23,11 @@ routing), a learned bias b_ij (the paper's log priors) is added, and s_j = Σ_i 
 softmax runs over the classes because the authors' code does (``tf.nn.softmax(c, axis=1)`` on (B, classes, inputs,
 1)); a reading of the paper as a softmax over the inputs would differ.
 
+``routing = "uniform"`` is the no-routing ablation (``efficient-capsnet-uniform``), as one iteration is for dynamic
+routing: every coupling is 1/K, no agreement is computed, and s_j = Σ_i (1/K + b_ij) û_i keeps the learned priors,
+which do not depend on the input. Everything else is the same network, so a difference in robustness between the
+two is the routing's.
+
 Their squash is 1 − e^(−|s|) for the length instead of |s|² / (1 + |s|²), for primary and class capsules alike.
 ``logits`` are log lengths, as CapsNet's, for the same reason (see ``capsrobust.models.capsnet``).
 """
@@ -83,6 +88,19 @@ def self_attention_routing(votes: torch.Tensor, bias: torch.Tensor) -> tuple[tor
     return efficient_squash(sums), coefficients
 
 
+def uniform_routing(votes: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """No routing, in ``self_attention_routing``'s signature: couplings 1/K for every input and class, plus the
+    learned bias, which does not depend on the input. Votes (B, N_in, K, D) → class capsules (B, K, D) and the
+    couplings (B, N_in, K)."""
+    votes = at_least_fp32(votes)  # (B, N_in, K, D)
+    coefficients = torch.full(votes.shape[:3], 1.0 / votes.shape[2], dtype=votes.dtype, device=votes.device)
+    weights = coefficients + bias.to(coefficients.dtype)  # (B, N_in, K)
+    return efficient_squash((weights.unsqueeze(-1) * votes).sum(dim=1)), coefficients
+
+
+ROUTINGS = {"self-attention": self_attention_routing, "uniform": uniform_routing}
+
+
 def log_lengths(poses: torch.Tensor) -> torch.Tensor:
     """(B, K, D) capsules → (B, K) log lengths, clamped as CapsNet's logits are."""
     return torch.log(capsule_length(poses).clamp_min(MIN_LENGTH_FOR_LOG))
@@ -106,6 +124,7 @@ class EfficientCapsNetConfig:
     reconstruction_weight: float = 0.0005  # on the summed squared error; the authors' 0.392 × mean over 784 pixels
     input_mean: tuple[float, ...] = (0.0,)  # one value, or one per channel
     input_std: tuple[float, ...] = (1.0,)
+    routing: str = "self-attention"  # or "uniform": the no-routing ablation (couplings 1/K)
     # What the model takes; training sets them from the data (``Recipe.for_data``), recipes need not.
     input_channels: int = 1
     input_height: int = 28
@@ -123,6 +142,8 @@ class EfficientCapsNetConfig:
             raise ValueError(f"primary_dim {self.primary_dim} must divide the last of conv_channels "
                              f"({self.conv_channels[-1]}): its channels are read as capsules")
         check_margin_loss_settings(self)
+        if self.routing not in ROUTINGS:
+            raise ValueError(f"routing must be one of {', '.join(ROUTINGS)}, got {self.routing!r}")
         if min(self.primary_grid) < 1:
             raise ValueError(f"conv_kernels {self.conv_kernels}, conv_strides {self.conv_strides} and primary_kernel "
                              f"{self.primary_kernel} leave no primary capsule on a {self.input_height}×"
@@ -195,13 +216,12 @@ class EfficientCapsNet(LengthScoredCapsNet):
         return votes.transpose(1, 2)  # (B, 16, 10, 16), a view
 
     def routed_logits(self, primary: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
-        """The model's own logits (B, K) from ``votes`` (B, N_in, K, D): log lengths after self-attention routing.
+        """The model's own logits (B, K) from ``votes`` (B, N_in, K, D): log lengths after the config's routing.
 
         ``primary`` is unused: routing here reads only the votes; the argument keeps one signature for every
         routing variant the vote attack calls.
         """
-        poses, _ = self_attention_routing(votes, self.bias)  # (B, K, D)
-        return log_lengths(poses)
+        return log_lengths(self.route(votes)[0])  # (B, K)
 
     def routing_free_logits(self, primary: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
         """Log length of the squashed mean of the votes (B, K): the vote attack's surrogate, with no routing.
@@ -212,6 +232,9 @@ class EfficientCapsNet(LengthScoredCapsNet):
         return log_lengths(squash(votes.mean(dim=1)))  # mean over the N_in inputs: (B, K, D) → (B, K)
 
     def class_capsules(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 1, 28, 28) → the class capsules (B, 10, 16) after one self-attention routing step."""
-        poses, _ = self_attention_routing(self.votes(self.primary_capsules(images)), self.bias)
-        return poses
+        """(B, 1, 28, 28) → the class capsules (B, 10, 16) after one self-attention routing step (or none)."""
+        return self.route(self.votes(self.primary_capsules(images)))[0]
+
+    def route(self, votes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Votes (B, N_in, K, D) → class capsules (B, K, D) and couplings (B, N_in, K), by the config's routing."""
+        return ROUTINGS[self.config.routing](votes, self.bias)

@@ -108,37 +108,37 @@ def _variants(context: ReportContext, draft: Draft) -> None:
 
 
 def _against_no_routing(context: ReportContext, draft: Draft) -> None:
-    """Routing variant minus its no-routing ablation (the suite's ``routing_baseline``), paired over images."""
+    """Routing variant minus its no-routing ablation (the suite's ``routing_baselines``), paired over images."""
     raw = []
     for source in context.sources:
-        baseline = str(suite_of(source).get("routing_baseline", ""))
-        if not baseline:
-            continue
-        frame = against_no_routing(*_accurate_enough(source), baseline, n_resamples=context.n_resamples,
-                                   seed=context.seed)
-        if frame.empty:
-            continue
-        if not raw:
-            draft.add(Paragraph(
-                "**Routing against no routing.** Each variant of the no-routing model's architecture minus the "
-                "no-routing model itself (one routing iteration: every coupling 1/K, no agreement step), in points "
-                "of best-attack robust accuracy: what routing adds (positive) or costs (negative) under the "
-                "strongest attacks this sweep ran. Averaged over training seeds, over the attacks every seed of "
-                "both faced; the 95% interval resamples each recipe's seeds independently and the test images "
-                "jointly (the same images for both, so the pairing is kept); *per seed*: seed k against seed k, "
-                "interval over images only. An interval that holds 0 means this sweep cannot tell the two apart."))
-        raw.append(tagged(context, frame, source))
-        display = seed_difference_numbers(frame)[["candidate", "norm", "eps", "n", "candidate_seeds", "base", "cand",
-                                                   "difference", "per_seed_differences"]]
-        display.columns = ["variant", "norm", "eps", "n", "seeds", f"{baseline} (no routing)", "with routing",
-                           "routing adds (pts) [95% CI]", "per seed (pts) [95% CI, images]"]
-        commands = tuple((f"compute the {variant} rows", shlex.join(
-            ["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate", variant]))
-            for variant in dict.fromkeys(frame["candidate"]))
-        suffix = f" ({source.shown})" if context.many else ""
-        draft.blocks.append(Table("routing_against_none", display, (*commands, context.rebuild()),
-                                  f"Routing variants against {baseline}{suffix}: best-attack robust accuracy (%) "
-                                  f"on the same {int(frame['n'].max())} images."))
+        results, examples = _accurate_enough(source)
+        for baseline in suite_of(source).get("routing_baselines", []):
+            frame = against_no_routing(results, examples, baseline, n_resamples=context.n_resamples,
+                                       seed=context.seed)
+            if frame.empty:
+                continue
+            if not raw:
+                draft.add(Paragraph(
+                    "**Routing against no routing.** Each variant of a no-routing model's architecture minus that "
+                    "model (one routing iteration, or uniform coupling: every coupling 1/K, no agreement step), in "
+                    "points of best-attack robust accuracy: what routing adds (positive) or costs (negative) under "
+                    "the strongest attacks this sweep ran. Averaged over training seeds, over the attacks every "
+                    "seed of both faced; the 95% interval resamples each recipe's seeds independently and the test "
+                    "images jointly (the same images for both, so the pairing is kept); *per seed*: seed k against "
+                    "seed k, interval over images only. An interval that holds 0 means this sweep cannot tell the "
+                    "two apart."))
+            raw.append(tagged(context, frame, source))
+            display = seed_difference_numbers(frame)[["candidate", "norm", "eps", "n", "candidate_seeds", "base",
+                                                       "cand", "difference", "per_seed_differences"]]
+            display.columns = ["variant", "norm", "eps", "n", "seeds", f"{baseline} (no routing)", "with routing",
+                               "routing adds (pts) [95% CI]", "per seed (pts) [95% CI, images]"]
+            commands = tuple((f"compute the {variant} rows", shlex.join(
+                ["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate", variant]))
+                for variant in dict.fromkeys(frame["candidate"]))
+            suffix = f" ({source.shown})" if context.many else ""
+            draft.blocks.append(Table("routing_against_none", display, (*commands, context.rebuild()),
+                                      f"Routing variants against {baseline}{suffix}: best-attack robust accuracy "
+                                      f"(%) on the same {int(frame['n'].max())} images."))
     if raw:
         draft.tables["routing_against_none"] = concat(raw)
 
