@@ -64,9 +64,9 @@ def _unfinished(tables: SweepTables) -> str:
 
     def models(rows: pd.DataFrame) -> str:
         names = list(dict.fromkeys(rows["model"]))
-        return ", ".join(names) if len(names) <= FEW_MODELS else f"{len(names)} models"
+        return f": {', '.join(names)}" if len(names) <= FEW_MODELS else f" of {len(names)} models"
 
-    open_budgets = [f"{budget(norm, eps)} ({len(rows)} cells: {models(rows)})"
+    open_budgets = [f"{budget(norm, eps)} ({len(rows)} cells{models(rows)})"
                     for (norm, eps), rows in missing.groupby(["norm", "eps"], sort=True)]
     done = sorted({(norm, eps) for norm, eps in zip(planned["norm"], planned["eps"], strict=True)}
                   - {(norm, eps) for norm, eps in zip(missing["norm"], missing["eps"], strict=True)})
