@@ -196,3 +196,21 @@ def test_a_damaged_table_is_refused_in_one_line_that_says_how_to_rebuild_it(tiny
     message = str(raised.value)
     assert message.startswith(f"{damaged / name} is damaged ({reason}") and "--resume" in message
     assert "\n" not in message
+
+
+def test_a_suite_changed_only_in_what_reports_read_resumes_without_recomputing_a_cell(trained_runs, mnist5k,
+                                                                                       tiny_sweep, tmp_path):
+    """Adding ``routing_baselines`` (or another report-only key) to a running sweep's suite changes its digest: the
+    resumed sweep records the new suite and keeps every finished cell as it was."""
+    import shutil
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tiny_sweep, resumed)
+    cells = {path.name: path.read_bytes() for path in (resumed / "cells").iterdir()}
+    suite = {"suite": {**TINY_SUITE["suite"], "routing_baselines": ["cnn-tiny"]}, "attack": TINY_SUITE["attack"]}
+    run_sweep([trained_runs["cnn-tiny"]], suite_from_dict(suite, source="tiny.toml"), mnist5k, out_dir=resumed,
+              backend="art", device="cpu", save_adversarials=True, progress=False, resume=True)
+    assert {path.name: path.read_bytes() for path in (resumed / "cells").iterdir()} == cells
+    record = read_sweep_file(resumed)
+    assert record["request"]["suite"]["suite"]["routing_baselines"] == ["cnn-tiny"]
+    assert "routing_baselines" not in record["extended_from"][0]["suite"]["suite"]
