@@ -155,12 +155,12 @@ register_profile(BenchmarkProfile(
              "not yet timed end to end); about a day on 2 idle CPU cores: ~5 h of training, up to ~20 h of attacks "
              "(docs/adversarial-training.md)",
 ))
-#: The routing comparison's models (issue 20) with their CPU epochs; the GPU profile trains the same for 10.
-#: efficient-capsnet-uniform (uniform coupling) is to self-attention routing what capsnet-routing-1 is to dynamic
-#: routing; it came last (2026-12-05), so a sweep already under way grows by it instead of changing its order.
+#: The routing comparison's models (issue 20) with their CPU epochs; the GPU profile trains the same for 10. Each
+#: routing's no-routing twin stands before it: capsnet-routing-1 (dynamic routing with one iteration, couplings 1/K)
+#: and efficient-capsnet-uniform (self-attention routing replaced by uniform coupling), then the CNNs.
 ROUTING_RECIPES_15 = (("capsnet-routing-1", 15), ("capsnet-paper", 15), ("capsnet-routing-5", 15),
-                      ("efficient-capsnet", 15), ("cnn-small", 15), ("cnn-efficient-match", 15), ("cnn-em-match", 15),
-                      ("efficient-capsnet-uniform", 15))
+                      ("efficient-capsnet-uniform", 15), ("efficient-capsnet", 15), ("cnn-small", 15),
+                      ("cnn-efficient-match", 15), ("cnn-em-match", 15))
 register_profile(BenchmarkProfile(
     name="routing",
     description="does routing buy robustness? dynamic routing with 1 (no routing), 3 and 5 iterations, "
