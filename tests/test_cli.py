@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -214,14 +213,13 @@ def test_every_subcommand_refuses_every_class_of_bad_value_in_one_line_and_write
     (tmp_path / "bad.toml").write_text("[suite\nname=")
     (tmp_path / "badrecipe.toml").write_text('[model]\nname = "r"\nrouting_iterations = 0\n')
     before = _snapshot(tmp_path)
-    command = [sys.executable, "-c", "from capsrobust.cli import main; main()"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-
-    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        finished = list(pool.map(run, [args for args, _ in HOSTILE]))
+    # A fresh process each, as a user meets them: forks of one interpreter that imported the command line only.
+    driver = subprocess.run([sys.executable, str(REPO / "tests" / "cli_in_forks.py")], cwd=tmp_path, timeout=300,
+                            input=json.dumps([args for args, _ in HOSTILE]), capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert driver.returncode == 0, driver.stderr
+    finished = [subprocess.CompletedProcess(args, **result) for (args, _), result in
+                zip(HOSTILE, json.loads(driver.stdout), strict=True)]
     for (args, message), result in zip(HOSTILE, finished, strict=True):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2, (args, result.stderr)

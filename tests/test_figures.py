@@ -16,6 +16,7 @@ from capsrobust.figures.capsules import (
     tweak_deltas,
     tweak_figure,
 )
+from capsrobust.figures.images import mosaic
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
@@ -24,6 +25,16 @@ from tests.conftest import recipe
 def test_default_deltas_are_the_original_eleven_steps():
     assert np.allclose(tweak_deltas(), np.arange(-0.25, 0.2501, 0.05))
     assert len(tweak_deltas(0.5, 0.1)) == 11
+
+
+def test_a_mosaic_places_each_tile_at_its_row_and_column_with_white_gaps():
+    grey = torch.arange(4.0).view(2, 2, 1, 1, 1).expand(2, 2, 1, 2, 3) / 4  # tile (r, k) filled with (2r + k) / 4
+    picture = mosaic(grey, gap=1)
+    assert picture.shape == (2 * 2 + 1, 2 * 3 + 1)
+    assert np.all(picture[:2, :3] == 0.0) and np.all(picture[:2, 4:] == 0.25) and np.all(picture[3:, 4:] == 0.75)
+    assert np.all(picture[2, :] == 1.0) and np.all(picture[:, 3] == 1.0)  # the gaps
+    colour = mosaic(torch.rand(3, 4, 3, 5, 5), gap=2)
+    assert colour.shape == (3 * 7 - 2, 4 * 7 - 2, 3) and np.all(colour[5:7] == 1.0)
 
 
 def test_each_tweak_row_moves_only_its_own_dimension_of_the_winning_capsule(mnist5k):

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from capsrobust.data import Split
 from capsrobust.detection.detector import require_reconstruction
-from capsrobust.figures.images import show_image
+from capsrobust.figures.images import mosaic, show_image
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import atomic_write
 
@@ -109,17 +109,15 @@ def tweak_figure(
     """A (dimensions × deltas) grid of decoded tweaks; one row per capsule dimension."""
     n_dims, n_deltas = reconstructions.shape[:2]
     figure = Figure(figsize=(0.75 * n_deltas + 0.6, 0.75 * n_dims + 0.6))
-    axes = figure.subplots(n_dims, n_deltas, squeeze=False)
-    for row in range(n_dims):
-        for column in range(n_deltas):
-            axis = axes[row, column]
-            show_image(axis, reconstructions[row, column])
-            axis.set_xticks([])
-            axis.set_yticks([])
-            if row == 0:
-                axis.set_title(f"{deltas[column]:+.2f}", fontsize=7)
-            if column == 0:
-                axis.set_ylabel(f"dim {row}", fontsize=7)
+    axis = figure.subplots()
+    picture = mosaic(reconstructions)
+    axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
+    height, width = reconstructions.shape[-2:]
+    axis.set_xticks((np.arange(n_deltas) + 0.5) * (width + 1) - 1, [f"{delta:+.2f}" for delta in deltas], fontsize=7)
+    axis.set_yticks((np.arange(n_dims) + 0.5) * (height + 1) - 1, [f"dim {row}" for row in range(n_dims)], fontsize=7)
+    axis.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    for side in axis.spines.values():
+        side.set_visible(False)
     figure.suptitle(f"winning capsule: class {classes[predicted]}; each row moves one of its {n_dims} dimensions")
     figure.tight_layout()
     return figure
