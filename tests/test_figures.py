@@ -16,7 +16,7 @@ from capsrobust.figures.capsules import (
     tweak_deltas,
     tweak_figure,
 )
-from capsrobust.figures.images import mosaic
+from capsrobust.figures.images import mosaic, tile_centres
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
@@ -33,6 +33,7 @@ def test_a_mosaic_places_each_tile_at_its_row_and_column_with_white_gaps():
     assert picture.shape == (2 * 2 + 1, 2 * 3 + 1)
     assert np.all(picture[:2, :3] == 0.0) and np.all(picture[:2, 4:] == 0.25) and np.all(picture[3:, 4:] == 0.75)
     assert np.all(picture[2, :] == 1.0) and np.all(picture[:, 3] == 1.0)  # the gaps
+    assert list(tile_centres(2, 3, gap=1)) == [1.0, 5.0] and list(tile_centres(2, 2, gap=1)) == [0.5, 3.5]
     colour = mosaic(torch.rand(3, 4, 3, 5, 5), gap=2)
     assert colour.shape == (3 * 7 - 2, 4 * 7 - 2, 3) and np.all(colour[5:7] == 1.0)
 

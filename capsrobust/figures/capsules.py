@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from capsrobust.data import Split
 from capsrobust.detection.detector import require_reconstruction
-from capsrobust.figures.images import mosaic, show_image
+from capsrobust.figures.images import mosaic, show_image, tile_centres
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import atomic_write
 
@@ -110,11 +110,12 @@ def tweak_figure(
     n_dims, n_deltas = reconstructions.shape[:2]
     figure = Figure(figsize=(0.75 * n_deltas + 0.6, 0.75 * n_dims + 0.6))
     axis = figure.subplots()
-    picture = mosaic(reconstructions)
+    gap = 1
+    picture = mosaic(reconstructions, gap)
     axis.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1)
     height, width = reconstructions.shape[-2:]
-    axis.set_xticks((np.arange(n_deltas) + 0.5) * (width + 1) - 1, [f"{delta:+.2f}" for delta in deltas], fontsize=7)
-    axis.set_yticks((np.arange(n_dims) + 0.5) * (height + 1) - 1, [f"dim {row}" for row in range(n_dims)], fontsize=7)
+    axis.set_xticks(tile_centres(n_deltas, width, gap), [f"{delta:+.2f}" for delta in deltas], fontsize=7)
+    axis.set_yticks(tile_centres(n_dims, height, gap), [f"dim {row}" for row in range(n_dims)], fontsize=7)
     axis.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
     for side in axis.spines.values():
         side.set_visible(False)

@@ -32,8 +32,8 @@ def show_image(axis: Axes, image: torch.Tensor | np.ndarray) -> None:
 def mosaic(images: torch.Tensor | np.ndarray, gap: int = 1) -> np.ndarray:
     """A (R, K, C, H, W) grid of images as one displayable picture, tiles apart by ``gap`` white pixels.
 
-    One ``imshow`` of the whole grid instead of R·K axes: a 16 × 11 tweak grid draws in a tenth of the time, with
-    the same pixels.
+    One ``imshow`` of the whole grid instead of R·K axes: a 16 × 11 tweak grid draws in a fifth of the time. Tile
+    (r, k) starts at pixel row r·(H + gap) and column k·(W + gap).
     """
     n_rows, n_columns = images.shape[:2]
     tiles = [[displayable(images[row][column]) for column in range(n_columns)] for row in range(n_rows)]
@@ -44,6 +44,11 @@ def mosaic(images: torch.Tensor | np.ndarray, gap: int = 1) -> np.ndarray:
             top, left = row * (height + gap), column * (width + gap)
             canvas[top : top + height, left : left + width] = tile
     return canvas
+
+
+def tile_centres(count: int, size: int, gap: int) -> np.ndarray:
+    """Pixel coordinates of the centres of ``count`` tiles of ``size`` pixels laid out by ``mosaic``."""
+    return np.arange(count) * (size + gap) + (size - 1) / 2
 
 
 def signed_map(delta: np.ndarray) -> np.ndarray:
