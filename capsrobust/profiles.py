@@ -177,8 +177,9 @@ register_profile(BenchmarkProfile(
     estimate="training measured at 10-15 min a run for the dynamic-routing variants in bf16 on one of 2 busy CPU "
              "cores (auto on a CPU with bf16 hardware; ~2x that in fp32), efficient-capsnet and the CNNs a few "
              "minutes (2.5 h for all 16 runs); then about 15 core-hours of cascaded attacks, 7-8 h with two Ray "
-             "workers (29,000 s of cell time measured for the first 123 of 536 cells, the rest estimated at 0.021 s "
-             "per image and PGD step through capsnet-paper's routing on one core, 0.014 s for the vote attack); "
+             "workers (measured: 21,000 s of cell time for the 208 cells of L∞ 0 and 0.05, 3,800 s of it per "
+             "dynamic-routing model and seed: APGD-CE and vote APGD-CE 1,250-1,500 s each, PGD-40 ~360 s; 0.1 and "
+             "0.2 estimated at 0.021 s per image and PGD step through capsnet-paper's routing on one core); "
              "split it with --stop-after and resume by running the same command again",
     gallery_labels=("pgd-linf", "vote-pgd-linf"),
 ))
