@@ -21,6 +21,7 @@ from pathlib import Path
 
 
 def run_in_fork(main, args: list[str], folder: Path) -> dict[str, object]:
+    """``main`` as ``capsrobust ARGS`` in a forked child; its exit status and output (kept in ``folder``)."""
     out, err = folder / "stdout", folder / "stderr"
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -42,6 +43,7 @@ def run_in_fork(main, args: list[str], folder: Path) -> dict[str, object]:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return {"returncode": os.waitstatus_to_exitcode(status), "stdout": out.read_text(), "stderr": err.read_text()}
+
 
 RAY_MODULE = "capsrobust.execution.ray_executor"
 

@@ -213,7 +213,7 @@ def test_every_subcommand_refuses_every_class_of_bad_value_in_one_line_and_write
     (tmp_path / "bad.toml").write_text("[suite\nname=")
     (tmp_path / "badrecipe.toml").write_text('[model]\nname = "r"\nrouting_iterations = 0\n')
     before = _snapshot(tmp_path)
-    # A fresh process each, as a user meets them: forks of one interpreter that imported the command line only.
+    # A fresh process each, as a user meets them: forks of one interpreter that had only imported the package.
     driver = subprocess.run([sys.executable, str(REPO / "tests" / "cli_in_forks.py")], cwd=tmp_path, timeout=300,
                             input=json.dumps([args for args, _ in HOSTILE]), capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
