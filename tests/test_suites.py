@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from capsrobust.attacks import Backend
@@ -10,13 +12,14 @@ from capsrobust.attacks.suites import SuiteError, load_suite, suite_from_dict
 from capsrobust.evaluation.checks import Status
 from capsrobust.evaluation.plan import plan_cells
 
+REPO = Path(__file__).resolve().parents[1]
 
-@pytest.mark.parametrize("name", ["quick", "standard", "full", "cpu-standard"])
-def test_shipped_suites_load(name):
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in (REPO / "attacks").glob("*.toml")))
+def test_shipped_suites_load_under_their_file_name_and_attack_with_pgd(name):
     suite = load_suite(name)
     assert suite.name == name
-    labels = {entry.label for entry in suite.attacks}
-    assert {"fgsm", "pgd-linf"} <= labels
+    assert "pgd-linf" in {entry.label for entry in suite.attacks}  # every verdict has a gradient attack in it
 
 
 def test_standard_suite_covers_the_issue():
@@ -151,3 +154,14 @@ def test_routing_baselines_are_kept_and_only_suites_that_name_some_change_their_
     assert suite_from_dict(suite_from_dict(named).to_dict()) == suite_from_dict(named)
     assert suite_from_dict(named).digest() != suite_from_dict(plain).digest()
     assert load_suite("routing").routing_baselines == ("capsnet-routing-1", "efficient-capsnet-uniform")
+
+
+def test_the_seed_study_runs_the_routing_suites_own_attacks_at_its_budget():
+    """routing-seeds adds seeds to one comparison of the routing suite: its attacks must be that suite's, unchanged."""
+    routing = {entry.label: entry for entry in load_suite("routing").attacks}
+    seeds = load_suite("routing-seeds")
+    assert seeds.cascade and seeds.routing_baselines == ("efficient-capsnet-uniform",)
+    assert seeds.min_clean_accuracy == load_suite("routing").min_clean_accuracy
+    for entry in seeds.attacks:
+        assert entry.params == routing[entry.label].params, entry.label
+        assert set(entry.eps) <= set(routing[entry.label].eps), entry.label
