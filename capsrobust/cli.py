@@ -566,9 +566,13 @@ def report(
 @click.option("--n-resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
               help="bootstrap resamples")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="seed of the bootstrap")
+@click.option("--paired-seeds", is_flag=True, help="resample seed k of both recipes together: for twins one "
+              "training seed starts alike (a routing variant and its no-routing twin: the same initial weights "
+              "and batches), as the report's routing section does")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="also write the table as CSV")
 def compare(
-    result_dir: str, baseline: str, candidate: str, n_resamples: int, seed: int, out_file: str | None
+    result_dir: str, baseline: str, candidate: str, n_resamples: int, seed: int, paired_seeds: bool,
+    out_file: str | None,
 ) -> None:
     """Candidate minus baseline robust accuracy per cell of a sweep, with bootstrap 95% CI and McNemar's p.
 
@@ -581,7 +585,8 @@ def compare(
     from capsrobust.runtime import atomic_write
 
     tables = load_sweep(resolve_result_dir(result_dir))
-    comparison = run_comparison(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
+    comparison = run_comparison(tables, baseline, candidate, n_resamples=n_resamples, seed=seed,
+                                paired_seeds=paired_seeds)
     if out_file:
         atomic_write(Path(out_file), lambda path: comparison.table.to_csv(path, index=False))
     click.echo(comparison.heading)

@@ -130,3 +130,5 @@ def test_two_models_are_compared_image_by_image_and_printed_with_their_interval(
     assert (fgsm["baseline_robust"], fgsm["candidate_robust"], fgsm["p"]) == ("62.5", "87.5", "0.625")
     assert fgsm["difference_pts"].startswith("+25.0 [")
     assert comparison.heading.startswith("caps (candidate) minus cnn (baseline)") and "McNemar" in comparison.footnote
+    with pytest.raises(CompareError, match="not both such recipes here: drop --paired-seeds"):
+        compare(tables(OUTCOMES), "cnn", "caps", paired_seeds=True)  # two models have no seeds to pair

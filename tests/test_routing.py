@@ -8,8 +8,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from click.testing import CliRunner
 
 from capsrobust.attacks.suites import suite_from_dict
+from capsrobust.cli import main
 from capsrobust.detection.pipeline import run_detection
 from capsrobust.evaluation.routing import (
     against_no_routing,
@@ -159,7 +162,28 @@ def test_routing_against_no_routing_pairs_each_variant_of_the_architecture_with_
     assert row["difference"] == pytest.approx(0.25)
     assert row["ci_low"] <= 0.25 <= row["ci_high"]
     assert row["per_seed_differences"].startswith("s0:+20.0") and "s1:+30.0" in row["per_seed_differences"]
+    assert row["seeds_paired"]  # both hold seeds 0 and 1: seed k of the variant is drawn with seed k of the twin
     assert against_no_routing(results, examples, "absent", n_resamples=10).empty
+    lone = (results["model"] != "caps-3-s1").to_numpy()  # the variant lost a seed: its seeds are drawn on their own
+    unpaired = against_no_routing(results[lone], examples[examples["model"] != "caps-3-s1"], "caps-1", n_resamples=200)
+    assert not unpaired["seeds_paired"].iloc[0] and unpaired["difference"].iloc[0] == pytest.approx(0.6 - 0.5)
+
+
+@pytest.mark.parametrize("twins", [("capsnet-routing-1", "capsnet-paper", "capsnet-routing-5"),
+                                   ("efficient-capsnet-uniform", "efficient-capsnet")])
+def test_one_training_seed_starts_a_routing_variant_and_its_no_routing_twin_alike(twins):
+    """Why the routing comparison pairs seeds: the twins have the same parameters, so a seed gives them the same
+    initial weights (and the training loop the same batches: its shuffling and shifts depend on seed and epoch)."""
+    from capsrobust.models.recipes import build_model
+    from capsrobust.runtime import seed_everything
+
+    states = []
+    for name in twins:
+        seed_everything(7)
+        states.append(build_model(recipe(name)).state_dict())
+    for state in states[1:]:
+        assert state.keys() == states[0].keys()
+        assert all(torch.equal(state[key], states[0][key]) for key in state)
 
 
 def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(mnist5k, tmp_path):
@@ -200,7 +224,15 @@ def test_the_report_gives_each_routing_variant_over_its_seeds_with_the_detector(
     expected = variants.loc["capsnet-tiny", "best_attack"] - variants.loc["capsnet-tiny-1", "best_attack"]
     assert against["difference"].iloc[0] == pytest.approx(expected)
     assert "**Routing against no routing.**" in text
-    assert "capsrobust compare sweep --baseline capsnet-tiny-1 --candidate capsnet-tiny" in text
+    assert "capsrobust compare sweep --baseline capsnet-tiny-1 --candidate capsnet-tiny --paired-seeds" in text
+    assert against["seeds_paired"].iloc[0]
+    # the printed command gives the report's interval
+    cli = CliRunner().invoke(main, ["compare", str(sweep_dir), "--baseline", "capsnet-tiny-1", "--candidate",
+                                    "capsnet-tiny", "--paired-seeds", "--n-resamples", "200",
+                                    "--out", str(tmp_path / "compare.csv")])
+    assert cli.exit_code == 0, cli.output
+    computed = pd.read_csv(tmp_path / "compare.csv")
+    assert (computed[["ci_low", "ci_high"]].to_numpy() == against[["ci_low", "ci_high"]].to_numpy()).all()
 
     # Accuracy first: with the suite's floor at the better seed's clean accuracy, the other seed (if below) is left
     # out of both tables and named in the report.

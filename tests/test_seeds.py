@@ -44,6 +44,23 @@ def test_two_level_difference_keeps_images_paired():
     assert two_level_interval(outcomes, outcomes.copy(), n_resamples=2000) == (0.0, 0.0)
 
 
+def test_paired_seeds_cancel_what_a_seed_does_to_both_twins():
+    # Seed 0 leaves 90% of the images robust, seed 1 only 40%, for both models alike; the candidate loses the same
+    # 10 images (5 points) on each seed. Drawn independently, the seeds' 50-point spread swamps the difference;
+    # drawn as pairs it cancels, and only the images' spread of the 5-point loss is left.
+    baseline = np.zeros((2, 200), dtype=bool)
+    baseline[0, :180], baseline[1, :80] = True, True
+    candidate = baseline.copy()
+    candidate[:, :10] = False
+    low, high = two_level_interval(candidate, baseline, n_resamples=4000, seed=0, paired_seeds=True)
+    assert -0.09 < low < -0.05 < high < -0.02
+    wide_low, wide_high = two_level_interval(candidate, baseline, n_resamples=4000, seed=0)
+    assert wide_low < -0.3 and wide_high > 0.2
+    assert two_level_interval(baseline, baseline, n_resamples=500, paired_seeds=True) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="as many seeds"):
+        two_level_interval(candidate, baseline[:1], paired_seeds=True)
+
+
 def test_two_level_interval_refuses_different_images():
     with pytest.raises(ValueError, match="same non-empty set of images"):
         two_level_interval(np.ones((2, 5)), np.ones((2, 6)))
@@ -110,6 +127,13 @@ def test_compare_across_seeds_pools_and_pairs_seeds():
     assert (row["baseline_seeds"], row["candidate_seeds"]) == ("0 1", "0 1")
     with pytest.raises(CompareError, match="not a model group"):
         compare_across_seeds(results, examples, "cnn", "nope")
+    assert not row["seeds_paired"]
+    paired = compare_across_seeds(results, examples, "cnn", "caps", n_resamples=500, paired_seeds=True).iloc[0]
+    assert paired["seeds_paired"] and paired["difference"] == row["difference"]
+    one_seed_fewer = {key: value for key, value in OUTCOMES.items() if key[0] != "cnn-s1"} | {
+        ("cnn-s2", 2, "pgd"): OUTCOMES[("cnn-s1", 1, "pgd")], ("cnn-s3", 3, "pgd"): OUTCOMES[("cnn-s1", 1, "pgd")]}
+    with pytest.raises(CompareError, match="same training seeds in both groups: cnn has 0 2 3, caps 0 1"):
+        compare_across_seeds(*tables(one_seed_fewer), "cnn", "caps", paired_seeds=True)
 
 
 def test_suite_entries_can_name_training_seeds_and_recipe_groups():

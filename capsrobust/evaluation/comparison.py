@@ -14,7 +14,7 @@ from enum import Enum
 
 import pandas as pd
 
-from capsrobust.evaluation.compare import compare_models
+from capsrobust.evaluation.compare import CompareError, compare_models
 from capsrobust.evaluation.seeds import compare_across_seeds, multi_seed_groups
 from capsrobust.evaluation.store import SweepTables
 
@@ -32,6 +32,7 @@ class Comparison:
     baseline: str
     candidate: str
     table: pd.DataFrame
+    paired_seeds: bool = False
 
     @property
     def heading(self) -> str:
@@ -42,7 +43,8 @@ class Comparison:
     @property
     def footnote(self) -> str:
         if self.kind is ComparisonKind.SEEDS:
-            return ("difference in points with a 95% bootstrap interval over seeds and images; per seed: seed k "
+            seeds = "seed pairs (seed k of both together)" if self.paired_seeds else "seeds"
+            return (f"difference in points with a 95% bootstrap interval over {seeds} and images; per seed: seed k "
                     "against seed k, interval over images")
         return ("difference in points with its bootstrap 95% interval over images; p: exact McNemar on the images "
                 "where only one model is robust (per row, not corrected for the number of rows)")
@@ -69,13 +71,19 @@ class Comparison:
 
 
 def compare(
-    tables: SweepTables, baseline: str, candidate: str, *, n_resamples: int = 10_000, seed: int = 0
+    tables: SweepTables, baseline: str, candidate: str, *, n_resamples: int = 10_000, seed: int = 0,
+    paired_seeds: bool = False,
 ) -> Comparison:
     """Seeds against seeds when both names are recipes trained with several seeds in the sweep, else model
-    against model (``CompareError`` names the models there are when a name is neither)."""
+    against model (``CompareError`` names the models there are when a name is neither). ``paired_seeds``
+    resamples seed k of both recipes together (twins that one seed starts alike, ``seeds.compare_across_seeds``);
+    it means nothing for two models and is refused there."""
     if {baseline, candidate} <= set(multi_seed_groups(tables.results)):
         table = compare_across_seeds(tables.results, tables.examples, baseline, candidate, n_resamples=n_resamples,
-                                     seed=seed)
-        return Comparison(ComparisonKind.SEEDS, baseline, candidate, table)
+                                     seed=seed, paired_seeds=paired_seeds)
+        return Comparison(ComparisonKind.SEEDS, baseline, candidate, table, paired_seeds)
+    if paired_seeds:
+        raise CompareError(f"paired seeds compare two recipes trained with several seeds; {baseline!r} and "
+                           f"{candidate!r} are not both such recipes here: drop --paired-seeds")
     table = compare_models(tables, baseline, candidate, n_resamples=n_resamples, seed=seed)
     return Comparison(ComparisonKind.MODELS, baseline, candidate, table)

@@ -178,6 +178,13 @@ def against_no_routing(
     is what routing adds to robustness: positive, the routing variant keeps more images. Rows come from
     ``compare_across_seeds`` (the attacks every seed of both faced; images paired; two-level 95% intervals over
     seeds and images; seed k against seed k beside them). Empty when ``baseline`` is not a group of the sweep.
+
+    Seeds are paired too where both hold the same seeds (``seeds_paired``): the routing profile's variants have the
+    parameters of their no-routing twins, so one training seed gives both the same initial weights and the same
+    batches (tests/test_routing.py checks it), and seed k of the one is a matched pair with seed k of the other.
+    Resampled independently, a seed that makes both twins fragile (or both robust) would widen the interval of
+    their difference, though it moves both alike. For variants that differ in more than routing the pairs are
+    independent draws and the interval is as valid, only no narrower.
     """
     groups = model_groups(results)
     if baseline not in groups:
@@ -186,8 +193,9 @@ def against_no_routing(
     architecture = architectures[groups[baseline][0][0]]
     variants = [group for group, members in groups.items()
                 if group != baseline and architectures[members[0][0]] == architecture]
-    frames = [compare_across_seeds(results, examples, baseline, variant, n_resamples=n_resamples, seed=seed)
-              for variant in variants]
+    seeds = {group: [s for _, s in members] for group, members in groups.items()}
+    frames = [compare_across_seeds(results, examples, baseline, variant, n_resamples=n_resamples, seed=seed,
+                                   paired_seeds=seeds[variant] == seeds[baseline]) for variant in variants]
     frames = [frame for frame in frames if not frame.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SEED_COMPARE_COLUMNS)
 

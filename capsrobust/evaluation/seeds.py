@@ -30,7 +30,7 @@ SEED_COLUMNS = [
 ]
 SEED_COMPARE_COLUMNS = [
     "norm", "eps", "baseline", "candidate", "n", "baseline_seeds", "candidate_seeds", "baseline_robust_accuracy",
-    "candidate_robust_accuracy", "difference", "ci_low", "ci_high", "per_seed_differences",
+    "candidate_robust_accuracy", "difference", "ci_low", "ci_high", "per_seed_differences", "seeds_paired",
 ]
 
 
@@ -118,14 +118,16 @@ def across_seeds(
 
 def compare_across_seeds(
     results: pd.DataFrame, examples: pd.DataFrame, baseline: str, candidate: str, *, n_resamples: int = 10_000,
-    seed: int = 0,
+    seed: int = 0, paired_seeds: bool = False,
 ) -> pd.DataFrame:
     """Candidate − baseline group robust accuracy per (norm, eps), with a two-level interval and per-seed rows.
 
     Both groups are reduced to the attack cells that every seed of *both* faced, so the difference compares equal
     attacks. ``per_seed_differences`` pairs seed k with seed k where both have it (images paired, interval over
-    images only), which shows whether one seed drives the pooled difference. Raises ``CompareError`` for a group
-    that is not in the sweep.
+    images only), which shows whether one seed drives the pooled difference. ``paired_seeds`` resamples seed k of
+    both together (``stats.two_level_interval``): for twins whose seed fixes the same initial weights and batches,
+    and only when both groups hold the same seeds. Raises ``CompareError`` for a group that is not in the sweep, or
+    for paired seeds that the two groups do not share.
     """
     groups = model_groups(results)
     for name in (baseline, candidate):
@@ -135,6 +137,12 @@ def compare_across_seeds(
         raise CompareError(f"baseline and candidate are both {baseline!r}; compare two different groups")
     base_models = [m for m, _ in groups[baseline]]
     cand_models = [m for m, _ in groups[candidate]]
+    base_seeds = [s for _, s in groups[baseline]]  # sorted by seed (model_groups), so row k pairs with row k
+    cand_seeds = [s for _, s in groups[candidate]]
+    if paired_seeds and base_seeds != cand_seeds:
+        raise CompareError(f"paired seeds need the same training seeds in both groups: {baseline} has "
+                           f"{' '.join(map(str, base_seeds))}, {candidate} {' '.join(map(str, cand_seeds))}; "
+                           f"compare without pairing them")
     common = common_cells(results, base_models + cand_models)
     per_example = worst_case_examples(common, examples)
     rows = []
@@ -143,9 +151,7 @@ def compare_across_seeds(
         cand = outcome_matrix(per_example, cand_models, norm, eps)
         if base.shape[1] != cand.shape[1]:
             raise CompareError(f"{baseline} and {candidate} were attacked on different images; use one sweep")
-        low, high = two_level_interval(cand, base, n_resamples=n_resamples, seed=seed)
-        base_seeds = [s for _, s in groups[baseline]]
-        cand_seeds = [s for _, s in groups[candidate]]
+        low, high = two_level_interval(cand, base, n_resamples=n_resamples, seed=seed, paired_seeds=paired_seeds)
         paired = []
         for b_seed, b_row in zip(base_seeds, base, strict=True):
             for c_seed, c_row in zip(cand_seeds, cand, strict=True):
@@ -158,7 +164,7 @@ def compare_across_seeds(
             "baseline_seeds": " ".join(map(str, base_seeds)), "candidate_seeds": " ".join(map(str, cand_seeds)),
             "baseline_robust_accuracy": float(base.mean()), "candidate_robust_accuracy": float(cand.mean()),
             "difference": float(cand.mean() - base.mean()), "ci_low": low, "ci_high": high,
-            "per_seed_differences": "; ".join(paired),
+            "per_seed_differences": "; ".join(paired), "seeds_paired": paired_seeds,
         })
     return _sorted(pd.DataFrame(rows, columns=SEED_COMPARE_COLUMNS), None)
 

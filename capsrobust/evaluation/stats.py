@@ -107,25 +107,32 @@ def _resample_counts(rng: np.random.Generator, count: int, size: int) -> np.ndar
 
 
 def seed_image_means(
-    outcomes: Sequence[np.ndarray], image_counts: np.ndarray, rng: np.random.Generator
+    outcomes: Sequence[np.ndarray], image_counts: np.ndarray, rng: np.random.Generator, paired_seeds: bool = False
 ) -> list[np.ndarray]:
     """Resampled grand means of (seeds, images) outcome matrices: seeds drawn per matrix, images shared.
 
     ``image_counts`` (R, n) says how often each image is drawn in each of R resamples; every matrix gets its own
-    seed resample, so two models' seeds stay independent while their images stay paired.
+    seed resample, so two models' seeds stay independent while their images stay paired. With ``paired_seeds``
+    one seed resample serves every matrix (row k of each is seed k: they must have as many rows).
     """
+    shared = None
+    if paired_seeds:
+        rows = {np.shape(matrix)[0] for matrix in outcomes}
+        if len(rows) != 1:
+            raise ValueError(f"paired seeds need as many seeds (rows) in every matrix, got {sorted(rows)}")
+        shared = _resample_counts(rng, image_counts.shape[0], rows.pop())
     means = []
     for matrix in outcomes:
         values = np.asarray(matrix, dtype=np.float64)  # (S, n)
         seeds, n = values.shape
-        seed_counts = _resample_counts(rng, image_counts.shape[0], seeds)  # (R, S)
+        seed_counts = shared if shared is not None else _resample_counts(rng, image_counts.shape[0], seeds)  # (R, S)
         means.append(np.einsum("rs,sn,rn->r", seed_counts, values, image_counts) / (seeds * n))
     return means
 
 
 def two_level_interval(
     candidate: np.ndarray, baseline: np.ndarray | None = None, n_resamples: int = 10_000, level: float = 0.95,
-    seed: int = 0,
+    seed: int = 0, paired_seeds: bool = False,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval over training seeds *and* test images.
 
@@ -137,6 +144,12 @@ def two_level_interval(
     evaluated on the same images, so the images are one factor, not one per seed. With few seeds (three, say) the
     seed level is a rough spread, not a precise one; the interval is still wider, and more honest, than one that
     resamples images of a single training run.
+
+    ``paired_seeds`` draws seed *pairs* instead: row k of ``candidate`` and of ``baseline`` must be one training
+    seed that fixes the same things for both, as for twins that differ only in routing (the same seed gives them
+    the same initial weights and the same batches). What the seed does to both then cancels in the difference, as
+    what an image does cancels through the shared image draw; with seeds that link nothing the pairs are still
+    independent draws, so the interval stays valid, only no narrower.
     """
     matrices = [np.atleast_2d(candidate)] + ([np.atleast_2d(baseline)] if baseline is not None else [])
     n = matrices[0].shape[1]
@@ -146,7 +159,7 @@ def two_level_interval(
     samples = np.empty(n_resamples)
     for start in range(0, n_resamples, 1000):  # chunks keep memory at 1000 × n
         count = min(1000, n_resamples - start)
-        means = seed_image_means(matrices, _resample_counts(rng, count, n), rng)
+        means = seed_image_means(matrices, _resample_counts(rng, count, n), rng, paired_seeds=paired_seeds)
         samples[start : start + count] = means[0] - (means[1] if baseline is not None else 0.0)
     tail = (1.0 - level) / 2.0
     low, high = np.quantile(samples, [tail, 1.0 - tail])

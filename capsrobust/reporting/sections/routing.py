@@ -123,18 +123,23 @@ def _against_no_routing(context: ReportContext, draft: Draft) -> None:
                     "model (one routing iteration, or uniform coupling: every coupling 1/K, no agreement step), in "
                     "points of best-attack robust accuracy: what routing adds (positive) or costs (negative) under "
                     "the strongest attacks this sweep ran. Averaged over training seeds, over the attacks every "
-                    "seed of both faced; the 95% interval resamples each recipe's seeds independently and the test "
-                    "images jointly (the same images for both, so the pairing is kept); *per seed*: seed k against "
-                    "seed k, interval over images only. An interval that holds 0 means this sweep cannot tell the "
-                    "two apart."))
+                    "seed of both faced. The 95% interval resamples training seeds and test images; both are "
+                    "paired: the images are the same for both, and a variant has the parameters of its no-routing "
+                    "twin, so one training seed gives the two the same initial weights and the same batches and "
+                    "the interval draws seed k of both together (where the two hold different seeds, each "
+                    "recipe's seeds are drawn on their own; `seeds_paired` in the table). *Per seed*: seed k "
+                    "against seed k, interval over images only. An interval that holds 0 means this sweep cannot "
+                    "tell the two apart."))
             raw.append(tagged(context, frame, source))
             display = seed_difference_numbers(frame)[["candidate", "norm", "eps", "n", "candidate_seeds", "base",
                                                        "cand", "difference", "per_seed_differences"]]
             display.columns = ["variant", "norm", "eps", "n", "seeds", f"{baseline} (no routing)", "with routing",
                                "routing adds (pts) [95% CI]", "per seed (pts) [95% CI, images]"]
+            paired = frame.groupby("candidate", sort=False)["seeds_paired"].all()
             commands = tuple((f"compute the {variant} rows", shlex.join(
-                ["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate", variant]))
-                for variant in dict.fromkeys(frame["candidate"]))
+                ["capsrobust", "compare", source.shown, "--baseline", baseline, "--candidate", variant,
+                 *(["--paired-seeds"] if is_paired else [])]))
+                for variant, is_paired in paired.items())
             suffix = f" ({source.shown})" if context.many else ""
             draft.blocks.append(Table("routing_against_none", display, (*commands, context.rebuild()),
                                       f"Routing variants against {baseline}{suffix}: best-attack robust accuracy "
