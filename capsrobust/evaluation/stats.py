@@ -137,13 +137,13 @@ def two_level_interval(
     """Percentile bootstrap interval over training seeds *and* test images.
 
     ``candidate`` (and ``baseline``) hold per-image outcomes, one row per training seed: (S, n), the same n images
-    in the same order in every row. Each resample draws seeds with replacement (each model on its own: seed k of
-    one model has nothing to do with seed k of another) and images with replacement (one draw shared by both
-    models, which keeps the images paired), then takes the grand mean. Without ``baseline`` the interval is for the
-    candidate's mean accuracy; with it, for candidate − baseline. Crossed rather than nested: every seed was
-    evaluated on the same images, so the images are one factor, not one per seed. With few seeds (three, say) the
-    seed level is a rough spread, not a precise one; the interval is still wider, and more honest, than one that
-    resamples images of a single training run.
+    in the same order in every row. Each resample draws seeds with replacement (by default each model on its own,
+    for models whose seed k has nothing to do with each other's; see ``paired_seeds``) and images with replacement
+    (one draw shared by both models, which keeps the images paired), then takes the grand mean. Without ``baseline``
+    the interval is for the candidate's mean accuracy; with it, for candidate − baseline. Crossed rather than
+    nested: every seed was evaluated on the same images, so the images are one factor, not one per seed. With few
+    seeds (three, say) the seed level is a rough spread, not a precise one; the interval is still wider, and more
+    honest, than one that resamples images of a single training run.
 
     ``paired_seeds`` draws seed *pairs* instead: row k of ``candidate`` and of ``baseline`` must be one training
     seed that fixes the same things for both, as for twins that differ only in routing (the same seed gives them
