@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -17,6 +18,7 @@ from capsrobust.figures.capsules import (
     tweak_figure,
 )
 from capsrobust.figures.images import mosaic, tile_centres
+from capsrobust.figures.results import perturbation_sizes
 from capsrobust.models.checkpoints import load_checkpoint
 from capsrobust.models.recipes import build_model
 from tests.conftest import recipe
@@ -74,3 +76,11 @@ def test_figures_are_written_non_blank_and_identical_for_the_same_seed(trained_r
 def test_models_without_a_decoder_are_refused(mnist5k):
     with pytest.raises(DetectionError, match="no class-conditional decoder"):
         capsule_tweaks(build_model(recipe("cnn-tiny")), mnist5k.test.images[0], tweak_deltas())
+
+
+@pytest.mark.parametrize("sizes", [pd.DataFrame(), pd.DataFrame({"series": [], "l2": []})])
+def test_the_cw_size_figure_says_when_no_model_was_fooled(sizes):
+    """A report whose Carlini–Wagner cells found no adversarial (concat of empty frames has no columns) still draws."""
+    figure = perturbation_sizes(sizes)
+    texts = [text.get_text() for axis in figure.axes for text in axis.texts]
+    assert texts == ["no adversarial found"] * 2

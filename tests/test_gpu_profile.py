@@ -48,9 +48,9 @@ def dump_toml(suite: dict) -> str:
 
 
 @pytest.fixture(scope="module")
-def gpu_on_cpu(tmp_path_factory: pytest.TempPathFactory, mnist5k) -> tuple[Path, object]:
+def gpu_on_cpu(tmp_path_factory: pytest.TempPathFactory, mnist_small) -> tuple[Path, object]:
     root = tmp_path_factory.mktemp("gpu-profile")
-    result = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
+    result = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist_small, device="cpu",
                            seeds=(0, 1), n=6, recipes=TINY, suite=shortened_gpu_suite(root), progress=False,
                            precision="fp32")  # the profile's tf32 is a GPU mode
     return root, result
@@ -109,14 +109,14 @@ def test_compare_takes_multi_seed_recipes(gpu_on_cpu):
 
 
 @pytest.mark.slow
-def test_a_finished_multi_seed_benchmark_is_skipped_and_other_seeds_are_refused(gpu_on_cpu, mnist5k):
+def test_a_finished_multi_seed_benchmark_is_skipped_and_other_seeds_are_refused(gpu_on_cpu, mnist_small):
     root, _ = gpu_on_cpu
-    again = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist5k, device="cpu",
+    again = run_benchmark("gpu", out_dir=root / "bench", report_dir=root / "report", data=mnist_small, device="cpu",
                           seeds=(0, 1), n=6, recipes=TINY, suite=root / "gpu-short.toml", progress=False,
                           precision="fp32")
     assert set(again.stages.values()) == {"skipped"}
     with pytest.raises(BenchmarkError, match="started with seeds"):
-        run_benchmark("gpu", out_dir=root / "bench", data=mnist5k, device="cpu", seeds=(0, 2), n=6, recipes=TINY,
+        run_benchmark("gpu", out_dir=root / "bench", data=mnist_small, device="cpu", seeds=(0, 2), n=6, recipes=TINY,
                       precision="fp32")
 
 

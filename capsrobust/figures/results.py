@@ -58,9 +58,10 @@ def robustness_curves(curves: pd.DataFrame) -> Figure:
 def perturbation_sizes(sizes: pd.DataFrame) -> Figure:
     """Distribution of the L2 size of the Carlini–Wagner adversarials, per model (histogram and ECDF).
 
-    ``sizes`` has columns series and l2, one row per clean-correct image the attack misclassified.
+    ``sizes`` has columns series and l2, one row per clean-correct image the attack misclassified; it is empty (maybe
+    without columns) when the attack fooled no model on any image, and the panels say so.
     """
-    series = list(dict.fromkeys(sizes["series"]))
+    series = list(dict.fromkeys(sizes["series"])) if not sizes.empty else []
     colours = palette(series)
     with sns.axes_style(STYLE):
         figure = Figure(figsize=(10.4, 3.8))
@@ -69,6 +70,10 @@ def perturbation_sizes(sizes: pd.DataFrame) -> Figure:
         sns.histplot(data=sizes, x="l2", hue="series", hue_order=series, palette=colours, element="step",
                      stat="density", common_norm=False, fill=False, ax=left)
         sns.ecdfplot(data=sizes, x="l2", hue="series", hue_order=series, palette=colours, ax=right)
+    else:
+        for axis in (left, right):
+            axis.text(0.5, 0.5, "no adversarial found", ha="center", va="center", color="0.4",
+                      transform=axis.transAxes)
     for axis in (left, right):
         if axis.get_legend() is not None:
             axis.get_legend().set_title(None)
