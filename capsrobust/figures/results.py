@@ -14,6 +14,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from capsrobust.figures.detection import blank_panel
+
 NORM_TITLES = {"linf": "L∞", "l2": "L2"}
 STYLE = "whitegrid"
 
@@ -72,8 +74,7 @@ def perturbation_sizes(sizes: pd.DataFrame) -> Figure:
         sns.ecdfplot(data=sizes, x="l2", hue="series", hue_order=series, palette=colours, ax=right)
     else:
         for axis in (left, right):
-            axis.text(0.5, 0.5, "no adversarial found", ha="center", va="center", color="0.4",
-                      transform=axis.transAxes)
+            blank_panel(axis, "no adversarial found")
     for axis in (left, right):
         if axis.get_legend() is not None:
             axis.get_legend().set_title(None)
