@@ -273,6 +273,7 @@ def train(
     """
     from capsrobust.data import load_dataset
     from capsrobust.models.recipes import load_recipe, with_adversarial
+    from capsrobust.runtime import check_folder_can_be_made
     from capsrobust.training import TrainSettings, summarise_run, train_recipe
     from capsrobust.training.runs import parse_seeds  # not capsrobust.benchmark: it loads figures and detection
 
@@ -280,6 +281,8 @@ def train(
         load_recipe(recipe), attack=train_attack, eps=train_eps, steps=train_steps, step_size=train_step_size,
         warmup_epochs=warmup_epochs, trades_beta=trades_beta, objective=train_objective, val_steps=val_steps,
     )
+    if out_dir:
+        check_folder_can_be_made(Path(out_dir))
     dataset = load_dataset(data_name, data_dir, download)
     out = Path(out_dir) if out_dir else Path("runs") / f"{loaded.name}-{folder_safe(dataset.name)}"
     settings = TrainSettings(epochs, batch_size, seed, device, resume, progress=not no_progress, precision=precision)

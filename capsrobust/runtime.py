@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import platform
 import shlex
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -97,6 +99,22 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def check_folder_can_be_made(path: Path) -> None:
+    """Raise the ``OSError`` that making ``path`` would raise (a file or a symlink loop on the way, no permission),
+    without making anything: a command checks its ``--out`` before seconds of loading data, and a refused
+    command leaves no empty folder behind."""
+    for existing in (path, *path.parents):
+        try:
+            status = existing.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # missing (made later with its parents), or below a file: the loop reaches the culprit
+        if not stat.S_ISDIR(status.st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
+        return
 
 
 def _umask() -> int:

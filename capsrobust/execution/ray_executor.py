@@ -100,11 +100,13 @@ class _Worker:
 
 @dataclass
 class _Slot:
-    """An actor of the pool and the groups it holds."""
+    """An actor of the pool, the groups it holds, and while it starts, the reference its ``ready`` call resolves."""
 
     actor: Any
     groups: list[str]
     busy: bool = False
+    starting: Any = None
+    dead: bool = False
 
 
 class RayExecutor(Executor):
@@ -208,18 +210,31 @@ class RayExecutor(Executor):
 
     def _loop(self, slots: list[_Slot], pending: list[tuple[Job, int]], on_result: OnResult, start: Any) -> list[
             Failure]:
+        """Hand jobs to idle actors until every job is stored or has failed every try.
+
+        A dead actor is replaced at once, but the replacement gets no job before its ``ready`` returns: a retried or
+        waiting job goes to whichever actor is free first instead of queueing behind seconds of imports, and a run
+        whose other actors finish the work does not wait for the replacement at all.
+        """
         failures: list[Failure] = []
         running: dict[Any, tuple[int, Job, int]] = {}
+        starting: dict[Any, int] = {}
         while pending or running:
             for index, slot in enumerate(slots):
-                if slot.busy or not pending:
+                if slot.busy or slot.dead or slot.starting is not None or not pending:
                     continue
                 job, attempt = pending.pop(next_job([job for job, _ in pending], slot.groups))
                 slot.busy = True
                 slot.groups = [*(g for g in slot.groups if g != job.group), job.group][-GROUPS_PER_WORKER:]
                 running[slot.actor.run.remote(job.group, job.payload)] = (index, job, attempt)
                 self._submitted(job, slot.actor)
-            (done,), _ = ray.wait(list(running), num_returns=1)
+            if not running and not starting:
+                raise ExecutionError("every Ray worker died and none could be restarted; check the cluster "
+                                     "(`ray status`) and run the same command again to resume")
+            (done,), _ = ray.wait([*running, *starting], num_returns=1)
+            if done in starting:
+                self._started_or_dropped(slots[starting.pop(done)], done)
+                continue
             index, job, attempt = running.pop(done)
             slots[index].busy = False
             try:
@@ -232,7 +247,9 @@ class RayExecutor(Executor):
             except RayActorError as error:
                 message = f"its Ray worker died ({describe_error(error)})"
                 ray.kill(slots[index].actor)
-                slots[index], _ = start()  # a fresh actor; its ready() runs before the next job it gets
+                slots[index], ready = start()
+                slots[index].starting = ready
+                starting[ready] = index
             else:
                 pending.extend((following, 1) for following in on_result(job, result) or ())
                 continue
@@ -242,6 +259,17 @@ class RayExecutor(Executor):
             else:
                 pending.insert(0, (job, attempt + 1))
         return failures
+
+    @staticmethod
+    def _started_or_dropped(slot: _Slot, ready: Any) -> None:
+        """A replacement actor is ready for jobs, or (its node lost, say) leaves the pool with a warning."""
+        slot.starting = None
+        try:
+            ray.get(ready)
+        except RayError as error:
+            log.warning("a replacement Ray worker failed to start (%s); going on without it", describe_error(error))
+            ray.kill(slot.actor)
+            slot.dead = True
 
     def _submitted(self, job: Job, actor: Any) -> None:
         """Called after each job is handed to an actor (tests kill the actor here to play a worker crash)."""

@@ -16,11 +16,14 @@ from matplotlib.figure import Figure
 from capsrobust.data import Split
 from capsrobust.detection.detector import require_reconstruction
 from capsrobust.figures.images import mosaic, show_image, tile_centres
+from capsrobust.figures.layout import Margins, fixed_grid
 from capsrobust.models import CapsRobustModel
 from capsrobust.runtime import atomic_write
 
 PNG_METADATA = {"Software": None}
 DPI = 110
+# inches: the row names (left), each column's two-line title (top), the bars' class ticks (bottom)
+RECONSTRUCTION_MARGINS = Margins(left=0.55, right=0.1, top=0.45, bottom=0.25)
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
@@ -49,8 +52,7 @@ def reconstruction_figure(
     scores = output.lengths if output.lengths is not None else output.logits.softmax(dim=1)
     score_name = "capsule lengths" if output.lengths is not None else "softmax"
     n = len(indices)
-    figure = Figure(figsize=(1.3 * n, 4.4))
-    axes = figure.subplots(3, n, squeeze=False, gridspec_kw={"height_ratios": [1, 1, 0.8]})
+    figure, axes = fixed_grid([1.0, 1.0, 0.8], n, 1.0, 0.3, 0.25, RECONSTRUCTION_MARGINS)
     for column, index in enumerate(indices):
         label, predicted = int(split.labels[index]), int(output.predictions[column])
         show_image(axes[0, column], images[column])
@@ -68,7 +70,6 @@ def reconstruction_figure(
     axes[0, 0].text(-0.3, 0.5, "input", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
     axes[1, 0].text(-0.3, 0.5, "reconstruction", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
     axes[2, 0].set_ylabel(score_name, fontsize=7)
-    figure.tight_layout()
     return figure
 
 

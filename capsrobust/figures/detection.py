@@ -24,6 +24,7 @@ from capsrobust.detection.pipeline import (
     load_detection,
 )
 from capsrobust.figures.capsules import save_figure
+from capsrobust.figures.layout import Margins, fixed_grid
 
 HISTOGRAM_FILE = "detection_histograms.png"
 ROC_FILE = "detection_roc.png"
@@ -39,20 +40,14 @@ def _panels(tables: DetectionTables) -> tuple[list[str], list[str], pd.DataFrame
     return models, labels, rows[rows["backend"] == first_backend]
 
 
-# Panel and gap sizes in inches. The margins are fixed rather than found by tight_layout, which measures every tick
-# label of every panel: seconds on a benchmark's grid of a hundred panels, for a layout these sizes already fix.
+# Panel and gap sizes in inches (fixed margins: see figures/layout.py).
 PANEL_WIDTH, PANEL_HEIGHT = 2.2, 1.7
 GAP_WIDTH, GAP_HEIGHT = 0.4, 0.6  # room for y tick labels; for a two-line title over x tick labels
-LEFT, RIGHT, TOP, BOTTOM = 0.55, 0.1, 0.75, 0.45  # y label; edge; suptitle; x label
+MARGINS = Margins(left=0.55, right=0.1, top=0.75, bottom=0.45)  # y label; edge; suptitle; x label
 
 
 def _grid(n_rows: int, n_columns: int) -> tuple[Figure, np.ndarray]:
-    width = LEFT + n_columns * PANEL_WIDTH + (n_columns - 1) * GAP_WIDTH + RIGHT
-    height = TOP + n_rows * PANEL_HEIGHT + (n_rows - 1) * GAP_HEIGHT + BOTTOM
-    figure = Figure(figsize=(width, height))
-    figure.subplots_adjust(left=LEFT / width, right=1 - RIGHT / width, top=1 - TOP / height, bottom=BOTTOM / height,
-                           wspace=GAP_WIDTH / PANEL_WIDTH, hspace=GAP_HEIGHT / PANEL_HEIGHT)
-    return figure, figure.subplots(n_rows, n_columns, squeeze=False)
+    return fixed_grid([PANEL_HEIGHT] * n_rows, n_columns, PANEL_WIDTH, GAP_WIDTH, GAP_HEIGHT, MARGINS)
 
 
 def _eps_colours(values: Sequence[float]) -> dict[float, tuple[float, ...]]:
