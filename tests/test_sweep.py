@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -112,32 +113,47 @@ def test_minimisation_attack_counts_only_adversarials_within_the_threshold(train
     assert loose["l2_median"] <= 10.0
 
 
-SUBPROCESS = textwrap.dedent("""
-    import os, signal, sys
+# One interpreter imports everything once, then forks a child per plan before any computation (no thread pool yet,
+# so the fork is safe); each child SIGKILLs itself at its chosen file write. Prints the children's exit codes.
+KILLED_SWEEPS = textwrap.dedent("""
+    import json, os, signal, sys
+    import art, foolbox  # noqa: F401  (what the children would each import again)
+    from capsrobust.data import load_dataset
     from capsrobust.evaluation import store, sweep
     from capsrobust.attacks.suites import suite_from_dict
 
-    kill_at, target = int(sys.argv[1]), sys.argv[2]
-    writes = {"n": 0}
-    original_text, original = store.atomic_write_text, store.atomic_write  # the cell files are written there
+    def killed_sweep(kill_at, target, run, out):
+        writes = {"n": 0}
+        original_text, original = store.atomic_write_text, store.atomic_write  # the cell files are written there
 
-    def counting(path):
-        if path.name.startswith(target):
-            writes["n"] += 1
-            if writes["n"] == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+        def counting(path):
+            if path.name.startswith(target):
+                writes["n"] += 1
+                if writes["n"] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
 
-    def text(path, content):
-        counting(path)
-        original_text(path, content)
+        def text(path, content):
+            counting(path)
+            original_text(path, content)
 
-    def binary(path, write):
-        counting(path)
-        original(path, write)
+        def binary(path, write):
+            counting(path)
+            original(path, write)
 
-    store.atomic_write_text, store.atomic_write = text, binary
-    sweep.run_sweep([sys.argv[3]], suite_from_dict({suite!r}), "mnist-5k", out_dir=sys.argv[4], n=16,
-                    backend="foolbox", device="cpu", progress=False)
+        store.atomic_write_text, store.atomic_write = text, binary
+        sweep.run_sweep([run], suite_from_dict({suite!r}), load_dataset("mnist-5k"), out_dir=out, n=16,
+                        backend="foolbox", device="cpu", progress=False)
+
+    codes = []
+    for kill_at, target, run, out in json.loads(sys.argv[1]):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                killed_sweep(kill_at, target, run, out)
+            finally:
+                os._exit(0)  # not killed: the parent reports exit code 0
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+    print(json.dumps(codes))
 """)
 RESUME_SUITE = {
     "attack": [
@@ -157,27 +173,34 @@ def uninterrupted(trained_runs, mnist5k, tmp_path_factory):
     return load_sweep(out)
 
 
-@pytest.mark.parametrize(
-    ("kill_at", "target"),
-    [(4, "cnn-tiny"), (14, "cnn-tiny"), (4, "results.csv")],
-    ids=["before-the-second-cell-row", "between-two-cw-cells", "while-rebuilding-the-tables"],
-)
-def test_resume_after_sigkill_ends_with_the_identical_table(
-    kill_at, target, trained_runs, mnist5k, tmp_path, uninterrupted
-):
-    """SIGKILL the sweep at a chosen file write (each cell writes its examples, then its row), then resume."""
-    out = tmp_path / "sweep"
-    run = trained_runs["cnn-tiny"]
-    script = SUBPROCESS.replace("{suite!r}", repr(RESUME_SUITE))
-    if target == "cnn-tiny":  # the cell files are named after the run directory
-        target = run.name
-    killed = subprocess.run([sys.executable, "-c", script, str(kill_at), target, str(run), str(out)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr[-2000:]
+KILLS = {  # where each sweep is killed: at the Nth write of a file whose name starts with the target
+    "before-the-second-cell-row": (4, "cnn-tiny"),  # each cell writes its examples, then its row
+    "between-two-cw-cells": (14, "cnn-tiny"),
+    "while-rebuilding-the-tables": (4, "results.csv"),
+}
+
+
+@pytest.fixture(scope="module")
+def killed_sweeps(trained_runs, tmp_path_factory) -> dict[str, tuple[int, Path]]:
+    """Each plan of ``KILLS`` as a sweep SIGKILLed in a process of its own: its exit code and its folder."""
+    root, run = tmp_path_factory.mktemp("killed"), trained_runs["cnn-tiny"]
+    plans = [(kill_at, run.name if target == "cnn-tiny" else target, str(run), str(root / name))  # cell files are
+             for name, (kill_at, target) in KILLS.items()]                                       # named after the run
+    driver = subprocess.run([sys.executable, "-c", KILLED_SWEEPS.replace("{suite!r}", repr(RESUME_SUITE)),
+                             json.dumps(plans)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert driver.returncode == 0, driver.stderr[-2000:]
+    return {name: (code, root / name) for name, code in zip(KILLS, json.loads(driver.stdout), strict=True)}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_resume_after_sigkill_ends_with_the_identical_table(kill, trained_runs, killed_sweeps, uninterrupted):
+    """SIGKILL the sweep at a chosen file write, then resume: the tables of the uninterrupted sweep."""
+    code, out = killed_sweeps[kill]
+    assert code == -9
     finished = len(list((out / "cells").glob("*.json")))
     assert 0 < finished < 7
-    run_sweep([run], suite_from_dict(RESUME_SUITE), mnist5k, out_dir=out, n=16, backend="foolbox", device="cpu",
-              resume=True, progress=False)
+    run_sweep([trained_runs["cnn-tiny"]], suite_from_dict(RESUME_SUITE), "mnist-5k", out_dir=out, n=16,
+              backend="foolbox", device="cpu", resume=True, progress=False)
     resumed = load_sweep(out)
     pd.testing.assert_frame_equal(resumed.results.drop(columns=VOLATILE),
                                   uninterrupted.results.drop(columns=VOLATILE))
