@@ -229,6 +229,34 @@ def test_bad_ray_settings_are_one_line_errors_not_hangs(tmp_path, monkeypatch):
         RayExecutor(RaySettings()).run(work, one, lambda job, result: None)
 
 
+class KillingAndBreaking(RayExecutor):
+    """Kills the actor handed the first job, after making every later actor fail to start (a node lost its library)."""
+
+    def __init__(self, settings: RaySettings, broken: Path) -> None:
+        super().__init__(settings)
+        self.broken = broken
+
+    def _submitted(self, job: Job, actor: object) -> None:
+        if not self.broken.exists():
+            self.broken.touch()
+            ray.kill(actor)
+
+
+def test_when_no_worker_can_be_restarted_the_run_stops_in_one_line(tmp_path, monkeypatch):
+    """The replacement of a killed actor fails to start: it leaves the pool, and with no actor left the run stops
+    with one line instead of waiting forever."""
+    broken = tmp_path / "broken"
+    plugin = tmp_path / "breaks_later.py"
+    plugin.write_text(f"import pathlib, ray\nif ray.get_runtime_context().get_actor_id() and "
+                      f"pathlib.Path({str(broken)!r}).exists():\n    import lib_lost_on_this_node\n", encoding="utf-8")
+    module = type(sys)("capsrobust_plugin_breaks_later_0")
+    module.__file__ = str(plugin)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    jobs = [Job("a", "g", "a"), Job("b", "g", "b")]
+    with pytest.raises(ExecutionError, match=r"^every Ray worker died and none could be restarted"):
+        KillingAndBreaking(RaySettings(workers=1), broken).run(Echo(), jobs, lambda job, result: None)
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:abc", "127.0.0.1:\u00b2", "127.0.0.1:99999", "127.0.0.1:0", ":6379"])
 def test_a_ray_address_without_a_valid_port_is_one_line(address):
     with pytest.raises(ExecutionError, match=r"is not HOST:PORT"):
