@@ -42,6 +42,8 @@ SUITE = {
     ],
 }
 VOLATILE = ["seconds", "command"]
+# The executor's own tests (killed worker, failing cell, Ctrl-C) sweep with Foolbox only: each fresh actor then
+# imports Foolbox (about 1 s) and not ART (about 3 s). ART cells on Ray are the cascade test's.
 
 
 @pytest.fixture(scope="module", autouse=True)
