@@ -112,7 +112,7 @@ def check_folder_can_be_made(path: Path) -> None:
             continue  # missing (made later with its parents), or below a file: the loop reaches the culprit
         if not stat.S_ISDIR(status.st_mode):
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-        if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        if not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
         return
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
@@ -24,7 +23,7 @@ from capsrobust.detection.pipeline import (
     load_detection,
 )
 from capsrobust.figures.capsules import save_figure
-from capsrobust.figures.layout import Margins, fixed_grid
+from capsrobust.figures.layout import Margins, blank_panel, fixed_grid
 
 HISTOGRAM_FILE = "detection_histograms.png"
 ROC_FILE = "detection_roc.png"
@@ -53,12 +52,6 @@ def _grid(n_rows: int, n_columns: int) -> tuple[Figure, np.ndarray]:
 def _eps_colours(values: Sequence[float]) -> dict[float, tuple[float, ...]]:
     colours = mpl.colormaps["viridis"](np.linspace(0.0, 0.85, max(len(values), 1)))
     return {eps: tuple(colour) for eps, colour in zip(sorted(values), colours, strict=False)}
-
-
-def blank_panel(axis: Axes, text: str) -> None:
-    axis.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, color="0.4", transform=axis.transAxes)
-    axis.set_xticks([])
-    axis.set_yticks([])
 
 
 def score_histograms(tables: DetectionTables) -> Figure:

@@ -25,8 +25,8 @@ from capsrobust.detection.detector import Distance, reconstruction_distances
 from capsrobust.detection.pipeline import DETECTION_DIR, DetectionError, load_detection, read_sweep
 from capsrobust.evaluation.store import load_adversarials, load_sweep_models, load_test_split
 from capsrobust.figures.capsules import choose_examples, save_figure
-from capsrobust.figures.detection import blank_panel
 from capsrobust.figures.images import show_image, signed_map
+from capsrobust.figures.layout import blank_panel
 from capsrobust.models import ModelOutput
 from capsrobust.models.base import CAPSULE_CAPABILITIES, Capability, capabilities_of
 from capsrobust.models.checkpoints import LoadedCheckpoint

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from capsrobust.figures.detection import blank_panel
+from capsrobust.figures.layout import blank_panel
 
 NORM_TITLES = {"linf": "L∞", "l2": "L2"}
 STYLE = "whitegrid"
